@@ -1,0 +1,28 @@
+# The two commands of the README. Both set up .venv themselves, so they work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q -c constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup clean
+
+setup: $(STAMP)
+
+# tf-keras (Keras 2) is only for the tests of Keras 2 models; --no-deps keeps it from pulling the full
+# `tensorflow` package beside tensorflow-cpu.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[all,test]'
+	$(PIP) --no-deps tf-keras
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/modelshell --demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,110 @@
+"""The command line: the interactive shell, ``run SCRIPT``, piped input, ``--demo`` and preloaded files."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from modelshell import __version__
+
+__all__ = ["main"]
+
+
+def _shell_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelshell",
+        description="Look inside PyTorch and Keras models and move weights between them. "
+        "`modelshell run SCRIPT` runs a file of shell lines.",
+    )
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="model files to load (names from the file stems)")
+    parser.add_argument("--demo", action="store_true", help="load the tutorial's LeNet-5 as torch_model and keras_model")
+    _common_options(parser)
+    return parser
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelshell run", description="Run a file of shell lines.")
+    parser.add_argument("script", metavar="SCRIPT", help="a file of shell lines ('-' reads standard input)")
+    parser.add_argument("--keep-going", action="store_true", help="run every line; exit 1 if any failed")
+    parser.add_argument("--demo", action="store_true", help="load the LeNet-5 demo models first")
+    _common_options(parser)
+    return parser
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"modelshell {__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        return _run(_run_parser().parse_args(argv[1:]))
+    args = _shell_parser().parse_args(argv)
+    session = _new_session(args.debug, args.demo)
+    preload = [f"load {shlex.quote(path)}" for path in args.paths]
+    if not sys.stdin.isatty():
+        return run_lines(session, [*preload, *sys.stdin], keep_going=False)
+    if run_lines(session, preload, keep_going=True) and not session.model_names():
+        pass  # the errors were printed; an empty shell is still useful
+    from modelshell.shell import run_interactive
+
+    return run_interactive(session)
+
+
+def _run(args: argparse.Namespace) -> int:
+    session = _new_session(args.debug, args.demo)
+    if args.script == "-":
+        return run_lines(session, sys.stdin, keep_going=args.keep_going)
+    path = Path(args.script)
+    try:
+        text = path.read_text(encoding="utf8")
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot read {path}: {exc.strerror or exc}\n")
+        return 1
+    return run_lines(session, text.splitlines(), keep_going=args.keep_going, label=str(path))
+
+
+def _new_session(debug: bool, demo: bool):
+    from modelshell.session import Session
+
+    session = Session(debug=debug)
+    if demo:
+        load_demo(session)
+    return session
+
+
+def load_demo(session) -> None:
+    """Bind the tutorial's two LeNet-5 models as ``torch_model`` and ``keras_model``."""
+    from modelshell.demo import keras_lenet5, torch_lenet5
+    from modelshell.frameworks.detect import wrap_object
+
+    session.add("torch_model", wrap_object(torch_lenet5(), "demo: LeNet-5 built in code"))
+    session.add("keras_model", wrap_object(keras_lenet5(), "demo: LeNet-5 built in code"))
+
+
+def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<stdin>") -> int:
+    """Run lines as a script. Exit status 1 at the first failing line, or at the end with ``keep_going``."""
+    from modelshell.lines import complete_inputs
+    from modelshell.render import Printer
+
+    printer = Printer()
+    failed = False
+    try:
+        for number, text in complete_inputs(lines, session.needs_more):
+            outcome = session.run_line(text)
+            if outcome.error and label != "<stdin>":
+                outcome.error = f"{label}:{number}: {outcome.error}"
+            printer.show(outcome)
+            if outcome.exit_requested:
+                break
+            if not outcome.ok:
+                failed = True
+                if not keep_going:
+                    break
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    return 1 if failed else 0

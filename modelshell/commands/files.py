@@ -1,0 +1,85 @@
+"""load and save: model files in, model files out."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from modelshell import loaders
+from modelshell.atomic import atomic_target, full_suffix
+from modelshell.commands.format import count_text
+from modelshell.commands.registry import arg, command
+from modelshell.errors import ModelshellError, first_line
+from modelshell.results import Message
+
+__all__: list[str] = []
+
+SAVE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".keras", ".h5", ".weights.h5")
+
+
+@command(
+    "load",
+    "files",
+    "load a model file, or call FACTORY() from Python code",
+    args=[
+        arg("spec", metavar="PATH", help="a model file, FILE.py:FACTORY or pkg.module:FACTORY"),
+        arg("alias", nargs="*", metavar="as NAME", help="the variable name (default: the file's stem)"),
+        arg("--trust", action="store_true", help="allow formats that run code when loaded (pickled modules, "
+            "Keras Lambda layers)"),
+    ],
+    examples=["load lenet5.pt", "load lenet5.h5 as keras_model", "load models.py:build_lenet as net"],
+    json=True,
+    details="Formats: " + "; ".join(f"{k}: {v}" for k, v in loaders.FORMATS.items()) + ". "
+    "FILE.py:FACTORY and pkg.module:FACTORY run that Python code: load only code you trust.",
+)
+def load(session, args: argparse.Namespace) -> Message:
+    name = _alias(args.alias) or session.free_name(loaders.default_name(args.spec))
+    if name in session.namespace:
+        raise ModelshellError(f"the name {name!r} is already taken", f"choose another with `as`, or `del {name}` first")
+    handle = loaders.load(args.spec, trust=args.trust)
+    session.add(name, handle)
+    counts = handle.param_counts()
+    kind = handle.class_name if handle.has_architecture else f"{handle.class_name}, no architecture"
+    return Message(
+        f"loaded {name}: {handle.framework} {kind}, {count_text(counts['total'])} parameters, from {args.spec}",
+        data={"name": name, "framework": handle.framework, "class": handle.class_name,
+              "params": counts["total"], "source": args.spec, "trusted": handle.trusted},
+    )
+
+
+def _alias(words: list[str]) -> str | None:
+    if not words:
+        return None
+    if len(words) != 2 or words[0] != "as" or not words[1].isidentifier():
+        raise ModelshellError(f"expected `as NAME` after the path, got {' '.join(words)!r}", "see `help load`")
+    return words[1]
+
+
+@command(
+    "save",
+    "files",
+    "write a model to a file (the suffix picks the format), atomically",
+    args=[arg("name", help="a model in the session"), arg("path", metavar="PATH", help="the file to write")],
+    examples=["save torch_model lenet5-keras.pt", "save keras_model lenet5-torch.keras"],
+    json=True,
+    details="Suffixes: .pt/.pth/.bin (a torch state dict, weights only), .safetensors, .keras, .h5 "
+    "(legacy Keras), .weights.h5 (Keras weights only).",
+)
+def save(session, args: argparse.Namespace) -> Message:
+    handle = session.model(args.name)
+    path = Path(args.path).expanduser()
+    if full_suffix(path) not in SAVE_SUFFIXES:
+        raise ModelshellError(f"cannot tell the format of {path}", "use one of " + " ".join(SAVE_SUFFIXES))
+    if not path.parent.is_dir():
+        raise ModelshellError(f"{path.parent} is not a folder")
+    if path.is_dir():
+        raise ModelshellError(f"{path} is a folder")
+    try:
+        with atomic_target(path) as temporary:
+            handle.save(temporary)
+    except ModelshellError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - permissions, full disks and framework errors alike
+        raise ModelshellError(f"cannot save {args.name} to {path}: {first_line(exc)}") from exc
+    size = path.stat().st_size
+    return Message(f"saved {args.name} to {path} ({count_text(size)} bytes)",
+                   data={"name": args.name, "path": str(path), "bytes": size})

@@ -1,0 +1,218 @@
+"""members, weights, shapes, doc: what the tutorial did with dir(), state_dict() and help()."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import io
+import pydoc
+import warnings
+from typing import Any
+
+from modelshell.commands.format import count_text, matches, shape_text
+from modelshell.commands.registry import arg, command
+from modelshell.errors import ModelshellError, first_line
+from modelshell.frameworks.base import LayerNode, count_params
+from modelshell.frameworks.detect import framework_of
+from modelshell.results import Column, Table, Text, Tree, TreeNode
+
+__all__ = ["describe_member", "resolve_dotted"]
+
+
+@command(
+    "members",
+    "inspect",
+    "dir() of a model: each member's kind, type and first doc line",
+    args=[
+        arg("name", help="a model in the session"),
+        arg("filter", nargs="?", help="substring (case-insensitive) or glob such as '*weight*'"),
+        arg("--private", action="store_true", help="include _private and __dunder__ members"),
+    ],
+    examples=["members torch_model state", "members keras_model '*weight*' --private"],
+    json=True,
+)
+def members(session, args: argparse.Namespace) -> Table:
+    obj = session.model(args.name).obj
+    names = [n for n in dir(obj) if (args.private or not n.startswith("_")) and matches(n, args.filter)]
+    found = [describe_member(obj, n) for n in names]
+    rows = [[m["name"], m["kind"], m["type"], m["doc"]] for m in found]
+    shown = f"{len(found)} members" + (f" matching {args.filter!r}" if args.filter else "")
+    hidden = "" if args.private else " (--private adds _private ones)"
+    return Table(
+        title=f"{args.name}: {type(obj).__name__}",
+        columns=[Column("name", no_wrap=True), Column("kind"), Column("type"), Column("doc")],
+        rows=rows,
+        footer=[shown + hidden],
+        data={"model": args.name, "class": type(obj).__name__, "members": found},
+    )
+
+
+def describe_member(obj: Any, name: str) -> dict[str, str]:
+    """Name, kind, type and first doc line of one member, looked up statically first so that merely
+    listing members does not run methods; properties are evaluated, quietly, to learn their type."""
+    static = inspect.getattr_static(obj, name, None)
+    if isinstance(static, (staticmethod, classmethod)):
+        static = static.__func__
+    if isinstance(static, type):
+        return _member(name, "class", "type", static)
+    if inspect.isfunction(static) or inspect.ismethoddescriptor(static) or inspect.isbuiltin(static):
+        return _member(name, "method", "method", static)
+    is_property = isinstance(static, property) or inspect.isdatadescriptor(static)
+    value, failed = _quiet_getattr(obj, name)
+    if is_property:
+        return _member(name, "property", "?" if failed else type(value).__name__, static)
+    if failed:
+        return {"name": name, "kind": "attribute", "type": "?", "doc": f"(reading it failed: {value})"}
+    kind = _value_kind(value)
+    documented = value if kind in ("module", "layer", "method") else None
+    return _member(name, kind, type(value).__name__, documented)
+
+
+def _value_kind(value: Any) -> str:
+    framework = framework_of(value)
+    if framework == "torch":
+        return "module"
+    if framework == "keras":
+        return "layer"
+    kind_by_class = {"Parameter": "parameter", "Tensor": "buffer"}
+    if type(value).__name__ in kind_by_class and type(value).__module__.startswith("torch"):
+        return kind_by_class[type(value).__name__]
+    return "method" if callable(value) and not isinstance(value, type) else "attribute"
+
+
+def _member(name: str, kind: str, type_name: str, documented: Any) -> dict[str, str]:
+    doc = inspect.getdoc(documented) if documented is not None else None
+    return {"name": name, "kind": kind, "type": type_name, "doc": (doc or "").strip().split("\n")[0]}
+
+
+def _quiet_getattr(obj: Any, name: str) -> tuple[Any, bool]:
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            return getattr(obj, name), False
+        except Exception as exc:  # noqa: BLE001 - a property that raises is still a member to list
+            return f"{type(exc).__name__}: {first_line(exc)}", True
+
+
+@command(
+    "weights",
+    "inspect",
+    "every tensor: name, shape, dtype, parameters, trainable; totals",
+    args=[
+        arg("name", help="a model in the session"),
+        arg("filter", nargs="?", help="substring (case-insensitive) or glob of tensor names"),
+    ],
+    examples=["weights torch_model", "weights keras_model kernel --json"],
+    json=True,
+    details="torch models list state_dict() in order, buffers included; Keras models list model.weights "
+    "in order, with each variable's path.",
+)
+def weights(session, args: argparse.Namespace) -> Table:
+    handle = session.model(args.name)
+    every = handle.tensors()
+    shown = [t for t in every if matches(t.name, args.filter)]
+    notes = [_tensor_note(t) for t in shown]
+    columns = [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("dtype"),
+               Column("params", justify="right"), Column("trainable")]
+    rows = [[t.name, shape_text(t.shape), t.dtype, count_text(t.size), _trainable_text(t.trainable)] for t in shown]
+    if any(notes):
+        columns.append(Column("note"))
+        rows = [row + [note] for row, note in zip(rows, notes)]
+    totals = count_params(shown)
+    return Table(
+        title=f"{args.name}: {handle.class_name} ({handle.framework})",
+        columns=columns,
+        rows=rows,
+        footer=[_totals_line(len(shown), len(every), totals, handle.has_architecture, args.filter)],
+        data={"model": args.name, "framework": handle.framework, "class": handle.class_name,
+              "weights": [t.as_json() for t in shown], "totals": totals},
+    )
+
+
+def _trainable_text(trainable: bool | None) -> str:
+    return {True: "yes", False: "no", None: "-"}[trainable]
+
+
+def _tensor_note(tensor) -> str:
+    if tensor.tied_to:
+        return f"tied to {tensor.tied_to}"
+    return "buffer" if tensor.kind == "buffer" else ""
+
+
+def _totals_line(shown: int, every: int, totals: dict[str, int], known: bool, pattern: str | None) -> str:
+    line = f"{shown} tensors" + (f" of {every} matching {pattern!r}" if pattern else "")
+    line += f", {count_text(totals['total'])} parameters"
+    if known:
+        line += f" ({count_text(totals['trainable'])} trainable, {count_text(totals['non_trainable'])} non-trainable)"
+    else:
+        line += " (a weights-only file: trainable or not is unknown)"
+    return line
+
+
+@command(
+    "shapes",
+    "inspect",
+    "the layers as a tree: class, each weight's shape, parameters",
+    args=[arg("name", help="a model in the session")],
+    examples=["shapes torch_model", "shapes keras_model --json"],
+    json=True,
+)
+def shapes(session, args: argparse.Namespace) -> Tree:
+    handle = session.model(args.name)
+    root = handle.layer_tree()
+    totals = handle.param_counts()
+    return Tree(
+        title=f"{args.name} ({handle.framework})",
+        root=_tree_node(root, label=args.name),
+        footer=[f"{count_text(totals['total'])} parameters in {len(handle.tensors())} tensors"],
+        data={"model": args.name, "framework": handle.framework, "tree": _tree_json(root), "totals": totals},
+    )
+
+
+def _tree_node(layer: LayerNode, label: str | None = None) -> TreeNode:
+    parts = [layer.class_name] if layer.class_name else []
+    parts += [f"{t.role} {shape_text(t.shape)}" for t in layer.tensors]
+    params = layer.param_count()
+    if params:
+        parts.append(f"{count_text(params)} params")
+    return TreeNode(label or layer.name, "  ".join(parts), [_tree_node(child) for child in layer.children])
+
+
+def _tree_json(layer: LayerNode) -> dict[str, Any]:
+    return {
+        "name": layer.name,
+        "class": layer.class_name,
+        "params": layer.param_count(),
+        "weights": [{"role": t.role, "name": t.name, "shape": list(t.shape)} for t in layer.tensors],
+        "children": [_tree_json(child) for child in layer.children],
+    }
+
+
+@command(
+    "doc",
+    "inspect",
+    "the help() text of a model or a member, paged when long",
+    args=[arg("target", metavar="NAME[.ATTR...]", help="a model, or a dotted member such as torch_model.state_dict")],
+    examples=["doc torch_model.load_state_dict", "doc keras_model.set_weights"],
+    details="`?NAME` and `NAME?` are short for `doc NAME`, as in IPython.",
+)
+def doc(session, args: argparse.Namespace) -> Text:
+    obj = resolve_dotted(session.namespace, args.target)
+    text = pydoc.render_doc(obj, title=f"Help on %s ({args.target}):", renderer=pydoc.plaintext)
+    return Text(text, page=True, data={"target": args.target, "doc": text})
+
+
+def resolve_dotted(namespace: dict[str, Any], target: str) -> Any:
+    """``torch_model.state_dict`` -> the bound method, by getattr only (nothing is called or evaluated)."""
+    head, *attrs = target.split(".")
+    if head not in namespace:
+        raise ModelshellError(f"no model or variable named {head!r}", "`models` lists the models")
+    obj = namespace[head]
+    for depth, attr in enumerate(attrs, start=1):
+        try:
+            obj = getattr(obj, attr)
+        except Exception as exc:  # noqa: BLE001
+            so_far = ".".join([head, *attrs[: depth - 1]])
+            raise ModelshellError(f"{so_far} has no member {attr!r} ({type(exc).__name__})",
+                                  f"`members {head}` lists what there is") from exc
+    return obj

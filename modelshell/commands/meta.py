@@ -1,0 +1,85 @@
+"""help and models: what the shell can do, and what the session holds."""
+from __future__ import annotations
+
+import argparse
+
+from modelshell.commands.format import count_text
+from modelshell.commands.registry import COMMANDS, GROUPS, arg, command
+from modelshell.errors import ModelshellError
+from modelshell.results import Column, Table, Text
+
+__all__: list[str] = []
+
+_PYTHON_NOTE = (
+    "Any other line is Python, run in the session namespace where every model is a variable by its name;\n"
+    "a torch module or Keras model you bind there is usable by the commands. `?NAME` shows `doc NAME`.\n"
+    "`quit`, `exit` or Ctrl-D leaves."
+)
+
+
+@command(
+    "help",
+    "session",
+    "the commands, or one command's usage, options and examples",
+    args=[arg("topic", nargs="?", metavar="COMMAND", help="a command name")],
+    examples=["help", "help weights"],
+)
+def help_(session, args: argparse.Namespace) -> Text:
+    if args.topic is None:
+        return Text(_overview())
+    if args.topic not in COMMANDS:
+        raise ModelshellError(f"no command {args.topic!r}", "`help` lists the commands")
+    return Text(command_help(args.topic))
+
+
+def _overview() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = []
+    for group in GROUPS:
+        names = [n for n, c in COMMANDS.items() if c.group == group]
+        if names:
+            lines.append(f"{group}:")
+            lines += [f"  {n:<{width}}  {COMMANDS[n].summary}" for n in names]
+    lines += ["", _PYTHON_NOTE, "`help COMMAND` or `COMMAND --help` shows one command's usage, options and examples."]
+    return "\n".join(lines)
+
+
+def command_help(name: str) -> str:
+    """Usage, options and examples, generated from the command's own parser so it is always true."""
+    cmd = COMMANDS[name]
+    lines = [f"usage: {cmd.usage()}", "", cmd.summary + "."]
+    if cmd.details:
+        lines += ["", cmd.details]
+    options = [a for a in cmd.parser._actions if a.help]
+    if options:
+        lines += ["", "arguments:"]
+        for action in options:
+            label = ", ".join(action.option_strings) or (action.metavar or action.dest)
+            lines.append(f"  {label:<18} {action.help}")
+    if cmd.examples:
+        lines += ["", "examples:"] + [f"  {example}" for example in cmd.examples]
+    return "\n".join(lines)
+
+
+@command(
+    "models",
+    "session",
+    "the models: name, framework, class, parameters, source",
+    examples=["models", "models --json"],
+    json=True,
+)
+def models(session, args: argparse.Namespace) -> Table:
+    found = []
+    for name in session.model_names():
+        handle = session.model(name)
+        found.append({"name": name, "framework": handle.framework, "class": handle.class_name,
+                      "params": handle.param_counts()["total"], "source": handle.source, "trusted": handle.trusted})
+    rows = [[m["name"], m["framework"], m["class"], count_text(m["params"]), m["source"]] for m in found]
+    return Table(
+        title="models",
+        columns=[Column("name", no_wrap=True), Column("framework"), Column("class"),
+                 Column("params", justify="right"), Column("source")],
+        rows=rows,
+        footer=[] if found else ["no models yet: `load PATH` adds one, or `help load`"],
+        data={"models": found},
+    )

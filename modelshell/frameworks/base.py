@@ -1,0 +1,139 @@
+"""The framework-neutral view of a model that every command works on.
+
+A ``ModelHandle`` wraps one model: a live torch module, a Keras model, or a weights-only file that has no
+architecture. Commands ask it for ``tensors()`` (flat, in the framework's own order) and ``layer_tree()``
+(nested), read arrays with ``read(name)``, and ``save(path)``; nothing outside the adapters needs to know
+which framework is behind it.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TensorInfo", "LayerNode", "ModelHandle", "tree_from_names", "count_params"]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One weight tensor as the framework names it.
+
+    ``layer`` is the path of the layer that owns it and ``role`` its attribute there (weight, bias, kernel,
+    running_mean, ...): pairing across frameworks works on (layer, role), never on raw shapes.
+    ``trainable`` is None where the source cannot tell (a weights-only file). ``tied_to`` names the first
+    tensor sharing the same storage, so parameter totals count shared weights once.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    trainable: bool | None
+    layer: str
+    role: str
+    kind: str = "parameter"  # "parameter" | "buffer" | "variable" | "tensor"
+    tied_to: str | None = None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "params": self.size,
+            "trainable": self.trainable,
+            "kind": self.kind,
+            "layer": self.layer,
+            "role": self.role,
+            "tied_to": self.tied_to,
+        }
+
+
+@dataclass
+class LayerNode:
+    """A layer with the tensors it owns directly and its sub-layers, for the ``shapes`` tree."""
+
+    name: str
+    class_name: str
+    tensors: list[TensorInfo] = field(default_factory=list)
+    children: list["LayerNode"] = field(default_factory=list)
+
+    def param_count(self) -> int:
+        own = sum(t.size for t in self.tensors if t.tied_to is None)
+        return own + sum(child.param_count() for child in self.children)
+
+
+def count_params(tensors: list[TensorInfo]) -> dict[str, int]:
+    """Totals as torchinfo and Keras ``summary()`` show them: shared (tied) tensors count once."""
+    unique = [t for t in tensors if t.tied_to is None]
+    trainable = sum(t.size for t in unique if t.trainable)
+    total = sum(t.size for t in unique)
+    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
+
+
+def tree_from_names(root_name: str, root_class: str, tensors: list[TensorInfo]) -> LayerNode:
+    """A layer tree from dotted or slashed tensor names, for weights-only files that have no layers."""
+    root = LayerNode(root_name, root_class)
+    nodes: dict[str, LayerNode] = {"": root}
+    for tensor in tensors:
+        parent = root
+        path = ""
+        for part in _split_layer_path(tensor.layer):
+            path = f"{path}/{part}" if path else part
+            if path not in nodes:
+                nodes[path] = LayerNode(part, "")
+                parent.children.append(nodes[path])
+            parent = nodes[path]
+        parent.tensors.append(tensor)
+    return root
+
+
+def _split_layer_path(layer: str) -> list[str]:
+    return [part for part in layer.replace("/", ".").split(".") if part] if layer else []
+
+
+class ModelHandle(ABC):
+    """One model in the session, whatever its framework.
+
+    ``obj`` is the Python object bound to the model's name in the session namespace (the nn.Module, the
+    Keras model, or a mapping of arrays for a weights-only file), so Python lines and commands see the
+    same thing.
+    """
+
+    framework: str = ""
+    has_architecture: bool = True
+
+    def __init__(self, obj: Any, source: str, trusted: bool = False) -> None:
+        self.obj = obj
+        self.source = source
+        self.trusted = trusted
+
+    @property
+    def class_name(self) -> str:
+        return type(self.obj).__name__
+
+    @abstractmethod
+    def tensors(self) -> list[TensorInfo]:
+        """Every weight tensor, in the framework's own order (state_dict order, model.weights order)."""
+
+    @abstractmethod
+    def layer_tree(self) -> LayerNode:
+        """The layers as a tree, each with the tensors it owns directly."""
+
+    @abstractmethod
+    def read(self, name: str) -> np.ndarray:
+        """One tensor's values as a numpy array (a copy the caller may keep)."""
+
+    @abstractmethod
+    def save(self, path: Path) -> None:
+        """Write the model to ``path``; the format follows the suffix. ``path`` is a temporary file that
+        the caller renames into place, so adapters never need to care about atomicity."""
+
+    def param_counts(self) -> dict[str, int]:
+        return count_params(self.tensors())

@@ -1,0 +1,190 @@
+"""The PyTorch adapter: live ``nn.Module``s (including TorchScript) and state dicts from ``.pt`` files.
+
+Importing this module imports torch; nothing else in modelshell does, so the import happens the first
+time a torch model is loaded or wrapped.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from modelshell.errors import ModelshellError, first_line
+from modelshell.frameworks.base import LayerNode, ModelHandle, TensorInfo, tree_from_names
+
+__all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
+
+version = torch.__version__
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def _split(name: str) -> tuple[str, str]:
+    layer, _, role = name.rpartition(".")
+    return layer, role
+
+
+class _TiedTracker:
+    """Names the first tensor seen for each storage, so a tied weight is reported, and counted, once."""
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[int, int, tuple[int, ...]], str] = {}
+
+    def tied_to(self, name: str, tensor: torch.Tensor) -> str | None:
+        if tensor.device.type == "meta" or tensor.numel() == 0:
+            return None
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        first = self._first.setdefault(key, name)
+        return None if first == name else first
+
+
+class TorchModule(ModelHandle):
+    """A live ``nn.Module``: tensors in ``state_dict()`` order, buffers included."""
+
+    framework = "torch"
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return self.obj.state_dict(keep_vars=True)
+
+    def tensors(self) -> list[TensorInfo]:
+        tracker = _TiedTracker()
+        infos = []
+        for name, tensor in self._state().items():
+            is_param = isinstance(tensor, torch.nn.Parameter)
+            layer, role = _split(name)
+            infos.append(
+                TensorInfo(
+                    name=name,
+                    shape=tuple(tensor.shape),
+                    dtype=_dtype_name(tensor),
+                    trainable=bool(is_param and tensor.requires_grad),
+                    layer=layer,
+                    role=role,
+                    kind="parameter" if is_param else "buffer",
+                    tied_to=tracker.tied_to(name, tensor),
+                )
+            )
+        return infos
+
+    def layer_tree(self) -> LayerNode:
+        by_name = {t.name: t for t in self.tensors()}
+        return self._node("", type(self.obj).__name__, self.obj, by_name)
+
+    def _node(self, path: str, label: str, module: torch.nn.Module, by_name: dict[str, TensorInfo]) -> LayerNode:
+        prefix = f"{path}." if path else ""
+        own = [by_name[prefix + n] for n, _ in module.named_parameters(recurse=False) if prefix + n in by_name]
+        own += [by_name[prefix + n] for n, _ in module.named_buffers(recurse=False) if prefix + n in by_name]
+        node = LayerNode(label, type(module).__name__, own)
+        for child_name, child in module.named_children():
+            node.children.append(self._node(prefix + child_name, child_name, child, by_name))
+        return node
+
+    def read(self, name: str) -> np.ndarray:
+        state = self._state()
+        if name not in state:
+            raise ModelshellError(f"{self.class_name} has no tensor named {name!r}")
+        return state[name].detach().cpu().numpy().copy()
+
+    def save(self, path: Path) -> None:
+        save_state_dict({k: v.detach() for k, v in self.obj.state_dict().items()}, path)
+
+
+class TorchStateDict(ModelHandle):
+    """A weights-only torch file: a mapping of names to tensors, with no architecture behind it."""
+
+    framework = "torch"
+    has_architecture = False
+
+    @property
+    def class_name(self) -> str:
+        return "state dict"
+
+    def tensors(self) -> list[TensorInfo]:
+        tracker = _TiedTracker()
+        return [
+            TensorInfo(name, tuple(t.shape), _dtype_name(t), None, *_split(name), "tensor", tracker.tied_to(name, t))
+            for name, t in self.obj.items()
+        ]
+
+    def layer_tree(self) -> LayerNode:
+        return tree_from_names(Path(self.source).name, self.class_name, self.tensors())
+
+    def read(self, name: str) -> np.ndarray:
+        if name not in self.obj:
+            raise ModelshellError(f"the state dict has no tensor named {name!r}")
+        return self.obj[name].detach().cpu().numpy().copy()
+
+    def save(self, path: Path) -> None:
+        save_state_dict(self.obj, path)
+
+
+def save_state_dict(state: Mapping[str, Any], path: Path) -> None:
+    """Write tensors (torch or numpy) as a torch state dict or a safetensors file, by the suffix."""
+    tensors = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)) for k, v in state.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(path))
+    else:
+        torch.save(tensors, str(path))
+
+
+def load_torch_file(path: Path, trust: bool) -> ModelHandle:
+    """Read a ``.pt``/``.pth``/``.bin`` file: a TorchScript archive, a state dict, or (only with trust) a
+    whole pickled module. Without trust nothing is unpickled that could run code."""
+    if _is_torchscript(path):
+        try:
+            return TorchModule(torch.jit.load(str(path), map_location="cpu"), str(path), trust)
+        except Exception as exc:  # noqa: BLE001 - any failure of a corrupt archive is one user error
+            raise ModelshellError(f"cannot read {path} as a TorchScript archive: {first_line(exc)}") from exc
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        if not trust and "weights only load failed" in str(exc).lower():
+            raise ModelshellError(
+                f"{path} holds pickled Python objects (such as a whole nn.Module), and unpickling can run "
+                "arbitrary code",
+                f"if you trust the file, `load {path} --trust` loads it",
+            ) from exc
+        raise ModelshellError(f"cannot read {path} as a torch file: {first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise ModelshellError(f"cannot read {path} as a torch file: {first_line(exc)}") from exc
+    return _handle_for_loaded(obj, path, trust)
+
+
+def _handle_for_loaded(obj: Any, path: Path, trust: bool) -> ModelHandle:
+    if isinstance(obj, torch.nn.Module):
+        return TorchModule(obj, str(path), trust)
+    if isinstance(obj, Mapping):
+        tensors = _flatten_tensors(obj)
+        if tensors:
+            return TorchStateDict(tensors, str(path), trust)
+    raise ModelshellError(f"{path} holds a {type(obj).__name__} with no tensors in it, not a model or state dict")
+
+
+def _flatten_tensors(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Tensors of a state dict, or of a checkpoint that nests one ({'model': {...}, 'epoch': 3})."""
+    found: dict[str, torch.Tensor] = {}
+    for key, value in mapping.items():
+        if isinstance(value, torch.Tensor):
+            found[f"{prefix}{key}"] = value
+        elif isinstance(value, Mapping):
+            found.update(_flatten_tensors(value, f"{prefix}{key}."))
+    return found
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False

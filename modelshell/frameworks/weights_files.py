@@ -1,0 +1,231 @@
+"""Weights-only files read without any framework: safetensors and Keras HDF5 weights.
+
+These formats describe every tensor in a header (safetensors' JSON, HDF5 dataset shapes), so listing
+weights never needs torch or TensorFlow and never loads the data: arrays are read (memory-mapped where
+the format allows) only when a tensor is asked for.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from modelshell.errors import ModelshellError, first_line
+from modelshell.frameworks.base import LayerNode, ModelHandle, TensorInfo, tree_from_names
+
+__all__ = ["ArrayFile", "SafetensorsFile", "KerasH5Weights", "WeightsFile", "h5_holds_model"]
+
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}
+
+
+class ArrayFile(Mapping):
+    """A read-only mapping name -> numpy array over a file; the header is read once, arrays on demand.
+
+    This is what a weights-only model is bound to in the session namespace, so ``m["0.weight"]`` works in
+    Python lines just as it would for a loaded state dict.
+    """
+
+    path: Path
+    layout: str  # the framework whose naming and array layout the file follows
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, tuple[tuple[int, ...], str]] = self._read_header()
+
+    def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.entries:
+            raise KeyError(name)
+        return self._read_array(name)
+
+    def _read_array(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path.name}: {len(self)} tensors>"
+
+    def layer_and_role(self, name: str) -> tuple[str, str]:
+        layer, _, role = name.rpartition(".")
+        return layer, role
+
+
+class SafetensorsFile(ArrayFile):
+    """A ``.safetensors`` file: an 8-byte length, a JSON header, then raw little-endian data."""
+
+    layout = "torch"
+
+    def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        try:
+            with open(self.path, "rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                if length > 100_000_000 or length > self.path.stat().st_size:
+                    raise ValueError("header length is larger than the file")
+                header = json.loads(handle.read(length))
+        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+            raise ModelshellError(f"cannot read {self.path} as safetensors: the header is damaged ({exc})") from exc
+        self._data_start = 8 + length
+        header.pop("__metadata__", None)
+        try:
+            ordered = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
+            self._offsets = {name: tuple(info["data_offsets"]) for name, info in ordered}
+            return {name: (tuple(info["shape"]), _SAFETENSORS_DTYPES[info["dtype"]]) for name, info in ordered}
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ModelshellError(f"cannot read {self.path} as safetensors: unexpected header entry {exc}") from exc
+
+    def _read_array(self, name: str) -> np.ndarray:
+        shape, dtype = self.entries[name]
+        start, end = self._offsets[name]
+        np_dtype = _numpy_dtype(dtype)
+        data = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_start + start, shape=(end - start,))
+        return np.array(data.view(np_dtype).reshape(shape))
+
+
+class KerasH5Weights(ArrayFile):
+    """Keras weights in HDF5: a Keras 3 ``.weights.h5`` (``layers/<name>/vars/<i>``), or the legacy layout
+    of Keras 2 ``save_weights('x.h5')`` and of full ``.h5`` models (``layer_names`` / ``weight_names``)."""
+
+    layout = "keras"
+
+    def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        import h5py
+
+        self._datasets: dict[str, str] = {}
+        try:
+            with h5py.File(self.path, "r") as f:
+                root = f["model_weights"] if "model_weights" in f else f
+                if "layer_names" in root.attrs:
+                    return self._legacy_entries(root)
+                return self._v3_entries(f)
+        except OSError as exc:
+            raise ModelshellError(f"cannot read {self.path} as HDF5: {exc}") from exc
+
+    def _legacy_entries(self, root) -> dict[str, tuple[tuple[int, ...], str]]:
+        entries = {}
+        for layer in _strings(root.attrs["layer_names"]):
+            group = root[layer]
+            for weight in _strings(group.attrs.get("weight_names", [])):
+                dataset = group[weight]
+                name = weight.removesuffix(":0")
+                entries[name] = (tuple(dataset.shape), str(dataset.dtype))
+                self._datasets[name] = dataset.name
+        return entries
+
+    def _v3_entries(self, f) -> dict[str, tuple[tuple[int, ...], str]]:
+        import h5py
+
+        found: list[tuple[str, tuple[int, ...], str]] = []
+
+        def visit(name: str, obj) -> None:
+            if isinstance(obj, h5py.Dataset):
+                found.append((name, tuple(obj.shape), str(obj.dtype)))
+
+        f.visititems(visit)
+        found.sort(key=lambda item: _natural_key(item[0]))
+        for name, _, _ in found:
+            self._datasets[name] = name
+        return {name: (shape, dtype) for name, shape, dtype in found}
+
+    def _read_array(self, name: str) -> np.ndarray:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            return np.array(f[self._datasets[name]])
+
+    def layer_and_role(self, name: str) -> tuple[str, str]:
+        layer, _, role = name.rpartition("/")
+        return layer.removesuffix("/vars"), role
+
+
+def h5_holds_model(path: Path) -> bool:
+    """True for a whole legacy Keras model in HDF5 (it has a ``model_config``), False for weights only."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "model_config" in f.attrs
+    except OSError as exc:
+        raise ModelshellError(f"cannot read {path} as HDF5: {first_line(exc)}") from exc
+
+
+class WeightsFile(ModelHandle):
+    """A weights-only file as a model with no architecture: ``weights`` and ``shapes`` work on it, and
+    later ``pair``/``copy`` use its names and shapes."""
+
+    has_architecture = False
+
+    def __init__(self, arrays: ArrayFile, trusted: bool = False) -> None:
+        super().__init__(arrays, str(arrays.path), trusted)
+        self.framework = arrays.layout
+
+    @property
+    def class_name(self) -> str:
+        return f"weights file ({self.obj.path.name.split('.', 1)[-1]})"
+
+    def tensors(self) -> list[TensorInfo]:
+        infos = []
+        for name, (shape, dtype) in self.obj.entries.items():
+            layer, role = self.obj.layer_and_role(name)
+            infos.append(TensorInfo(name, shape, dtype, None, layer, role, "tensor"))
+        return infos
+
+    def layer_tree(self) -> LayerNode:
+        return tree_from_names(self.obj.path.name, self.class_name, self.tensors())
+
+    def read(self, name: str) -> np.ndarray:
+        if name not in self.obj:
+            raise ModelshellError(f"{self.obj.path.name} has no tensor named {name!r}")
+        return self.obj[name]
+
+    def save(self, path: Path) -> None:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            save_file({name: np.ascontiguousarray(self.read(name)) for name in self.obj}, str(path))
+        elif path.name.endswith(".weights.h5") or path.suffix == ".h5":
+            _save_h5_copy(self, path)
+        else:
+            raise ModelshellError(
+                f"a weights-only {self.framework} file saves to .safetensors or .weights.h5, not {path.suffix}",
+            )
+
+
+def _save_h5_copy(handle: WeightsFile, path: Path) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as out:
+        for name in handle.obj:
+            out.create_dataset(handle.obj._datasets.get(name, name) if isinstance(handle.obj, KerasH5Weights)
+                               else name, data=handle.read(name))
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+
+            return np.dtype(ml_dtypes.bfloat16)
+        except ImportError as exc:
+            raise ModelshellError("reading bfloat16 tensors needs the ml_dtypes package") from exc
+    return np.dtype(name)
+
+
+def _strings(values) -> list[str]:
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _natural_key(name: str) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split("/")]

@@ -1,0 +1,192 @@
+"""A session: named models plus the Python namespace they live in, and the dispatcher for one line.
+
+The core of modelshell: it knows nothing of terminals. The interactive shell, ``modelshell run`` and
+transcript replay all feed lines to ``Session.run_line`` and draw the ``Outcome`` it returns.
+"""
+from __future__ import annotations
+
+import builtins
+import codeop
+import contextlib
+import io
+import re
+import shlex
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from modelshell.commands import COMMANDS
+from modelshell.errors import ModelshellError, first_line
+from modelshell.frameworks.base import ModelHandle
+from modelshell.frameworks.detect import framework_of, wrap_object
+from modelshell.results import Outcome, Text
+
+__all__ = ["Session", "is_command_line"]
+
+_WORD = re.compile(r"^\s*([A-Za-z_]\w*)(.*)$", re.DOTALL)
+# After a command's name, these start Python instead: `weights = ...`, `help(x)`, `models.keys()`.
+_PYTHON_CONTINUATION = re.compile(r"^(?!--)\s*([=(\[.,:;+\-*/%&|^@<>!]|$)")
+_HELP_SUFFIX = re.compile(r"^\s*\?\s*([A-Za-z_][\w.]*)\s*$|^\s*([A-Za-z_][\w.]*)\s*\?\s*$")
+
+
+def is_command_line(text: str) -> bool:
+    """True when the line is a shell command rather than Python: its first word is a command name,
+    followed by nothing or by arguments (not by ``=``, ``(``, ``.``, ... which make it Python)."""
+    match = _WORD.match(text)
+    if not match or match.group(1) not in COMMANDS:
+        return False
+    rest = match.group(2)
+    if not rest.strip():
+        return True
+    return rest[0].isspace() and not _PYTHON_CONTINUATION.match(rest)
+
+
+class Session:
+    """Named models and the namespace that Python lines run in.
+
+    The namespace is the source of truth for what a name means: a handle is used only while its object is
+    still bound to that name, and any torch module or Keras model a Python line binds becomes a model.
+    """
+
+    def __init__(self, debug: bool = False) -> None:
+        self.debug = debug
+        self.handles: dict[str, ModelHandle] = {}
+        self.namespace: dict[str, Any] = {"__name__": "__modelshell__", "__builtins__": builtins}
+
+    # --- models -----------------------------------------------------------------------------------
+    def add(self, name: str, handle: ModelHandle) -> None:
+        self.handles[name] = handle
+        self.namespace[name] = handle.obj
+
+    def model(self, name: str) -> ModelHandle:
+        """The model bound to ``name``, wrapping a torch module or Keras model a Python line created."""
+        if name not in self.namespace:
+            raise ModelshellError(f"no model named {name!r}", "`models` lists the models; `load PATH` adds one")
+        obj = self.namespace[name]
+        handle = self.handles.get(name)
+        if handle is not None and handle.obj is obj:
+            return handle
+        handle = wrap_object(obj, source="Python variable")
+        if handle is None:
+            raise ModelshellError(f"{name} is a {type(obj).__name__}, not a model (a torch module or Keras model)")
+        self.handles[name] = handle
+        return handle
+
+    def model_names(self) -> list[str]:
+        """Models in the order they arrived: loaded ones first, then models bound by Python lines."""
+        names = [n for n, h in self.handles.items() if self.namespace.get(n, None) is h.obj]
+        names += [
+            n for n, obj in self.namespace.items()
+            if n not in names and not n.startswith("_") and _is_model_object(obj)
+        ]
+        return names
+
+    def free_name(self, wanted: str) -> str:
+        """``wanted``, or ``wanted_2``, ``wanted_3``... if a variable already has that name."""
+        name, n = wanted, 2
+        while name in self.namespace:
+            name, n = f"{wanted}_{n}", n + 1
+        return name
+
+    # --- lines ------------------------------------------------------------------------------------
+    def needs_more(self, text: str) -> bool:
+        """True when ``text`` is the start of a Python block (``for ...:``) that is not finished yet."""
+        if is_command_line(text) or not text.strip():
+            return False
+        try:
+            return codeop.compile_command(text, "<modelshell>", "exec") is None
+        except (SyntaxError, ValueError, OverflowError):
+            return False
+
+    def run_line(self, text: str) -> Outcome:
+        """Run one complete input (a command, or Python that may span lines) and say what it produced."""
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            return Outcome()
+        if stripped in ("quit", "exit"):
+            return Outcome(exit_requested=True)
+        try:
+            help_match = _HELP_SUFFIX.match(stripped)
+            if help_match:
+                return self._run_command("doc", [help_match.group(1) or help_match.group(2)])
+            if is_command_line(stripped):
+                name, _, rest = stripped.partition(" ")
+                return self._run_command(name, _split_args(rest))
+            return self._run_python(text)
+        except ModelshellError as exc:
+            return Outcome(ok=False, error=exc.one_line(), traceback=self._traceback())
+        except KeyboardInterrupt:
+            return Outcome(ok=False, error="interrupted")
+        except Exception as exc:  # noqa: BLE001 - the session must survive any bug, and say what happened
+            return Outcome(
+                ok=False,
+                error=f"internal error: {type(exc).__name__}: {first_line(exc)} (run with --debug for details)",
+                traceback=self._traceback(),
+            )
+
+    def _traceback(self) -> str | None:
+        return traceback.format_exc() if self.debug else None
+
+    def _run_command(self, name: str, argv: list[str]) -> Outcome:
+        command = COMMANDS[name]
+        args = command.parser.parse_args(argv)
+        if args.help:
+            return self._run_command("help", [name])
+        produced = command.run(self, args)
+        results = produced if isinstance(produced, list) else [produced]
+        return Outcome(results=results, as_json=getattr(args, "json", False))
+
+    def _run_python(self, source: str) -> Outcome:
+        code = _compile(source)
+        captured = io.StringIO()
+        outcome = Outcome()
+        old_hook = sys.displayhook
+        sys.displayhook = self._display
+        try:
+            with contextlib.redirect_stdout(captured):
+                exec(code, self.namespace)  # noqa: S102 - running the user's Python is the point
+        except SystemExit:
+            outcome.exit_requested = True
+        except KeyboardInterrupt:
+            outcome.ok, outcome.error = False, "interrupted"
+        except Exception as exc:  # noqa: BLE001 - user code errors are reported like the Python REPL does
+            outcome.ok = False
+            outcome.error = f"{type(exc).__name__}: {first_line(exc)}" if str(exc) else type(exc).__name__
+            outcome.traceback = self._traceback()
+        finally:
+            sys.displayhook = old_hook
+        if captured.getvalue():
+            outcome.results.insert(0, Text(captured.getvalue()))
+        return outcome
+
+    def _display(self, value: Any) -> None:
+        """Like the Python REPL: show an expression's repr and keep the value in ``_``."""
+        if value is None:
+            return
+        self.namespace["_"] = value
+        print(repr(value))
+
+
+def _compile(source: str):
+    try:
+        return compile(source, "<modelshell>", "single")
+    except SyntaxError as exc:
+        if "multiple statements" not in str(exc):
+            raise ModelshellError(f"SyntaxError: {exc.msg}" + (f" (line {exc.lineno})" if exc.lineno else "")) from exc
+    try:
+        return compile(source, "<modelshell>", "exec")
+    except SyntaxError as exc:
+        raise ModelshellError(f"SyntaxError: {exc.msg} (line {exc.lineno})") from exc
+
+
+def _split_args(rest: str) -> list[str]:
+    try:
+        return shlex.split(rest)
+    except ValueError as exc:
+        raise ModelshellError(f"cannot read the arguments: {exc}", "close the quote") from exc
+
+
+def _is_model_object(obj: Any) -> bool:
+    return framework_of(obj) is not None and not isinstance(obj, type) and not isinstance(obj, Mapping)
+
