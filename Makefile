@@ -13,7 +13,6 @@ setup: $(STAMP)
 # `tensorflow` package beside tensorflow-cpu.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
 	$(PIP) -e '.[all,test]'
 	$(PIP) --no-deps tf-keras
 	touch $(STAMP)
