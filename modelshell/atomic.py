@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,20 @@ def atomic_target(path: Path) -> Iterator[Path]:
         yield temporary
         if not temporary.exists():
             raise OSError(f"nothing was written to {path}")
+        os.chmod(temporary, _target_mode(path))
         os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+def _target_mode(path: Path) -> int:
+    """The permissions the file should end with: those of the file it replaces, else what a plain
+    ``open(path, "w")`` would give. Writers differ (safetensors creates its files 0600), and a save must
+    not quietly make a shared model file private."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

@@ -75,9 +75,13 @@ def load(spec: str, trust: bool = False) -> ModelHandle:
 
 
 def _weights_file(reader: str, path: Path, trust: bool) -> ModelHandle:
+    """A weights-only file; one with no tensors at all is refused, as a torch file holding none is."""
     from modelshell.frameworks import weights_files
 
-    return weights_files.WeightsFile(getattr(weights_files, reader)(path), trust)
+    arrays = getattr(weights_files, reader)(path)
+    if not arrays:
+        raise ModelshellError(f"{path} holds no tensors, so there is no model in it")
+    return weights_files.WeightsFile(arrays, trust)
 
 
 def _keras_model(path: Path, trust: bool) -> ModelHandle:

@@ -65,16 +65,20 @@ class LayerNode:
     children: list["LayerNode"] = field(default_factory=list)
 
     def param_count(self) -> int:
-        own = sum(t.size for t in self.tensors if t.tied_to is None)
+        own = sum(t.size for t in self.tensors if t.tied_to is None and t.kind != "buffer")
         return own + sum(child.param_count() for child in self.children)
 
 
 def count_params(tensors: list[TensorInfo]) -> dict[str, int]:
-    """Totals as torchinfo and Keras ``summary()`` show them: shared (tied) tensors count once."""
+    """Totals as each framework's own summary shows them, so users can check us against it: torchinfo
+    counts torch parameters and not buffers (running statistics are reported apart, as ``buffers``);
+    Keras ``count_params()`` counts every variable, non-trainable ones included. Tied tensors count once."""
     unique = [t for t in tensors if t.tied_to is None]
-    trainable = sum(t.size for t in unique if t.trainable)
-    total = sum(t.size for t in unique)
-    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
+    params = [t for t in unique if t.kind != "buffer"]
+    trainable = sum(t.size for t in params if t.trainable)
+    total = sum(t.size for t in params)
+    buffers = sum(t.size for t in unique if t.kind == "buffer")
+    return {"total": total, "trainable": trainable, "non_trainable": total - trainable, "buffers": buffers}
 
 
 def tree_from_names(root_name: str, root_class: str, tensors: list[TensorInfo]) -> LayerNode:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,8 @@ class KerasModel(ModelHandle):
             elif path.suffix == ".safetensors":
                 from safetensors.numpy import save_file
 
-                save_file({t.name: self.read(t.name) for t in self.tensors() if t.tied_to is None}, str(path))
+                tensors = {t.name: self.read(t.name) for t in self.tensors() if t.tied_to is None}
+                save_file(tensors, str(path), metadata={"format": "keras"})
             else:
                 raise ModelshellError(
                     f"a Keras model saves to .keras, .h5, .weights.h5 or .safetensors, not {path.suffix or name}",
@@ -122,6 +124,9 @@ class KerasModel(ModelHandle):
 def load_keras_file(path: Path, trust: bool) -> ModelHandle:
     """Load a whole Keras model (``.keras`` or legacy ``.h5``). ``safe_mode`` stays on unless trusted, so a
     Lambda layer's pickled bytecode is never run without the user's say-so."""
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        # Keras reports any non-zip ``.keras`` as "File not found", which sends users looking elsewhere.
+        raise ModelshellError(f"cannot read {path} as a Keras model: it is not a zip archive (damaged or truncated?)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -14,12 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from modelshell.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import LayerNode, ModelHandle, TensorInfo, tree_from_names
 
 __all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
 
 version = torch.__version__
+
+_SAVE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 def _dtype_name(tensor: torch.Tensor) -> str:
@@ -126,12 +129,20 @@ class TorchStateDict(ModelHandle):
 
 
 def save_state_dict(state: Mapping[str, Any], path: Path) -> None:
-    """Write tensors (torch or numpy) as a torch state dict or a safetensors file, by the suffix."""
+    """Write tensors (torch or numpy) as a torch state dict or a safetensors file, by the suffix.
+
+    Any other suffix is refused: a torch pickle named ``.keras`` or ``.h5`` would only fail later, in
+    whichever program tries to open it as what its name says."""
+    if path.suffix not in _SAVE_SUFFIXES:
+        raise ModelshellError(
+            f"a torch model saves to .pt, .pth, .bin or .safetensors, not {full_suffix(path)}",
+            "to get a Keras file, copy the weights into a Keras model and save that",
+        )
     tensors = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)) for k, v in state.items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(path))
+        save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
     else:
         torch.save(tensors, str(path))
 
@@ -144,19 +155,51 @@ def load_torch_file(path: Path, trust: bool) -> ModelHandle:
             return TorchModule(torch.jit.load(str(path), map_location="cpu"), str(path), trust)
         except Exception as exc:  # noqa: BLE001 - any failure of a corrupt archive is one user error
             raise ModelshellError(f"cannot read {path} as a TorchScript archive: {first_line(exc)}") from exc
+    if not _has_torch_signature(path):
+        raise ModelshellError(f"cannot read {path} as a torch file: it is neither a zip archive nor a pickle")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        if not trust and "weights only load failed" in str(exc).lower():
+        if not trust and _refused_for_code(exc):
             raise ModelshellError(
                 f"{path} holds pickled Python objects (such as a whole nn.Module), and unpickling can run "
                 "arbitrary code",
                 f"if you trust the file, `load {path} --trust` loads it",
             ) from exc
-        raise ModelshellError(f"cannot read {path} as a torch file: {first_line(exc)}") from exc
+        raise ModelshellError(f"cannot read {path} as a torch file: {_reason(exc)}") from exc
     except Exception as exc:  # noqa: BLE001
-        raise ModelshellError(f"cannot read {path} as a torch file: {first_line(exc)}") from exc
+        raise ModelshellError(f"cannot read {path} as a torch file: {_reason(exc)}") from exc
     return _handle_for_loaded(obj, path, trust)
+
+
+def _has_torch_signature(path: Path) -> bool:
+    """torch.save writes a zip archive (since 1.6) or, before that, a pickle that starts with PROTO.
+    Anything else is not a torch file, and must not be offered to a trusted, code-running unpickle."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    return start == b"PK\x03\x04" or start[:1] == b"\x80"
+
+
+def _refused_for_code(exc: BaseException) -> bool:
+    """True when the weights-only unpickler stopped at a class or function (which a full unpickle would
+    import and call), not at damaged bytes: only then is ``--trust`` the answer."""
+    text = str(exc).lower()
+    return "weights only load failed" in text and any(
+        marker in text for marker in ("unsupported global", "allowlist", "reduce for", "unsupported class")
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in a line: the weights-only unpickler's own finding rather than its preamble
+    (which advises re-running with ``weights_only=False``), and the exception type when the message
+    alone says nothing (a KeyError's message is just the missing key)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = first_line(Exception(text.split(marker, 1)[1]))
+        return f"the pickle is damaged or unsupported ({detail})"
+    line = first_line(exc)
+    return line if len(line) > 20 else f"{type(exc).__name__}: {line}"
 
 
 def _handle_for_loaded(obj: Any, path: Path, trust: bool) -> ModelHandle:

@@ -7,6 +7,7 @@ the format allows) only when a tensor is asked for.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,6 +23,8 @@ _SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
 }
+_ITEM_SIZES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+               "int8": 1, "uint8": 1, "bool": 1}
 
 
 class ArrayFile(Mapping):
@@ -77,14 +80,36 @@ class SafetensorsFile(ArrayFile):
                 header = json.loads(handle.read(length))
         except (struct.error, ValueError, UnicodeDecodeError) as exc:
             raise ModelshellError(f"cannot read {self.path} as safetensors: the header is damaged ({exc})") from exc
+        if not isinstance(header, dict):
+            raise ModelshellError(f"cannot read {self.path} as safetensors: the header is not a JSON object")
         self._data_start = 8 + length
-        header.pop("__metadata__", None)
+        metadata = header.pop("__metadata__", None)
         try:
             ordered = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
             self._offsets = {name: tuple(info["data_offsets"]) for name, info in ordered}
-            return {name: (tuple(info["shape"]), _SAFETENSORS_DTYPES[info["dtype"]]) for name, info in ordered}
-        except (KeyError, TypeError, IndexError) as exc:
+            entries = {name: (tuple(info["shape"]), _SAFETENSORS_DTYPES[info["dtype"]]) for name, info in ordered}
+            self._check_offsets(entries, self.path.stat().st_size - self._data_start)
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise ModelshellError(f"cannot read {self.path} as safetensors: unexpected header entry {exc}") from exc
+        self.layout = _safetensors_layout(metadata, list(entries))
+        return entries
+
+    def _check_offsets(self, entries: dict[str, tuple[tuple[int, ...], str]], data_size: int) -> None:
+        """A truncated file, or a header that disagrees with itself, is caught here: otherwise the
+        listing would work and only reading a tensor would fail, far from the ``load`` that should."""
+        for name, (shape, dtype) in entries.items():
+            start, end = self._offsets[name]
+            wanted = math.prod(shape) * _ITEM_SIZES[dtype]
+            if not 0 <= start <= end <= data_size or end - start != wanted:
+                raise ModelshellError(
+                    f"cannot read {self.path} as safetensors: tensor {name!r} lies outside the file's data "
+                    "(truncated or damaged)"
+                )
+
+    def layer_and_role(self, name: str) -> tuple[str, str]:
+        separator = "/" if self.layout == "keras" else "."
+        layer, _, role = name.rpartition(separator)
+        return layer, role
 
     def _read_array(self, name: str) -> np.ndarray:
         shape, dtype = self.entries[name]
@@ -107,11 +132,16 @@ class KerasH5Weights(ArrayFile):
         try:
             with h5py.File(self.path, "r") as f:
                 root = f["model_weights"] if "model_weights" in f else f
-                if "layer_names" in root.attrs:
+                self.legacy = "layer_names" in root.attrs
+                if self.legacy:
                     return self._legacy_entries(root)
                 return self._v3_entries(f)
         except OSError as exc:
-            raise ModelshellError(f"cannot read {self.path} as HDF5: {exc}") from exc
+            raise ModelshellError(f"cannot read {self.path} as HDF5: {first_line(exc)}") from exc
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelshellError(
+                f"cannot read {self.path} as Keras weights: the HDF5 layout is damaged ({first_line(exc)})"
+            ) from exc
 
     def _legacy_entries(self, root) -> dict[str, tuple[tuple[int, ...], str]]:
         entries = {}
@@ -148,6 +178,17 @@ class KerasH5Weights(ArrayFile):
     def layer_and_role(self, name: str) -> tuple[str, str]:
         layer, _, role = name.rpartition("/")
         return layer.removesuffix("/vars"), role
+
+
+def _safetensors_layout(metadata, names: list[str]) -> str:
+    """Whose naming a safetensors file follows: its ``format`` metadata says so when present ("pt",
+    or "tf"/"keras"); otherwise Keras variable paths are told apart from torch names by their slashes."""
+    form = metadata.get("format") if isinstance(metadata, dict) else None
+    if form in ("tf", "keras"):
+        return "keras"
+    if form == "pt":
+        return "torch"
+    return "keras" if names and all("/" in name for name in names) else "torch"
 
 
 def h5_holds_model(path: Path) -> bool:
@@ -194,8 +235,9 @@ class WeightsFile(ModelHandle):
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
-            save_file({name: np.ascontiguousarray(self.read(name)) for name in self.obj}, str(path))
-        elif path.name.endswith(".weights.h5") or path.suffix == ".h5":
+            metadata = {"format": "keras" if self.framework == "keras" else "pt"}
+            save_file({name: np.ascontiguousarray(self.read(name)) for name in self.obj}, str(path), metadata=metadata)
+        elif path.suffix == ".h5":
             _save_h5_copy(self, path)
         else:
             raise ModelshellError(
@@ -204,12 +246,30 @@ class WeightsFile(ModelHandle):
 
 
 def _save_h5_copy(handle: WeightsFile, path: Path) -> None:
+    """An HDF5 weights file. From Keras HDF5 weights, the groups and their attributes are copied as they
+    are (``layer_names``/``weight_names`` included), so the copy lists the same names as the original and
+    Keras can load it; Keras reads the Keras 2 layout only from ``.h5`` and its own only from ``.weights.h5``."""
     import h5py
 
+    if isinstance(handle.obj, KerasH5Weights):
+        legacy_target = not path.name.endswith(".weights.h5")
+        if handle.obj.legacy != legacy_target:
+            source, wanted = ("Keras 2", ".h5") if handle.obj.legacy else ("Keras 3", ".weights.h5")
+            raise ModelshellError(
+                f"{handle.obj.path.name} holds {source} weights, which Keras reads only from a {wanted} file",
+                f"save it to NAME{wanted}",
+            )
     with h5py.File(path, "w") as out:
+        if isinstance(handle.obj, KerasH5Weights):
+            with h5py.File(handle.obj.path, "r") as source:
+                root = source["model_weights"] if "model_weights" in source else source
+                for key in root:
+                    root.copy(root[key], out, name=key)
+                for key, value in root.attrs.items():
+                    out.attrs[key] = value
+            return
         for name in handle.obj:
-            out.create_dataset(handle.obj._datasets.get(name, name) if isinstance(handle.obj, KerasH5Weights)
-                               else name, data=handle.read(name))
+            out.create_dataset(name, data=handle.read(name))
 
 
 def _numpy_dtype(name: str) -> np.dtype:
