@@ -3,6 +3,8 @@
 Scripts, piped standard input and transcripts hold Python blocks (``for ...:`` and its body) across lines;
 this is the one place that decides where such a block ends, the way the Python REPL does: at a blank
 line, or at a line that is not indented and does not continue the block (``else:``, ``except:``...).
+Neither ends an input that cannot end yet: an open bracket (a closing ``)`` is rarely indented) or a
+decorator waiting for its ``def``.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def complete_inputs(lines: Iterable[str], needs_more: Callable[[str], bool]) -> 
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r\n")
         if buffer:
-            if line.strip() and (line[0].isspace() or _CONTINUES_BLOCK.match(line)):
+            if _continues(buffer, line, needs_more):
                 buffer.append(line)
                 continue
             yield start, "\n".join(buffer)
@@ -34,3 +36,11 @@ def complete_inputs(lines: Iterable[str], needs_more: Callable[[str], bool]) -> 
             yield number, line
     if buffer:
         yield start, "\n".join(buffer)
+
+
+def _continues(buffer: list[str], line: str, needs_more: Callable[[str], bool]) -> bool:
+    """Whether ``line`` belongs to the input in ``buffer``: it must if the buffer cannot end here (even a
+    blank line would leave it incomplete), and it does if it is indented or is ``else:`` and the like."""
+    if needs_more("\n".join(buffer) + "\n"):
+        return True
+    return bool(line.strip()) and bool(line[0].isspace() or _CONTINUES_BLOCK.match(line))

@@ -25,21 +25,27 @@ from modelshell.results import Outcome, Text
 __all__ = ["Session", "is_command_line"]
 
 _WORD = re.compile(r"^\s*([A-Za-z_]\w*)(.*)$", re.DOTALL)
-# After a command's name, these start Python instead: `weights = ...`, `help(x)`, `models.keys()`.
-_PYTHON_CONTINUATION = re.compile(r"^(?!--)\s*([=(\[.,:;+\-*/%&|^@<>!]|$)")
+# What makes `NAME rest` Python although NAME is a command: right after the name (no space) anything does
+# (`help(len)`, `models.keys()`, `weights=3`); after a space, an assignment or comparison (`weights = 3`,
+# `models == x`), a binary operator followed by a space (`weights * 2`), a bracket or comma (`help (len)`),
+# or a keyword operator. Paths and options stay arguments: `load /tmp/x.pt`, `load ./x.pt`, `weights m -h`.
+_OPERATOR = r"(?:\*\*|//|>>|<<|[-+*/%@&|^])"
+_PYTHON_AFTER_SPACE = re.compile(
+    rf"^\s+(?:[=<>!]=?|{_OPERATOR}=|{_OPERATOR}\s|[(\[,;:]|(?:and|or|in|is|not|if)\s)"
+)
 _HELP_SUFFIX = re.compile(r"^\s*\?\s*([A-Za-z_][\w.]*)\s*$|^\s*([A-Za-z_][\w.]*)\s*\?\s*$")
 
 
 def is_command_line(text: str) -> bool:
     """True when the line is a shell command rather than Python: its first word is a command name,
-    followed by nothing or by arguments (not by ``=``, ``(``, ``.``, ... which make it Python)."""
+    followed by nothing or by arguments (not by ``=``, ``(``, `` * 2``, ... which make it Python)."""
     match = _WORD.match(text)
     if not match or match.group(1) not in COMMANDS:
         return False
     rest = match.group(2)
     if not rest.strip():
         return True
-    return rest[0].isspace() and not _PYTHON_CONTINUATION.match(rest)
+    return rest[0].isspace() and not _PYTHON_AFTER_SPACE.match(rest)
 
 
 class Session:
@@ -52,7 +58,9 @@ class Session:
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
         self.handles: dict[str, ModelHandle] = {}
-        self.namespace: dict[str, Any] = {"__name__": "__modelshell__", "__builtins__": builtins}
+        self.namespace: dict[str, Any] = {
+            "__name__": "__modelshell__", "__builtins__": builtins, "help": _python_help,
+        }
 
     # --- models -----------------------------------------------------------------------------------
     def add(self, name: str, handle: ModelHandle) -> None:
@@ -69,7 +77,7 @@ class Session:
             return handle
         handle = wrap_object(obj, source="Python variable")
         if handle is None:
-            raise ModelshellError(f"{name} is a {type(obj).__name__}, not a model (a torch module or Keras model)")
+            raise ModelshellError(f"{name} is {_a(type(obj).__name__)}, not a model (a torch module or Keras model)")
         self.handles[name] = handle
         return handle
 
@@ -91,11 +99,14 @@ class Session:
 
     # --- lines ------------------------------------------------------------------------------------
     def needs_more(self, text: str) -> bool:
-        """True when ``text`` is the start of a Python block (``for ...:``) that is not finished yet."""
+        """True when ``text`` is the start of a Python block (``for ...:``) that is not finished yet.
+
+        Compiled as the Python REPL does ("single"): a compound statement stays open until a blank line,
+        so ``for ...:`` and one body line do not run before the user could type a second one."""
         if is_command_line(text) or not text.strip():
             return False
         try:
-            return codeop.compile_command(text, "<modelshell>", "exec") is None
+            return codeop.compile_command(text, "<modelshell>", "single") is None
         except (SyntaxError, ValueError, OverflowError):
             return False
 
@@ -109,9 +120,12 @@ class Session:
         try:
             help_match = _HELP_SUFFIX.match(stripped)
             if help_match:
-                return self._run_command("doc", [help_match.group(1) or help_match.group(2)])
+                target = help_match.group(1) or help_match.group(2)
+                if target in COMMANDS and target not in self.namespace:  # `weights?` asks about the command
+                    return self._run_command("help", [target])
+                return self._run_command("doc", [target])
             if is_command_line(stripped):
-                name, _, rest = stripped.partition(" ")
+                name, rest = _WORD.match(stripped).groups()  # any whitespace, a tab too, ends the name
                 return self._run_command(name, _split_args(rest))
             return self._run_python(text)
         except ModelshellError as exc:
@@ -130,9 +144,9 @@ class Session:
 
     def _run_command(self, name: str, argv: list[str]) -> Outcome:
         command = COMMANDS[name]
-        args = command.parser.parse_args(argv)
-        if args.help:
+        if "-h" in argv or "--help" in argv:  # before parsing: `weights --help` lacks the required NAME
             return self._run_command("help", [name])
+        args = command.parser.parse_args(argv)
         produced = command.run(self, args)
         results = produced if isinstance(produced, list) else [produced]
         return Outcome(results=results, as_json=getattr(args, "json", False))
@@ -178,6 +192,19 @@ def _compile(source: str):
         return compile(source, "<modelshell>", "exec")
     except SyntaxError as exc:
         raise ModelshellError(f"SyntaxError: {exc.msg} (line {exc.lineno})") from exc
+
+
+def _python_help(*args: Any, **kwargs: Any) -> None:
+    """Python's ``help(obj)``. Bare ``help()`` would start pydoc's interactive helper, whose ``help>``
+    prompt cannot be seen while a Python line's output is captured: the shell would seem to hang."""
+    if not args and not kwargs:
+        print("`help` (no parentheses) lists modelshell's commands; help(obj) shows Python's help on obj.")
+        return
+    builtins.help(*args, **kwargs)
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
 def _split_args(rest: str) -> list[str]:

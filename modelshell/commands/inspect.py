@@ -146,6 +146,8 @@ def _totals_line(shown: int, every: int, totals: dict[str, int], known: bool, pa
         line += f" ({count_text(totals['trainable'])} trainable, {count_text(totals['non_trainable'])} non-trainable)"
     else:
         line += " (a weights-only file: trainable or not is unknown)"
+    if totals["buffers"]:
+        line += f", and {count_text(totals['buffers'])} values in buffers"
     return line
 
 

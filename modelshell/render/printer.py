@@ -8,7 +8,7 @@ from rich.console import Console
 
 from modelshell.render.json import to_json_line
 from modelshell.render.rich import to_renderable
-from modelshell.results import Outcome, Text
+from modelshell.results import Message, Outcome, Text
 
 __all__ = ["Printer", "make_console"]
 
@@ -44,8 +44,13 @@ class Printer:
             elif isinstance(result, Text) and result.page and self.interactive and self._too_long(result.text):
                 with self.console.pager(styles=False):
                     self.console.print(result.text, markup=False, highlight=False)
+            elif isinstance(result, Text):
+                # What Python printed (and help text) goes out as it is: rich would re-wrap long lines at
+                # the console width and expand tabs, which breaks output that scripts read back.
+                self.out.write(result.text if result.text.endswith("\n") else result.text + "\n")
             else:
-                self.console.print(to_renderable(result))
+                # A message keeps its one line (paths in it too) however narrow the console.
+                self.console.print(to_renderable(result), soft_wrap=isinstance(result, Message))
         self.out.flush()
         if outcome.traceback:
             self.err.write(outcome.traceback)

@@ -1,0 +1,241 @@
+"""The interactive shell in a real pseudo-terminal: tmux runs ``modelshell``, the tests type keys and
+read the screen, as a user would.
+
+One demo shell (TensorFlow makes its start-up ~10 s) serves the tests that keep the shell running; each
+of those starts from a cleared screen. Leaving the shell (``quit``, Ctrl-D) is tested on shells without
+the demo, which start in well under a second.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+MODELSHELL = str(Path(sys.executable).parent / "modelshell")
+# A private tmux server on its own socket: the user's sessions are untouched, and nothing is left behind.
+SOCKET_DIR = tempfile.mkdtemp(prefix="ms-tmux-")
+SOCKET = os.path.join(SOCKET_DIR, "tmux.sock")
+STARTUP_TIMEOUT = 60
+STEP_TIMEOUT = 20
+
+if shutil.which("tmux") is None:  # pragma: no cover - the test environment installs tmux
+    raise RuntimeError("these tests need tmux")
+
+
+def _tmux(*args: str) -> str:
+    done = subprocess.run(["tmux", "-S", SOCKET, *args], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"tmux {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+class TermPane:
+    """One tmux session running one command in a 120x40 terminal."""
+
+    def __init__(self, command: str) -> None:
+        self.name = f"ms-{uuid.uuid4().hex[:8]}"
+        # Keep the pane after the command ends, and say how it ended, so exits can be checked.
+        wrapped = f"{command}; echo \"[exited with $?]\"; sleep 120"
+        _tmux("new-session", "-d", "-x", "120", "-y", "40", "-s", self.name, "sh", "-c", wrapped)
+
+    def lines(self) -> list[str]:
+        """The visible screen, wrapped lines joined, trailing blanks dropped."""
+        text = _tmux("capture-pane", "-p", "-J", "-t", self.name)
+        lines = [line.rstrip() for line in text.splitlines()]
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines
+
+    def text(self) -> str:
+        return "\n".join(self.lines())
+
+    def wait_for(self, condition, timeout: float = STEP_TIMEOUT, what: str = "") -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.lines()
+            if condition(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or condition}; the screen:\n" + "\n".join(lines))
+            time.sleep(0.1)
+
+    def wait_for_text(self, text: str, timeout: float = STEP_TIMEOUT) -> list[str]:
+        return self.wait_for(lambda lines: text in "\n".join(lines), timeout, repr(text))
+
+    def wait_for_prompt(self, timeout: float = STEP_TIMEOUT) -> list[str]:
+        """Until the last line is an empty ``ms>`` prompt (capture-pane drops its trailing space)."""
+        return self.wait_for(lambda lines: bool(lines) and lines[-1] == "ms>", timeout, "an empty ms> prompt")
+
+    def type(self, text: str) -> None:
+        _tmux("send-keys", "-t", self.name, "-l", text)
+
+    def keys(self, *keys: str) -> None:
+        _tmux("send-keys", "-t", self.name, *keys)
+
+    def enter(self, text: str) -> None:
+        self.type(text)
+        self.keys("Enter")
+
+    def clear(self) -> None:
+        """A clean screen with only the prompt: Ctrl-L (prompt_toolkit's clear-screen), then no history."""
+        self.wait_for_prompt()
+        self.keys("C-l")
+        self.wait_for(lambda lines: lines == ["ms>"], what="a cleared screen")
+        _tmux("clear-history", "-t", self.name)
+
+    def after(self, typed: str) -> list[str]:
+        """Screen lines after the last prompt line showing ``typed``."""
+        lines = self.lines()
+        marks = [i for i, line in enumerate(lines) if line == f"ms> {typed}".rstrip()]
+        assert marks, f"no prompt line with {typed!r}:\n" + "\n".join(lines)
+        return lines[marks[-1] + 1:]
+
+    def close(self) -> None:
+        try:
+            _tmux("kill-session", "-t", self.name)
+        except RuntimeError:
+            pass  # already gone
+
+
+@pytest.fixture(scope="module", autouse=True)
+def term_server():
+    """Stop the private tmux server (ours alone, started by these tests) when the module is done."""
+    yield
+    subprocess.run(["tmux", "-S", SOCKET, "kill-server"], capture_output=True, timeout=30)
+    shutil.rmtree(SOCKET_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def term_demo():
+    pane = TermPane(f"{shlex.quote(MODELSHELL)} --demo")
+    try:
+        lines = pane.wait_for_prompt(timeout=STARTUP_TIMEOUT)
+        assert any(line.startswith("modelshell: `help` lists the commands") for line in lines), lines
+        yield pane
+    finally:
+        pane.close()
+
+
+@pytest.fixture
+def term_shell(term_demo):
+    term_demo.clear()
+    return term_demo
+
+
+@pytest.fixture
+def term_plain():
+    """A shell without the demo: no framework to import, so it starts at once."""
+    pane = TermPane(shlex.quote(MODELSHELL))
+    try:
+        pane.wait_for_prompt(timeout=STARTUP_TIMEOUT)
+        yield pane
+    finally:
+        pane.close()
+
+
+def test_weights_table_in_the_terminal(term_shell):
+    term_shell.enter("weights torch_model")
+    term_shell.wait_for_text("61,706 parameters")
+    term_shell.wait_for_prompt()
+    out = term_shell.after("weights torch_model")
+    rows = [line.split() for line in out]
+    assert ["0.weight", "(6,", "1,", "5,", "5)", "float32", "150", "yes"] in rows
+    assert ["11.bias", "(10,)", "float32", "10", "yes"] in rows
+    assert "10 tensors, 61,706 parameters (61,706 trainable, 0 non-trainable)" in out
+    assert out[-1] == "ms>"
+
+
+def test_an_error_is_one_line_then_the_prompt(term_shell):
+    term_shell.enter("weights nosuch")
+    term_shell.wait_for_text("error:")
+    term_shell.wait_for_prompt()
+    assert term_shell.after("weights nosuch") == [
+        "error: no model named 'nosuch' (`models` lists the models; `load PATH` adds one)", "ms>"]
+    term_shell.enter("1/0")
+    term_shell.wait_for_text("ZeroDivisionError")
+    term_shell.wait_for_prompt()
+    assert term_shell.after("1/0") == ["error: ZeroDivisionError: division by zero", "ms>"]
+    assert "Traceback" not in term_shell.text()
+
+
+def test_ctrl_c_clears_a_half_typed_line(term_shell):
+    term_shell.type("weights tor")
+    term_shell.wait_for(lambda lines: lines[-1] == "ms> weights tor", what="the half-typed line")
+    term_shell.keys("C-c")
+    term_shell.wait_for_prompt()
+    term_shell.enter("models")
+    term_shell.wait_for_text("keras_model")
+    term_shell.wait_for_prompt()
+    out = term_shell.after("models")
+    assert any(line.split()[:4] == ["torch_model", "torch", "Sequential", "61,706"] for line in out if line)
+    assert not any(line.startswith("error") for line in out)
+
+
+def test_ctrl_c_abandons_an_unfinished_block(term_shell):
+    term_shell.enter("for i in range(3):")
+    term_shell.wait_for(lambda lines: lines[-1] == "..>", what="the continuation prompt")
+    term_shell.keys("C-c")
+    term_shell.wait_for_prompt()
+    term_shell.enter("print('fresh start')")
+    term_shell.wait_for_text("fresh start\nms>")
+    assert "error" not in term_shell.text()
+
+
+def test_tab_completes_commands_and_model_names(term_shell):
+    term_shell.type("wei")
+    term_shell.keys("Tab")
+    term_shell.wait_for(lambda lines: lines[-1] == "ms> weights", what="weights completed")
+    term_shell.type(" torch_")
+    term_shell.keys("Tab")
+    term_shell.wait_for(lambda lines: lines[-1] == "ms> weights torch_model", what="the model name completed")
+    term_shell.keys("Enter")
+    term_shell.wait_for_text("61,706 parameters")
+    term_shell.wait_for_prompt()
+    term_shell.type("shapes ker")
+    term_shell.keys("Tab")
+    term_shell.wait_for(lambda lines: lines[-1] == "ms> shapes keras_model", what="keras_model completed")
+    term_shell.keys("C-c")
+    term_shell.wait_for_prompt()
+
+
+def test_python_block_runs_after_a_blank_line(term_shell):
+    term_shell.enter("for i in range(2):")
+    term_shell.wait_for(lambda lines: lines[-1] == "..>", what="the continuation prompt")
+    term_shell.enter("    print(i)")
+    # The block stays open for more lines, as in the Python REPL, until an empty line.
+    term_shell.wait_for(lambda lines: lines[-2:] == ["..>     print(i)", "..>"], what="a second continuation")
+    term_shell.keys("Enter")
+    term_shell.wait_for_prompt()
+    assert term_shell.after("for i in range(2):") == ["..>     print(i)", "..>", "0", "1", "ms>"]
+
+
+def test_python_values_and_long_output(term_shell):
+    term_shell.enter('x = torch_model.state_dict()["0.weight"].shape')
+    term_shell.wait_for_prompt()
+    term_shell.enter("x")
+    term_shell.wait_for_text("torch.Size([6, 1, 5, 5])")
+    term_shell.wait_for_prompt()
+    assert term_shell.after("x") == ["torch.Size([6, 1, 5, 5])", "ms>"]
+
+
+def test_quit_ends_the_shell(term_plain):
+    term_plain.enter("quit")
+    lines = term_plain.wait_for_text("[exited with ")
+    assert "[exited with 0]" in lines
+
+
+def test_ctrl_d_ends_the_shell(term_plain):
+    term_plain.enter("print('still here')")
+    term_plain.wait_for_text("still here")
+    term_plain.wait_for_prompt()
+    term_plain.keys("C-d")
+    lines = term_plain.wait_for_text("[exited with ")
+    assert "[exited with 0]" in lines
