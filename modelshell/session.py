@@ -8,7 +8,9 @@ from __future__ import annotations
 import builtins
 import codeop
 import contextlib
+import difflib
 import io
+import keyword
 import re
 import shlex
 import sys
@@ -152,7 +154,11 @@ class Session:
         return Outcome(results=results, as_json=getattr(args, "json", False))
 
     def _run_python(self, source: str) -> Outcome:
-        code = _compile(source)
+        try:
+            code = _compile(source)
+        except ModelshellError:
+            _raise_if_unknown_command(source, self.namespace)
+            raise
         captured = io.StringIO()
         outcome = Outcome()
         old_hook = sys.displayhook
@@ -167,6 +173,8 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - user code errors are reported like the Python REPL does
             outcome.ok = False
             outcome.error = f"{type(exc).__name__}: {first_line(exc)}" if str(exc) else type(exc).__name__
+            if isinstance(exc, NameError) and _close_command(getattr(exc, "name", None) or ""):
+                outcome.error += f" (did you mean the command `{_close_command(exc.name)}`?)"
             outcome.traceback = self._traceback()
         finally:
             sys.displayhook = old_hook
@@ -192,6 +200,24 @@ def _compile(source: str):
         return compile(source, "<modelshell>", "exec")
     except SyntaxError as exc:
         raise ModelshellError(f"SyntaxError: {exc.msg} (line {exc.lineno})") from exc
+
+
+def _close_command(word: str) -> str | None:
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _raise_if_unknown_command(source: str, namespace: dict[str, Any]) -> None:
+    """``wieghts torch_model`` is not Python: say it is an unknown command, not "invalid syntax"."""
+    match = _WORD.match(source)
+    if not match or "\n" in source.strip() or keyword.iskeyword(match.group(1)) or match.group(1) in namespace:
+        return
+    if not match.group(2)[:1].isspace() or _PYTHON_AFTER_SPACE.match(match.group(2)):
+        return
+    word = match.group(1)
+    close = _close_command(word)
+    hint = f"did you mean `{close}`? `help` lists the commands" if close else "`help` lists the commands"
+    raise ModelshellError(f"unknown command {word!r} (and not valid Python either)", hint)
 
 
 def _python_help(*args: Any, **kwargs: Any) -> None:

@@ -601,7 +601,8 @@ def test_load_with_a_path_is_the_command_not_python_division(insp_fresh):
 
 def test_unknown_words_fall_through_to_python(insp_fresh):
     assert run_fail(insp_fresh, "frobnicate").error == "NameError: name 'frobnicate' is not defined"
-    assert run_fail(insp_fresh, "frobnicate torch_model").error.startswith("SyntaxError")
+    # a word followed by arguments is neither Python nor a command: say so rather than "invalid syntax"
+    assert run_fail(insp_fresh, "frobnicate torch_model").error.startswith("unknown command 'frobnicate'")
 
 
 # --- help ---------------------------------------------------------------------------------------------------
@@ -636,3 +637,23 @@ def test_bad_arguments_are_one_line(insp_fresh):
     assert "arguments are required" in run_fail(insp_fresh, "weights").error
     assert "unrecognized arguments" in run_fail(insp_fresh, "weights torch_model --nosuch").error
     assert "close the quote" in run_fail(insp_fresh, "weights torch_model 'bias").error
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("wieghts torch_model", "unknown command 'wieghts' (and not valid Python either) (did you mean `weights`?"),
+        ("foo bar", "unknown command 'foo' (and not valid Python either) (`help` lists the commands)"),
+        ("modles", "NameError: name 'modles' is not defined (did you mean the command `models`?)"),
+    ],
+)
+def test_unknown_commands_say_so_and_suggest_the_close_one(insp_fresh, line, expected):
+    before = insp_fresh.model_names()
+    outcome = run_fail(insp_fresh, line)
+    assert outcome.error.startswith(expected), outcome.error
+    assert insp_fresh.model_names() == before
+
+
+def test_invalid_python_that_is_not_a_command_line_stays_a_syntax_error(insp_fresh):
+    outcome = run_fail(insp_fresh, "x = (1,")
+    assert outcome.error.startswith("SyntaxError:"), outcome.error

@@ -239,3 +239,15 @@ def test_ctrl_d_ends_the_shell(term_plain):
     term_plain.keys("C-d")
     lines = term_plain.wait_for_text("[exited with ")
     assert "[exited with 0]" in lines
+
+
+def test_long_doc_is_paged_then_the_prompt_returns(term_shell):
+    term_shell.enter("doc torch_model")
+    # The pager holds the screen: the help text shows, and no prompt until it is left with q.
+    lines = term_shell.wait_for_text("class Sequential")
+    assert lines[-1] != "ms>", lines
+    assert "ms> doc torch_model" not in lines  # a pager takes the whole screen
+    term_shell.keys("q")
+    term_shell.wait_for_prompt()
+    term_shell.enter("print('back')")
+    term_shell.wait_for_text("back")

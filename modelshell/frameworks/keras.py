@@ -15,6 +15,11 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
 
 import keras  # noqa: E402
+from absl import logging as _absl_logging  # noqa: E402
+
+# Keras logs advice (such as "HDF5 is a legacy format") through absl at WARNING; a save the user asked
+# for is not the place for it.
+_absl_logging.set_verbosity(_absl_logging.ERROR)
 
 from modelshell.errors import ModelshellError, first_line  # noqa: E402
 from modelshell.frameworks.base import LayerNode, ModelHandle, TensorInfo  # noqa: E402
