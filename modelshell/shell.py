@@ -1,14 +1,19 @@
 """The interactive prompt_toolkit loop over a Session. Thin: all the work is in ``Session.run_line``."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from prompt_toolkit import PromptSession
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.completion import Completer, Completion
+from prompt_toolkit.history import FileHistory, InMemoryHistory, ThreadedHistory
 
 from modelshell.commands import COMMANDS
 from modelshell.render import Printer
 from modelshell.session import Session
 
-__all__ = ["run_interactive", "PROMPT", "CONTINUATION"]
+__all__ = ["run_interactive", "history_path", "PROMPT", "CONTINUATION"]
 
 PROMPT = "ms> "
 CONTINUATION = "..> "
@@ -35,10 +40,33 @@ class _SessionCompleter(Completer):
                 yield Completion(candidate, start_position=-len(word))
 
 
+def history_path() -> Path:
+    """Where input history is kept across sessions: ``$XDG_DATA_HOME/modelshell/history``."""
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data_home) / "modelshell" / "history"
+
+
+def _history():
+    """History in a file (read in a thread, so a long one does not delay the prompt); in memory only when
+    the folder cannot be made, so a read-only home never stops the shell."""
+    path = history_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+    except OSError:
+        return InMemoryHistory()
+    return ThreadedHistory(FileHistory(str(path)))
+
+
 def run_interactive(session: Session) -> int:
     """Read, run and print until ``quit``, ``exit`` or Ctrl-D. Ctrl-C on the prompt clears the line."""
     printer = Printer(interactive=True)
-    prompt = PromptSession(completer=_SessionCompleter(session), complete_while_typing=False)
+    prompt = PromptSession(
+        completer=_SessionCompleter(session),
+        complete_while_typing=False,
+        history=_history(),
+        auto_suggest=AutoSuggestFromHistory(),  # fish-style grey suggestion; the right arrow accepts it
+    )
     printer.console.print("modelshell: `help` lists the commands; any other line is Python. Ctrl-D quits.")
     while True:
         try:

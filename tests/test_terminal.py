@@ -8,6 +8,7 @@ the demo, which start in well under a second.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ MODELSHELL = str(Path(sys.executable).parent / "modelshell")
 SOCKET_DIR = tempfile.mkdtemp(prefix="ms-tmux-")
 SOCKET = os.path.join(SOCKET_DIR, "tmux.sock")
 STARTUP_TIMEOUT = 60
+_SUGGESTION = re.compile(r"\x1b\[38;5;241m[^\x1b\n]*")
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STEP_TIMEOUT = 20
 
 if shutil.which("tmux") is None:  # pragma: no cover - the test environment installs tmux
@@ -40,15 +43,19 @@ def _tmux(*args: str) -> str:
 class TermPane:
     """One tmux session running one command in a 120x40 terminal."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, data_home: str = SOCKET_DIR) -> None:
         self.name = f"ms-{uuid.uuid4().hex[:8]}"
-        # Keep the pane after the command ends, and say how it ended, so exits can be checked.
-        wrapped = f"{command}; echo \"[exited with $?]\"; sleep 120"
+        # Keep the pane after the command ends, and say how it ended, so exits can be checked. History
+        # goes to a folder of the test's own, never to the user's ~/.local/share.
+        wrapped = f"XDG_DATA_HOME={shlex.quote(data_home)} {command}; echo \"[exited with $?]\"; sleep 120"
         _tmux("new-session", "-d", "-x", "120", "-y", "40", "-s", self.name, "sh", "-c", wrapped)
 
     def lines(self) -> list[str]:
         """The visible screen, wrapped lines joined, trailing blanks dropped."""
-        text = _tmux("capture-pane", "-p", "-J", "-t", self.name)
+        text = _tmux("capture-pane", "-p", "-e", "-J", "-t", self.name)
+        # Drop the grey suggestion from history (prompt_toolkit's auto-suggest, colour 241): it is not
+        # typed text, and a test of what was typed or completed must not see it. Then drop all styling.
+        text = _ESCAPE.sub("", _SUGGESTION.sub("", text))
         lines = [line.rstrip() for line in text.splitlines()]
         while lines and not lines[-1]:
             lines.pop()
@@ -251,3 +258,46 @@ def test_long_doc_is_paged_then_the_prompt_returns(term_shell):
     term_shell.wait_for_prompt()
     term_shell.enter("print('back')")
     term_shell.wait_for_text("back")
+
+
+def test_history_is_kept_across_sessions_searchable_and_suggested(tmp_path):
+    data_home = str(tmp_path)
+    first = TermPane(shlex.quote(MODELSHELL), data_home)
+    try:
+        first.wait_for_prompt(timeout=STARTUP_TIMEOUT)
+        first.enter("print('remembered' + '!')")
+        first.wait_for_text("remembered!")
+        first.wait_for_prompt()
+        first.keys("C-d")
+        first.wait_for_text("[exited with 0]")
+    finally:
+        first.close()
+    history = (tmp_path / "modelshell" / "history").read_text()
+    assert "print('remembered' + '!')" in history
+
+    second = TermPane(shlex.quote(MODELSHELL), data_home)
+    try:
+        second.wait_for_prompt(timeout=STARTUP_TIMEOUT)
+        second.keys("Up")  # the previous session's line comes back
+        second.wait_for(lambda lines: lines[-1] == "ms> print('remembered' + '!')", what="the recalled line")
+        second.keys("C-u")
+        second.type("print('rem")  # the rest is suggested from history, in grey, and Right accepts it
+        grey_rest = "\x1b[38;5;241membered' + '!')"
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while grey_rest not in _tmux("capture-pane", "-p", "-e", "-t", second.name):
+            assert time.monotonic() < deadline, "no grey suggestion from history"
+            time.sleep(0.1)
+        assert second.lines()[-1] == "ms> print('rem"  # the suggestion is not typed text until accepted
+        second.keys("Right")
+        second.wait_for(lambda lines: lines[-1] == "ms> print('remembered' + '!')", what="the accepted suggestion")
+        second.keys("Enter")
+        second.wait_for(lambda lines: lines.count("remembered!") == 1, what="the accepted suggestion's output")
+        second.wait_for_prompt()
+        second.keys("C-r")
+        second.type("rememb")  # Ctrl-R searches backwards through history
+        second.wait_for_text("print('remembered' + '!')")
+        second.keys("Enter")
+        second.keys("Enter")
+        second.wait_for(lambda lines: lines.count("remembered!") == 2, what="the searched line's output")
+    finally:
+        second.close()
