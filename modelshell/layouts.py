@@ -39,6 +39,8 @@ __all__ = [
     "torch_to_keras",
     "keras_to_torch",
     "convert",
+    "expected_shapes",
+    "known_dims",
     "flatten_permutation",
     "gru_gates",
 ]
@@ -297,6 +299,63 @@ def convert(
         _check_expect(rule, dst, out, expect)
     order = [r.name for r in rule.roles(dst)]
     return {name: out[name] for name in order if name in out}
+
+
+class _Shape:
+    """Stands in for an array where only the shape matters (``_solve`` reads ``.shape`` alone)."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        self.shape = tuple(int(d) for d in shape)
+
+
+def expected_shapes(
+    rule: LayerRule | str, shapes: Mapping[str, Sequence[int]], direction: Direction, **dims: int
+) -> dict[str, tuple[int, ...]]:
+    """The destination shapes ``convert`` would produce, from the source shapes alone.
+
+    ``pair`` needs this for models of any size: no array is touched, the rule's symbols are bound from the
+    source shapes and the destination roles evaluated. Raises LayoutError where ``convert`` would.
+    """
+    if isinstance(rule, str):
+        rule = _lookup(rule)
+    src, dst = _sides(direction)
+    bound = {k: int(v) for k, v in dims.items()}
+    _solve(rule, src, {name: _Shape(shape) for name, shape in shapes.items()}, bound, "source")
+    produced = {t for step in rule.steps(direction) if _step_applies(rule, src, step, shapes) for t in step.targets}
+    out = {}
+    for role in rule.roles(dst):
+        if role.name not in produced:
+            continue
+        try:
+            out[role.name] = tuple(_dim(spec, bound) for spec in role.shape)
+        except KeyError as exc:
+            raise LayoutError(f"{rule.label}: cannot tell {exc.args[0]} from the shapes",
+                              hint=f"pass {exc.args[0]}=...") from None
+    return out
+
+
+def known_dims(rule: LayerRule | str, side: Side, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+    """The symbols that one side's shapes bind (a Keras MHA kernel tells H and D, a depthwise kernel C and
+    M); what they cannot tell, or contradict, is left out. Pairing binds the destination's dimensions
+    with it, so a direction whose source shapes alone cannot tell (torch -> Keras attention) still works."""
+    if isinstance(rule, str):
+        rule = _lookup(rule)
+    dims: dict[str, int] = {}
+    try:
+        _solve(rule, side, {name: _Shape(shape) for name, shape in shapes.items()}, dims, "given")
+    except LayoutError:
+        pass
+    return dims
+
+
+def _step_applies(rule: LayerRule, side: Side, step: Step, given: Mapping[str, object]) -> bool:
+    optional = [n for n in step.sources if rule.role(side, n).optional]
+    return not optional or any(n in given for n in optional)
+
+
+def _dim(spec: str, dims: Dims) -> int:
+    const, syms = _factors(spec)
+    return const * math.prod(dims[s] for s in syms)
 
 
 def torch_to_keras(

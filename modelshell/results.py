@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-__all__ = ["Column", "Table", "TreeNode", "Tree", "Text", "Message", "Result", "Outcome"]
+__all__ = ["Column", "Table", "TreeNode", "Tree", "Text", "Message", "Result", "Failed", "Outcome"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,15 @@ class Message:
 
 
 Result = Union[Table, Tree, Text, Message]
+
+
+@dataclass
+class Failed:
+    """What a command returns when it has something to show and the line must still fail (``verify``
+    finding a mismatch shows its table, and ``run`` exits 1)."""
+
+    results: list[Result]
+    error: str
 
 
 @dataclass

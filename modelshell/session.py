@@ -22,7 +22,7 @@ from modelshell.commands import COMMANDS
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks.detect import framework_of, wrap_object
-from modelshell.results import Outcome, Text
+from modelshell.results import Failed, Outcome, Text
 
 __all__ = ["Session", "is_command_line"]
 
@@ -150,8 +150,11 @@ class Session:
             return self._run_command("help", [name])
         args = command.parser.parse_args(argv)
         produced = command.run(self, args)
+        as_json = getattr(args, "json", False)
+        if isinstance(produced, Failed):
+            return Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
         results = produced if isinstance(produced, list) else [produced]
-        return Outcome(results=results, as_json=getattr(args, "json", False))
+        return Outcome(results=results, as_json=as_json)
 
     def _run_python(self, source: str) -> Outcome:
         try:

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelshell.errors import ModelshellError
+
 if TYPE_CHECKING:  # numpy costs ~0.15 s to import; the shell's start-up does not need it
     import numpy as np
 
-__all__ = ["TensorInfo", "LayerNode", "ModelHandle", "tree_from_names", "count_params"]
+__all__ = ["TensorInfo", "LayerNode", "Layer", "ModelHandle", "tree_from_names", "count_params", "layers_from_tensors"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,31 @@ class LayerNode:
     def param_count(self) -> int:
         own = sum(t.size for t in self.tensors if t.tied_to is None and t.kind != "buffer")
         return own + sum(child.param_count() for child in self.children)
+
+
+@dataclass
+class Layer:
+    """A layer as pairing sees it: where it is, what kind it is, the tensors it owns by role, its config.
+
+    ``kind`` is the framework's class name (``Conv2d``, ``Dense``), or "" for a weights-only file, whose
+    layers take their kind from the layer they pair with. ``roles`` map the names the layout rules use
+    (``weight``, ``kernel``, ``query/kernel``) to the model's full tensor names, in the model's order.
+    ``config`` holds what the warnings need (epsilon, padding, strides, reset_after, ...).
+    """
+
+    path: str
+    kind: str
+    roles: dict[str, TensorInfo]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def layers_from_tensors(tensors: list[TensorInfo]) -> list[Layer]:
+    """Layers of a weights-only file: tensors grouped by their layer path, in file order, kind unknown."""
+    layers: dict[str, Layer] = {}
+    for tensor in tensors:
+        if tensor.tied_to is None:
+            layers.setdefault(tensor.layer, Layer(tensor.layer, "", {})).roles[tensor.role] = tensor
+    return list(layers.values())
 
 
 def count_params(tensors: list[TensorInfo]) -> dict[str, int]:
@@ -142,3 +169,22 @@ class ModelHandle(ABC):
 
     def param_counts(self) -> dict[str, int]:
         return count_params(self.tensors())
+
+    # --- what pair, copy and verify need ------------------------------------------------------------
+    def layers(self) -> list[Layer]:
+        """The layers that own tensors, in the model's order (registration order, ``model.layers`` order).
+        Weights-only files group tensors by name; adapters with an architecture do better."""
+        return layers_from_tensors(self.tensors())
+
+    def write(self, values: dict[str, "np.ndarray"]) -> None:
+        """Set tensors by full name. Every name and shape is checked before the first write, so a bad
+        value leaves the model as it was."""
+        raise ModelshellError(f"cannot write weights into a {self.class_name}")
+
+    def forward(self, inputs: list["np.ndarray"]) -> Any:
+        """Run the model in inference mode; the outputs as nested lists/dicts of numpy arrays."""
+        raise ModelshellError(f"a {self.class_name} has no architecture to run", "load or build the model itself")
+
+    def input_spec(self) -> list[tuple[tuple[int | None, ...], str]] | None:
+        """Shapes (None for unknown, such as the batch) and dtypes of the inputs, where the model knows."""
+        return None

@@ -22,7 +22,7 @@ from absl import logging as _absl_logging  # noqa: E402
 _absl_logging.set_verbosity(_absl_logging.ERROR)
 
 from modelshell.errors import ModelshellError, first_line  # noqa: E402
-from modelshell.frameworks.base import LayerNode, ModelHandle, TensorInfo  # noqa: E402
+from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo  # noqa: E402
 
 __all__ = ["KerasModel", "load_keras_file", "version"]
 
@@ -106,6 +106,50 @@ class KerasModel(ModelHandle):
                 return np.array(variable.numpy() if hasattr(variable, "numpy") else variable)
         raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
 
+    def layers(self) -> list[Layer]:
+        infos: dict[int, TensorInfo] = {}
+        for variable, info in zip(self.obj.weights, self.tensors()):
+            infos.setdefault(id(variable), info)
+        found: list[Layer] = []
+
+        def visit(layer: Any, path: str) -> None:
+            kind = type(layer).__name__
+            whole = _WHOLE_LAYERS.get(kind)
+            inner: set[int] = set()
+            if whole is None:
+                for child in _sublayers(layer):
+                    visit(child, f"{path}/{child.name}" if path else child.name)
+                    inner |= {id(v) for v in child.weights}
+            own = [v for v in layer.weights if id(v) not in inner and id(v) in infos]
+            if own:
+                roles = {_role(v, whole or 1): infos.pop(id(v)) for v in own}
+                found.append(Layer(path, kind, roles, _config(layer)))
+
+        visit(self.obj, "")
+        return found
+
+    def write(self, values: dict[str, np.ndarray]) -> None:
+        variables = {_variable_name(v): v for v in self.obj.weights}
+        for name, value in values.items():
+            if name not in variables:
+                raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
+            if tuple(np.shape(value)) != tuple(variables[name].shape):
+                raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {tuple(variables[name].shape)}")
+        for name, value in values.items():
+            variables[name].assign(np.asarray(value, dtype=_dtype_name(variables[name])))
+
+    def forward(self, inputs: list[np.ndarray]) -> Any:
+        return _to_numpy(self.obj(inputs[0] if len(inputs) == 1 else list(inputs), training=False))
+
+    def input_spec(self) -> list[tuple[tuple[int | None, ...], str]] | None:
+        try:
+            inputs = self.obj.inputs
+        except (AttributeError, ValueError):
+            return None
+        if not inputs:
+            return None
+        return [(tuple(None if d is None else int(d) for d in t.shape), _dtype_name(t)) for t in inputs]
+
     def save(self, path: Path) -> None:
         name = path.name
         with warnings.catch_warnings():
@@ -124,6 +168,36 @@ class KerasModel(ModelHandle):
                     f"a Keras model saves to .keras, .h5, .weights.h5 or .safetensors, not {path.suffix or name}",
                     "to get a torch file, copy the weights into a torch model and save that",
                 )
+
+
+# Layers whose layout rule covers the variables of their sub-layers (an RNN's cell, attention's
+# projections); the number says how many trailing path parts name a role ("query/kernel").
+_WHOLE_LAYERS = {"MultiHeadAttention": 2, "LSTM": 1, "GRU": 1, "SimpleRNN": 1}
+_CONFIG_KEYS = (
+    "epsilon", "momentum", "padding", "strides", "groups", "reset_after", "num_heads", "key_dim",
+    "depth_multiplier", "filters", "units", "kernel_size", "use_bias", "data_format", "dilation_rate",
+    "center", "scale", "axis", "input_dim", "output_dim", "return_sequences",
+)
+
+
+def _config(layer: Any) -> dict[str, Any]:
+    try:
+        config = layer.get_config()
+    except Exception:  # noqa: BLE001 - a custom layer without get_config still pairs by its weights
+        return {}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items() if k in _CONFIG_KEYS}
+
+
+def _role(variable: Any, parts: int) -> str:
+    return "/".join(_variable_name(variable).split("/")[-parts:])
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_numpy(v) for v in value]
+    return np.asarray(keras.ops.convert_to_numpy(value)) if hasattr(value, "shape") else value
 
 
 def load_keras_file(path: Path, trust: bool) -> ModelHandle:

@@ -16,7 +16,7 @@ import torch
 
 from modelshell.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
-from modelshell.frameworks.base import LayerNode, ModelHandle, TensorInfo, tree_from_names
+from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, tree_from_names
 
 __all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
 
@@ -98,6 +98,43 @@ class TorchModule(ModelHandle):
     def save(self, path: Path) -> None:
         save_state_dict({k: v.detach() for k, v in self.obj.state_dict().items()}, path)
 
+    def layers(self) -> list[Layer]:
+        infos = {t.name: t for t in self.tensors() if t.tied_to is None}
+        found: list[Layer] = []
+        whole: list[str] = []  # modules whose rule covers their children's tensors too (attention)
+        for path, module in self.obj.named_modules():
+            if any(path.startswith(prefix) for prefix in whole):
+                continue
+            kind = _kind(module)
+            prefix = f"{path}." if path else ""
+            if kind in _WHOLE_MODULES:
+                whole.append(prefix)
+                roles = {n[len(prefix):]: t for n, t in infos.items() if n.startswith(prefix)}
+            else:
+                own = [n for n, _ in module.named_parameters(recurse=False)]
+                own += [n for n, _ in module.named_buffers(recurse=False)]
+                roles = {n: infos[prefix + n] for n in own if prefix + n in infos}
+            if roles:
+                found.append(Layer(path, kind, roles, _config(module)))
+        return found
+
+    def write(self, values: dict[str, np.ndarray]) -> None:
+        state = self._state()
+        _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
+        with torch.no_grad():
+            for name, value in values.items():
+                target = state[name]
+                target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
+
+    def forward(self, inputs: list[np.ndarray]):
+        was_training = self.obj.training
+        self.obj.eval()
+        try:
+            with torch.no_grad():
+                return _to_numpy(self.obj(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]))
+        finally:
+            self.obj.train(was_training)
+
 
 class TorchStateDict(ModelHandle):
     """A weights-only torch file: a mapping of names to tensors, with no architecture behind it."""
@@ -126,6 +163,55 @@ class TorchStateDict(ModelHandle):
 
     def save(self, path: Path) -> None:
         save_state_dict(self.obj, path)
+
+    def write(self, values: dict[str, np.ndarray]) -> None:
+        _check_values(values, {n: tuple(t.shape) for n, t in self.obj.items()}, "state dict")
+        for name, value in values.items():
+            self.obj[name] = torch.from_numpy(np.array(value)).to(self.obj[name].dtype)
+
+
+# Modules whose layout rule covers the tensors of their children (out_proj of attention).
+_WHOLE_MODULES = {"MultiheadAttention"}
+_CONFIG_KEYS = (
+    "eps", "momentum", "groups", "in_channels", "out_channels", "kernel_size", "stride", "padding",
+    "dilation", "padding_mode", "in_features", "out_features", "num_embeddings", "embedding_dim",
+    "input_size", "hidden_size", "num_layers", "batch_first", "bidirectional", "num_heads", "embed_dim",
+    "normalized_shape", "affine", "track_running_stats",
+)
+
+
+def _kind(module: torch.nn.Module) -> str:
+    """The class name, also for TorchScript modules (which keep it as ``original_name``)."""
+    return getattr(module, "original_name", None) or type(module).__name__
+
+
+def _config(module: torch.nn.Module) -> dict[str, Any]:
+    config = {}
+    for key in _CONFIG_KEYS:
+        value = getattr(module, key, None)
+        if isinstance(value, (int, float, str, bool, tuple, list)):
+            config[key] = list(value) if isinstance(value, tuple) else value
+    return config
+
+
+def _check_values(values: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]], what: str) -> None:
+    """All names known and all shapes equal, before anything is written."""
+    for name, value in values.items():
+        if name not in shapes:
+            raise ModelshellError(f"{what} has no tensor named {name!r}")
+        if tuple(np.shape(value)) != shapes[name]:
+            raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {shapes[name]}")
+
+
+def _to_numpy(value: Any) -> Any:
+    """Outputs as plain nested data: tensors to arrays, tuples to lists, mappings (ModelOutput too) to dicts."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, Mapping):
+        return {str(k): _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_numpy(v) for v in value]
+    return value
 
 
 def save_state_dict(state: Mapping[str, Any], path: Path) -> None:

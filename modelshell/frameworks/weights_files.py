@@ -40,6 +40,9 @@ class ArrayFile(Mapping):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[str, tuple[tuple[int, ...], str]] = self._read_header()
+        # Values written by `copy`, kept in memory over the file until `save` writes a new file: the
+        # file itself is never modified in place.
+        self.changes: dict[str, np.ndarray] = {}
 
     def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
         raise NotImplementedError
@@ -47,6 +50,8 @@ class ArrayFile(Mapping):
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.entries:
             raise KeyError(name)
+        if name in self.changes:
+            return self.changes[name].copy()
         return self._read_array(name)
 
     def _read_array(self, name: str) -> np.ndarray:
@@ -231,6 +236,15 @@ class WeightsFile(ModelHandle):
             raise ModelshellError(f"{self.obj.path.name} has no tensor named {name!r}")
         return self.obj[name]
 
+    def write(self, values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            if name not in self.obj.entries:
+                raise ModelshellError(f"{self.obj.path.name} has no tensor named {name!r}")
+            if tuple(np.shape(value)) != self.obj.entries[name][0]:
+                raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {self.obj.entries[name][0]}")
+        for name, value in values.items():
+            self.obj.changes[name] = np.array(value, dtype=_numpy_dtype(self.obj.entries[name][1]))
+
     def save(self, path: Path) -> None:
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
@@ -267,6 +281,8 @@ def _save_h5_copy(handle: WeightsFile, path: Path) -> None:
                     root.copy(root[key], out, name=key)
                 for key, value in root.attrs.items():
                     out.attrs[key] = value
+                for name, value in handle.obj.changes.items():  # what copy wrote, over the copied data
+                    out[source[handle.obj._datasets[name]].name[len(root.name):].lstrip("/")][...] = value
             return
         for name in handle.obj:
             out.create_dataset(name, data=handle.read(name))

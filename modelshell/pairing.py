@@ -1,0 +1,468 @@
+"""Line two models up: layers first (kind, rule table, names, order), then tensors by role.
+
+The result is a ``TransferPlan``, a plain value: ``pair`` shows it, ``copy`` executes it. Layers pair only
+when a layout rule covers their two kinds (or, within one framework, when the kinds are equal); names
+(normalised into tokens) anchor layers that were created in a different order, and the rest are aligned
+by order, so extra or renamed layers on one side do not shift everything after them. Shapes never decide
+a pairing; they are checked after it, through the rule, and a disagreement is reported, never reshaped.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelshell import layouts
+from modelshell.errors import ModelshellError
+from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo
+
+__all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "make_plan", "converted_values"]
+
+_CONV_KINDS = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3}
+_FLATTEN_RESETS = {"Linear", "LSTM", "GRU", "RNN", "Embedding", "MultiheadAttention", "LayerNorm"}
+_NORM_PAIRS = {("batch_norm", "eps", "epsilon"), ("layer_norm", "eps", "epsilon")}
+
+
+@dataclass(frozen=True)
+class TensorPair:
+    """One step of a rule: A's tensors (usually one) become B's tensors through ``transform``."""
+
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+    a_shapes: tuple[tuple[int, ...], ...]
+    b_shapes: tuple[tuple[int, ...], ...]
+    transform: str
+
+    def as_json(self) -> dict[str, Any]:
+        one = len(self.a) == 1 and len(self.b) == 1
+        return {
+            "a": self.a[0] if one else list(self.a),
+            "b": self.b[0] if one else list(self.b),
+            "a_shape": list(self.a_shapes[0]) if one else [list(s) for s in self.a_shapes],
+            "b_shape": list(self.b_shapes[0]) if one else [list(s) for s in self.b_shapes],
+            "transform": self.transform,
+        }
+
+
+@dataclass
+class LayerMatch:
+    """Two layers (or a torch depthwise + pointwise pair and one SeparableConv2D) and how they map.
+
+    ``rule`` is None within one framework (tensors copied as they are). ``a_roles``/``b_roles`` map the
+    rule's role names to each model's tensors; ``dims`` are the sizes the shapes alone cannot tell.
+    """
+
+    a_path: str
+    b_path: str
+    a_kind: str
+    b_kind: str
+    rule: layouts.LayerRule | None
+    direction: str | None
+    a_roles: dict[str, TensorInfo]
+    b_roles: dict[str, TensorInfo]
+    dims: dict[str, int] = field(default_factory=dict)
+    label: str = ""
+    torch_config: dict[str, Any] = field(default_factory=dict)
+    keras_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Problem:
+    name: str
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"name": self.name, "reason": self.reason}
+
+
+@dataclass
+class TransferPlan:
+    a: str
+    b: str
+    matches: list[LayerMatch]
+    pairs: list[TensorPair]
+    missing: list[Problem]
+    unexpected: list[Problem]
+    mismatched: list[Problem]
+    warnings: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "pairs": [p.as_json() for p in self.pairs],
+            "missing": [p.as_json() for p in self.missing],
+            "unexpected": [p.as_json() for p in self.unexpected],
+            "mismatched": [p.as_json() for p in self.mismatched],
+            "warnings": list(self.warnings),
+        }
+
+
+# --- the plan ------------------------------------------------------------------------------------------
+def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B") -> TransferPlan:
+    """Pair A's tensors with B's (A is the source when the plan is copied)."""
+    a_layers, b_layers = a.layers(), b.layers()
+    if a.framework != b.framework:
+        a_layers, b_layers = _merge_separable(a, a_layers, b_layers), _merge_separable(b, b_layers, a_layers)
+    context = _Context(a, b, a_layers, b_layers)
+    matched = _align(a_layers, b_layers, context)
+    plan = TransferPlan(a_name, b_name, [], [], [], [], [], [])
+    used_a, used_b = set(), set()
+    for i, j in matched:
+        match = context.match(a_layers[i], b_layers[j])
+        plan.matches.append(match)
+        _add_tensor_pairs(plan, match)
+        used_a.add(i)
+        used_b.add(j)
+    for i, layer in enumerate(a_layers):
+        if i not in used_a:
+            reason = f"no layer of {b_name} pairs with {_describe(layer)}"
+            plan.unexpected += [Problem(t.name, reason) for t in layer.roles.values()]
+    for j, layer in enumerate(b_layers):
+        if j not in used_b:
+            reason = f"no layer of {a_name} pairs with {_describe(layer)}"
+            plan.missing += [Problem(t.name, reason) for t in layer.roles.values()]
+    plan.warnings += _warnings(plan, a, b, a_name, b_name)
+    return plan
+
+
+def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.ndarray]:
+    """Every destination tensor's new value, computed and shape-checked before anything is written."""
+    if plan.mismatched:
+        first = plan.mismatched[0]
+        more = f" (and {len(plan.mismatched) - 1} more)" if len(plan.mismatched) > 1 else ""
+        raise ModelshellError(f"cannot copy: {first.name}: {first.reason}{more}", f"`pair {plan.a} {plan.b}` shows all")
+    values: dict[str, np.ndarray] = {}
+    for match in plan.matches:
+        arrays = {role: source.read(t.name) for role, t in match.a_roles.items()}
+        if match.rule is None:
+            out = arrays
+        else:
+            expect = {role: t.shape for role, t in match.b_roles.items()}
+            out = layouts.convert(match.rule, arrays, match.direction, expect=expect, **match.dims)
+        for role, array in out.items():
+            target = match.b_roles.get(role)
+            if target is not None:
+                values[target.name] = array
+    return values
+
+
+def _add_tensor_pairs(plan: TransferPlan, match: LayerMatch) -> None:
+    where = f"{match.a_path or '(top)'} -> {match.b_path or '(top)'}"
+    if match.rule is None:
+        _add_identity_pairs(plan, match, where)
+        return
+    shapes = {role: t.shape for role, t in match.a_roles.items()}
+    try:
+        expected = layouts.expected_shapes(match.rule, shapes, match.direction, **match.dims)
+    except layouts.LayoutError as exc:
+        plan.mismatched += [Problem(t.name, f"{where}: {exc.one_line()}") for t in match.a_roles.values()]
+        return
+    src_side = match.direction.split("->")[0]
+    produced = set()
+    for step in match.rule.steps(match.direction):
+        sources = [match.a_roles[r] for r in step.sources if r in match.a_roles]
+        if not sources and any(match.rule.role(src_side, r).optional for r in step.sources):
+            continue
+        targets = [match.b_roles[r] for r in step.targets if r in match.b_roles]
+        lost = [r for r in step.targets if r in expected and r not in match.b_roles]
+        for role in lost:
+            plan.mismatched.append(Problem(f"{match.a_path}:{role}", f"{where}: {match.b_kind} has no {role} to receive it"))
+        produced.update(step.targets)
+        label = match.label if match.label and {"weight", "kernel"} & set(step.sources) else step.name
+        plan.pairs.append(TensorPair(
+            tuple(t.name for t in sources), tuple(t.name for t in targets),
+            tuple(t.shape for t in sources), tuple(t.shape for t in targets), label if step.targets else "dropped",
+        ))
+        for role, target in zip([r for r in step.targets if r in match.b_roles], targets):
+            if role in expected and expected[role] != target.shape:
+                plan.mismatched.append(Problem(
+                    target.name, f"{where}: the rule makes {expected[role]} from A, but B's is {target.shape}",
+                ))
+    for role, target in match.b_roles.items():
+        if role not in produced or role not in expected:
+            plan.missing.append(Problem(target.name, f"{where}: nothing in {match.a_kind or 'A'} produces {role}"))
+
+
+def _add_identity_pairs(plan: TransferPlan, match: LayerMatch, where: str) -> None:
+    for role, source in match.a_roles.items():
+        target = match.b_roles.get(role)
+        if target is None:
+            plan.unexpected.append(Problem(source.name, f"{where}: B's layer has no {role}"))
+            continue
+        plan.pairs.append(TensorPair((source.name,), (target.name,), (source.shape,), (target.shape,), "as is"))
+        if source.shape != target.shape:
+            plan.mismatched.append(Problem(target.name, f"{where}: shapes {source.shape} and {target.shape} differ"))
+    for role, target in match.b_roles.items():
+        if role not in match.a_roles:
+            plan.missing.append(Problem(target.name, f"{where}: A's layer has no {role}"))
+
+
+# --- which layers can pair, and how ---------------------------------------------------------------------
+class _Context:
+    """Decides whether two layers pair (and under which rule), with what it knows of both models."""
+
+    def __init__(self, a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer]) -> None:
+        self.a, self.b = a, b
+        self.same = a.framework == b.framework
+        self.direction = None if self.same else f"{a.framework}->{b.framework}"
+        torch_layers = a_layers if a.framework == "torch" else b_layers
+        self.flatten = _flatten_channels(torch_layers)
+        self._cache: dict[tuple, tuple[layouts.LayerRule | None, bool]] = {}
+
+    def compatible(self, la: Layer, lb: Layer) -> bool:
+        key = (la.kind, lb.kind, _signature(la), _signature(lb), self.flatten.get(id(la)), self.flatten.get(id(lb)))
+        if key not in self._cache:
+            self._cache[key] = self._rule(la, lb)
+        return self._cache[key][1]
+
+    def _rule(self, la: Layer, lb: Layer) -> tuple[layouts.LayerRule | None, bool]:
+        if self.same:
+            ok = (la.kind == lb.kind or "" in (la.kind, lb.kind)) and _signature(la) == _signature(lb)
+            return None, ok
+        t, k = (la, lb) if self.a.framework == "torch" else (lb, la)
+        rule = _find_rule(t, k, self.flatten.get(id(t)))
+        return rule, rule is not None
+
+    def match(self, la: Layer, lb: Layer) -> LayerMatch:
+        self.compatible(la, lb)
+        rule = self._rule(la, lb)[0]
+        if rule is None:
+            a_roles, b_roles = _identity_roles(la, lb)
+            return LayerMatch(la.path, lb.path, la.kind, lb.kind, None, None, a_roles, b_roles)
+        a_side, b_side = self.direction.split("->")
+        a_roles, b_roles = _rule_roles(rule, a_side, la), _rule_roles(rule, b_side, lb)
+        dims = layouts.known_dims(rule, b_side, {r: t.shape for r, t in b_roles.items()})
+        label = ""
+        torch_layer, keras_layer = (la, lb) if a_side == "torch" else (lb, la)
+        flat = self.flatten.get(id(torch_layer))
+        if flat and rule.after_flatten:
+            channels, spatial = flat[0], flat[1]
+            dims = {"C": channels, **({"L": spatial} if rule.after_flatten == 1 else {"H": spatial, "W": 1})}
+            label = f"flatten-permute C={channels} " + ("L" if rule.after_flatten == 1 else "H*W") + f"={spatial}"
+        return LayerMatch(la.path, lb.path, la.kind or lb.kind, lb.kind or la.kind, rule, self.direction,
+                          a_roles, b_roles, dims, label, torch_layer.config, keras_layer.config)
+
+
+def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | None) -> layouts.LayerRule | None:
+    """The layout rule for a torch layer and a Keras layer; a weights-only side takes whichever rule of
+    the other side's kind its tensors fit (by count and rank)."""
+    after = 0
+    if flat:
+        after = 1 if flat[2:] == ("1d",) else 2
+    candidates = [
+        r for r in layouts.RULES
+        if (not torch_layer.kind or torch_layer.kind in r.torch_classes or _is_separable(torch_layer, r))
+        and (not keras_layer.kind or keras_layer.kind == r.keras_kind)
+    ]
+    if not torch_layer.kind and not keras_layer.kind:
+        return None
+    if "Linear" in (torch_layer.kind, "") and any(r.after_flatten for r in candidates):
+        candidates = [r for r in candidates if r.after_flatten == after or not r.keras_kind == "Dense"]
+    for rule in candidates:
+        if _fits(rule, "torch", torch_layer) and _fits(rule, "keras", keras_layer):
+            return rule
+    return None
+
+
+def _is_separable(layer: Layer, rule: layouts.LayerRule) -> bool:
+    return layer.kind == "SeparableConv2d" and rule.key == "separable_conv2d"
+
+
+def _fits(rule: layouts.LayerRule, side: str, layer: Layer) -> bool:
+    """The layer's tensors can be this rule's roles: by name when the names are the rule's, else by
+    order (weights-only files name Keras variables 0, 1, ...); ranks must agree; a depthwise rule needs
+    a depthwise torch conv (groups == in_channels)."""
+    if side == "torch" and rule.key.startswith("depthwise") != _is_depthwise(layer):
+        return False
+    try:
+        roles = _rule_roles(rule, side, layer)
+    except ModelshellError:
+        return False
+    return all(len(t.shape) == len(rule.role(side, r).shape) for r, t in roles.items())
+
+
+def _is_depthwise(layer: Layer) -> bool:
+    groups = layer.config.get("groups", 1)
+    return layer.kind in ("Conv1d", "Conv2d") and groups > 1 and groups == layer.config.get("in_channels")
+
+
+def _rule_roles(rule: layouts.LayerRule, side: str, layer: Layer) -> dict[str, TensorInfo]:
+    names = [r.name for r in rule.roles(side)]
+    if set(layer.roles) <= set(names):
+        required = [r.name for r in rule.roles(side) if not r.optional]
+        if all(r in layer.roles for r in required):
+            return dict(layer.roles)
+        raise ModelshellError("required roles missing")
+    tensors = list(layer.roles.values())
+    everyone = list(rule.roles(side))
+    for chosen in (everyone, [r for r in everyone if not r.optional]):
+        if len(chosen) == len(tensors):
+            return {r.name: t for r, t in zip(chosen, tensors)}
+    raise ModelshellError("roles do not fit")
+
+
+def _identity_roles(la: Layer, lb: Layer) -> tuple[dict[str, TensorInfo], dict[str, TensorInfo]]:
+    if set(la.roles) == set(lb.roles):
+        return dict(la.roles), dict(lb.roles)
+    keys = [str(i) for i in range(len(la.roles))]
+    return dict(zip(keys, la.roles.values())), dict(zip(keys, lb.roles.values()))
+
+
+def _signature(layer: Layer) -> tuple[int, ...]:
+    return tuple(len(t.shape) for t in layer.roles.values())
+
+
+def _flatten_channels(torch_layers: list[Layer]) -> dict[int, tuple]:
+    """For a Linear right after convolutions (in registration order): the channels C and the spatial
+    size of the flattened feature map, when its inputs are C times a spatial size > 1. That is where torch
+    (C,H,W) and Keras (H,W,C) flatten differently and a plain .T fits but is wrong."""
+    found: dict[int, tuple] = {}
+    channels, rank = None, 0
+    for layer in torch_layers:
+        kind = layer.kind or _guess_torch_kind(layer)
+        if kind in _CONV_KINDS:
+            channels, rank = layer.roles["weight"].shape[0], _CONV_KINDS[kind]
+        elif kind == "Linear" and channels:
+            inputs = layer.roles["weight"].shape[1]
+            if inputs > channels and inputs % channels == 0:
+                found[id(layer)] = (channels, inputs // channels, *(("1d",) if rank == 1 else ()))
+            channels = None
+        elif kind in _FLATTEN_RESETS:
+            channels = None
+    return found
+
+
+def _guess_torch_kind(layer: Layer) -> str:
+    weight = layer.roles.get("weight")
+    if weight is None or "running_mean" in layer.roles:
+        return ""
+    return {2: "Linear", 3: "Conv1d", 4: "Conv2d", 5: "Conv3d"}.get(len(weight.shape), "")
+
+
+def _merge_separable(handle: ModelHandle, layers: list[Layer], other: list[Layer]) -> list[Layer]:
+    """On the torch side, a depthwise Conv2d followed by a 1x1 Conv2d becomes one layer when the other
+    model has SeparableConv2D layers: one Keras layer pairs with two torch layers."""
+    if handle.framework != "torch" or not any(layer.kind == "SeparableConv2D" for layer in other):
+        return layers
+    merged, i = [], 0
+    while i < len(layers):
+        first, second = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        if second is not None and _is_depthwise(first) and second.kind == "Conv2d" \
+                and second.roles["weight"].shape[2:] == (1, 1):
+            roles = {f"depthwise.{r}": t for r, t in first.roles.items()}
+            roles.update({f"pointwise.{r}": t for r, t in second.roles.items()})
+            path = _common_parent(first.path, second.path)
+            merged.append(Layer(path, "SeparableConv2d", roles, dict(first.config)))
+            i += 2
+        else:
+            merged.append(first)
+            i += 1
+    return merged
+
+
+def _common_parent(a: str, b: str) -> str:
+    parent_a, parent_b = a.rpartition(".")[0], b.rpartition(".")[0]
+    return parent_a if parent_a == parent_b and parent_a else f"{a}+{b}"
+
+
+# --- aligning two sequences of layers -------------------------------------------------------------------
+def _tokens(path: str) -> tuple[str, ...]:
+    """``encoder.layer.0.attn`` and ``encoder/layer_._0/attn`` both -> (encoder, layer, 0, attn)."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", path)
+    return tuple(t for t in re.split(r"[^0-9a-zA-Z]+", spaced.lower()) if t)
+
+
+def _align(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> list[tuple[int, int]]:
+    """Pairs (i, j) of layers: equal names first (they survive reordering), then the rest in order."""
+    if len(a_layers) == len(b_layers) and all(context.compatible(x, y) for x, y in zip(a_layers, b_layers)):
+        return list(zip(range(len(a_layers)), range(len(b_layers))))  # the common case, in linear time
+    anchors = _name_anchors(a_layers, b_layers, context)
+    rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in anchors}]
+    rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in anchors}]
+    ordered = _order_alignment(rest_a, rest_b, a_layers, b_layers, context)
+    return sorted(anchors + ordered)
+
+
+def _name_anchors(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> list[tuple[int, int]]:
+    by_tokens: dict[tuple[str, ...], list[int]] = {}
+    for j, layer in enumerate(b_layers):
+        by_tokens.setdefault(_tokens(layer.path), []).append(j)
+    anchors, taken = [], set()
+    for i, layer in enumerate(a_layers):
+        same = [j for j in by_tokens.get(_tokens(layer.path), []) if j not in taken]
+        fitting = [j for j in same if context.compatible(layer, b_layers[j])]
+        if len(fitting) == 1 and _tokens(layer.path):
+            anchors.append((i, fitting[0]))
+            taken.add(fitting[0])
+    return anchors
+
+
+def _order_alignment(rest_a: list[int], rest_b: list[int], a_layers: list[Layer], b_layers: list[Layer],
+                     context: _Context) -> list[tuple[int, int]]:
+    """Longest chain of compatible pairs that keeps both orders (an edit-distance table); names that
+    share tokens break ties."""
+    n, m = len(rest_a), len(rest_b)
+    score = np.zeros((n + 1, m + 1))
+    for x in range(n - 1, -1, -1):
+        la = a_layers[rest_a[x]]
+        for y in range(m - 1, -1, -1):
+            best = max(score[x + 1, y], score[x, y + 1])
+            lb = b_layers[rest_b[y]]
+            if context.compatible(la, lb):
+                best = max(best, score[x + 1, y + 1] + 1 + _similarity(la.path, lb.path))
+            score[x, y] = best
+    pairs, x, y = [], 0, 0
+    while x < n and y < m:
+        la, lb = a_layers[rest_a[x]], b_layers[rest_b[y]]
+        if context.compatible(la, lb) and score[x, y] == score[x + 1, y + 1] + 1 + _similarity(la.path, lb.path):
+            pairs.append((rest_a[x], rest_b[y]))
+            x, y = x + 1, y + 1
+        elif score[x, y] == score[x + 1, y]:
+            x += 1
+        else:
+            y += 1
+    return pairs
+
+
+def _similarity(a: str, b: str) -> float:
+    ta, tb = set(_tokens(a)), set(_tokens(b))
+    return 0.5 * len(ta & tb) / len(ta | tb) if ta | tb else 0.0
+
+
+def _describe(layer: Layer) -> str:
+    return f"{layer.path or '(top)'} ({layer.kind or 'weights only'})"
+
+
+# --- warnings -------------------------------------------------------------------------------------------
+def _warnings(plan: TransferPlan, a: ModelHandle, b: ModelHandle, a_name: str, b_name: str) -> list[str]:
+    found = []
+    for match in plan.matches:
+        found += _match_warnings(match, a.framework)
+    for name, handle in ((a_name, a), (b_name, b)):
+        for tensor in handle.tensors():
+            if tensor.tied_to:
+                found.append(f"{name}: {tensor.name} is tied to {tensor.tied_to} (one tensor, copied once)")
+    return found
+
+
+def _match_warnings(match: LayerMatch, a_framework: str) -> list[str]:
+    if match.rule is None:
+        return []
+    t_path, k_path = (match.a_path, match.b_path) if a_framework == "torch" else (match.b_path, match.a_path)
+    t_config, k_config = match.torch_config, match.keras_config
+    found = []
+    for key, t_key, k_key in _NORM_PAIRS:
+        if match.rule.key == key and t_key in t_config and k_key in k_config \
+                and not np.isclose(t_config[t_key], k_config[k_key], rtol=1e-6, atol=0):
+            found.append(f"{t_path} eps={t_config[t_key]:g} but {k_path} epsilon={k_config[k_key]:g}: "
+                         "outputs will differ; make them equal")
+    if match.rule.key == "gru" and k_config.get("reset_after") is False:
+        found.append(f"{k_path}: GRU reset_after=False computes a different GRU than torch; use reset_after=True")
+    strides, padding = k_config.get("strides") or [1], t_config.get("padding")
+    if k_config.get("padding") == "same" and max(strides) > 1 and isinstance(padding, list) and any(padding):
+        found.append(f"{k_path}: stride-2 'same' pads (0,1) where {t_path} padding={padding} pads both sides: "
+                     "same shapes, different numbers")
+    return found
