@@ -6,7 +6,7 @@ model starts with convolutions, and integers when it starts with an embedding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,12 @@ class Verification:
     input_shapes: list[tuple[int, ...]]
     atol: float
     rtol: float
+    layers: list[OutputComparison] = field(default_factory=list)
+
+    @property
+    def first_divergence(self) -> str | None:
+        """The first paired layer whose outputs differ: where a wrong copy (or a real difference) starts."""
+        return next((layer.name for layer in self.layers if not layer.ok), None)
 
     @property
     def ok(self) -> bool:
@@ -58,29 +64,54 @@ class Verification:
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
                 "atol": self.atol, "rtol": self.rtol, "inputs": [list(s) for s in self.input_shapes],
-                "outputs": [o.as_json() for o in self.outputs]}
+                "outputs": [o.as_json() for o in self.outputs],
+                **({"layers": [o.as_json() for o in self.layers], "first_divergence": self.first_divergence}
+                   if self.layers else {})}
 
 
 def verify(a: ModelHandle, b: ModelHandle, atol: float = 1e-4, rtol: float = 1e-4,
-           input_file: str | None = None, seed: int = 0) -> Verification:
-    """Both models in inference mode on the same input; every output leaf compared."""
+           input_file: str | None = None, seed: int = 0, layers: bool = False) -> Verification:
+    """Both models in inference mode on the same input; every output leaf compared, and with ``layers``
+    every paired layer's output too."""
     a_layers, b_layers = a.layers(), b.layers()
     channels = _layouts_differ(a, b, a_layers, b_layers)
     inputs_a = _load_inputs(input_file) if input_file else _random_inputs(a, b, a_layers, b_layers, seed, channels)
     inputs_b = [_to_other_layout(x, a.framework, channels) for x in inputs_a]
-    out_a, out_b = _run(a, inputs_a), _run(b, inputs_b)
+    paths = _paired_paths(a, b) if layers else []
+    out_a, taps_a = _run(a, inputs_a, [p for p, _ in paths])
+    out_b, taps_b = _run(b, inputs_b, [q for _, q in paths])
     leaves_a, leaves_b = _leaves(out_a), _leaves(out_b)
     if len(leaves_a) != len(leaves_b):
         raise ModelshellError(f"the models give {len(leaves_a)} and {len(leaves_b)} outputs; nothing to compare")
     comparisons = [
         _compare(name, x, y, a.framework, channels, atol, rtol) for (name, x), (_, y) in zip(leaves_a, leaves_b)
     ]
-    return Verification(comparisons, [tuple(x.shape) for x in inputs_a], atol, rtol)
+    per_layer = [
+        _compare(f"{p} ~ {q}", _first_leaf(taps_a[p]), _first_leaf(taps_b[q]), a.framework, channels, atol, rtol)
+        for p, q in paths if p in taps_a and q in taps_b
+    ]
+    return Verification(comparisons, [tuple(x.shape) for x in inputs_a], atol, rtol, per_layer)
 
 
-def _run(handle: ModelHandle, inputs: list[np.ndarray]) -> Any:
+def _paired_paths(a: ModelHandle, b: ModelHandle) -> list[tuple[str, str]]:
+    """The paired layers, by the same pairing ``copy`` uses; a torch depthwise + pointwise pair is tapped
+    at its pointwise conv, whose output is the separable layer's."""
+    from modelshell.pairing import make_plan
+
+    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in make_plan(a, b).matches]
+
+
+def _first_leaf(output: Any) -> np.ndarray:
+    """A layer's main output: attention and RNN layers return (output, state...) in torch."""
+    leaves = _leaves(output)
+    return leaves[0][1] if leaves else np.zeros(0)
+
+
+def _run(handle: ModelHandle, inputs: list[np.ndarray], taps: list[str]) -> tuple[Any, dict[str, Any]]:
     try:
-        return handle.forward(inputs)
+        if taps:
+            return handle.forward_with_taps(inputs, taps)
+        return handle.forward(inputs), {}
     except ModelshellError:
         raise
     except Exception as exc:  # noqa: BLE001 - a forward pass failing on the input is the user's to see

@@ -103,8 +103,10 @@ def copy(session, args: argparse.Namespace) -> Table | Message:
         arg("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)"),
         arg("--input", metavar="FILE", help=".npy or .npz input in A's layout (default: seeded random)"),
         arg("--seed", type=int, default=0, help="seed of the random input (default 0)"),
+        arg("--layers", action="store_true", help="also compare every paired layer's output; name the first "
+            "that diverges"),
     ],
-    examples=["verify torch_model keras_model", "verify torch_model keras_model --atol 1e-6 --json"],
+    examples=["verify torch_model keras_model", "verify torch_model keras_model --layers --atol 1e-6"],
     json=True,
     details="Inference mode on both (torch eval(), Keras training=False). The input comes from the models' "
     "input specs: channels first for torch and last for Keras when the models start with a convolution, "
@@ -114,20 +116,29 @@ def verify(session, args: argparse.Namespace) -> Table | Failed:
     from modelshell.verification import verify as run_verification
 
     result = run_verification(session.model(args.a), session.model(args.b), args.atol, args.rtol,
-                              args.input, args.seed)
-    rows = [[o.name, shape_text(o.shape), f"{o.max_abs_diff:.3g}", f"{o.max_rel_diff:.3g}",
-             "ok" if o.ok else "MISMATCH", o.note] for o in result.outputs]
+                              args.input, args.seed, args.layers)
     verdict = "ok" if result.ok else "MISMATCH"
+    footer = [f"{verdict}: max abs diff {result.max_abs_diff:.3g}, max rel diff {result.max_rel_diff:.3g} "
+              f"(atol {args.atol:g}, rtol {args.rtol:g}; input {', '.join(shape_text(s) for s in result.input_shapes)})"]
+    if args.layers:
+        footer.append(f"first layer that diverges: {result.first_divergence}" if result.first_divergence
+                      else "every paired layer agrees")
     table = Table(
         title=f"verify {args.a} {args.b}",
-        columns=[Column("output"), Column("shape"), Column("max abs diff", justify="right"),
-                 Column("max rel diff", justify="right"), Column("status"), Column("note")],
-        rows=rows,
-        footer=[f"{verdict}: max abs diff {result.max_abs_diff:.3g}, max rel diff {result.max_rel_diff:.3g} "
-                f"(atol {args.atol:g}, rtol {args.rtol:g}; input {', '.join(shape_text(s) for s in result.input_shapes)})"],
+        columns=[Column("output" if not args.layers else "output / paired layers"), Column("shape"),
+                 Column("max abs diff", justify="right"), Column("max rel diff", justify="right"),
+                 Column("status"), Column("note")],
+        rows=[_comparison_row(o) for o in [*result.outputs, *result.layers]],
+        footer=footer,
         data=result.as_json(),
     )
     if result.ok:
         return table
+    where = f"; the first layer that diverges is {result.first_divergence}" if result.first_divergence else ""
     return Failed([table], f"{args.a} and {args.b} differ: max abs diff {result.max_abs_diff:.3g} "
-                           f"> atol {args.atol:g} + rtol {args.rtol:g} x |output|")
+                           f"> atol {args.atol:g} + rtol {args.rtol:g} x |output|{where}")
+
+
+def _comparison_row(o) -> list[str]:
+    return [o.name, shape_text(o.shape), f"{o.max_abs_diff:.3g}", f"{o.max_rel_diff:.3g}",
+            "ok" if o.ok else "MISMATCH", o.note]

@@ -185,6 +185,11 @@ class ModelHandle(ABC):
         """Run the model in inference mode; the outputs as nested lists/dicts of numpy arrays."""
         raise ModelshellError(f"a {self.class_name} has no architecture to run", "load or build the model itself")
 
+    def forward_with_taps(self, inputs: list["np.ndarray"], paths: list[str]) -> tuple[Any, dict[str, Any]]:
+        """``forward``, also recording the output of each layer in ``paths`` (as ``layers()`` names them),
+        for ``verify --layers``."""
+        raise ModelshellError(f"a {self.class_name} has no layers to run", "load or build the model itself")
+
     def input_spec(self) -> list[tuple[tuple[int | None, ...], str]] | None:
         """Shapes (None for unknown, such as the batch) and dtypes of the inputs, where the model knows."""
         return None

@@ -141,6 +141,29 @@ class KerasModel(ModelHandle):
     def forward(self, inputs: list[np.ndarray]) -> Any:
         return _to_numpy(self.obj(inputs[0] if len(inputs) == 1 else list(inputs), training=False))
 
+    def forward_with_taps(self, inputs: list[np.ndarray], paths: list[str]) -> tuple[Any, dict[str, Any]]:
+        """Keras has no forward hooks: each tapped layer's ``call`` is wrapped on the instance for the
+        duration of one eager call, then the class's own ``call`` is visible again."""
+        taps: dict[str, Any] = {}
+        found = [(path, self._layer_at(path)) for path in paths]
+        wrapped = [layer for _, layer in found if layer is not None]
+        for path, layer in found:
+            if layer is not None:
+                object.__setattr__(layer, "call", _tapped(layer, layer.call, taps, path))
+        try:
+            return self.forward(inputs), taps
+        finally:
+            for layer in wrapped:
+                object.__delattr__(layer, "call")
+
+    def _layer_at(self, path: str) -> Any:
+        layer = self.obj
+        for name in path.split("/") if path else []:
+            layer = next((child for child in _sublayers(layer) if child.name == name), None)
+            if layer is None:
+                return None
+        return layer
+
     def input_spec(self) -> list[tuple[tuple[int | None, ...], str]] | None:
         try:
             inputs = self.obj.inputs
@@ -198,6 +221,29 @@ def _to_numpy(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_numpy(v) for v in value]
     return np.asarray(keras.ops.convert_to_numpy(value)) if hasattr(value, "shape") else value
+
+
+def _tapped(layer: Any, call: Any, taps: dict[str, Any], path: str):
+    """Record what the layer computes before its fused activation: a Keras ``Conv2D(activation="tanh")``
+    is a torch ``Conv2d`` followed by ``Tanh``, and only the former pairs with it. The activation is then
+    applied as the layer would, so the model's own result is unchanged."""
+    activation = layer.__dict__.get("activation")
+    linear = keras.activations.linear
+
+    def call_and_record(*args: Any, **kwargs: Any) -> Any:
+        if activation is None or activation is linear:
+            output = call(*args, **kwargs)
+            taps[path] = _to_numpy(output)
+            return output
+        object.__setattr__(layer, "activation", linear)
+        try:
+            before = call(*args, **kwargs)
+        finally:
+            object.__setattr__(layer, "activation", activation)
+        taps[path] = _to_numpy(before)
+        return activation(before)
+
+    return call_and_record
 
 
 def load_keras_file(path: Path, trust: bool) -> ModelHandle:

@@ -127,13 +127,22 @@ class TorchModule(ModelHandle):
                 target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
 
     def forward(self, inputs: list[np.ndarray]):
+        return self.forward_with_taps(inputs, [])[0]
+
+    def forward_with_taps(self, inputs: list[np.ndarray], paths: list[str]):
+        modules = dict(self.obj.named_modules())
+        taps: dict[str, Any] = {}
+        hooks = [modules[p].register_forward_hook(_recorder(taps, p)) for p in paths if p in modules]
         was_training = self.obj.training
         self.obj.eval()
         try:
             with torch.no_grad():
-                return _to_numpy(self.obj(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]))
+                outputs = _to_numpy(self.obj(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]))
         finally:
             self.obj.train(was_training)
+            for hook in hooks:
+                hook.remove()
+        return outputs, taps
 
 
 class TorchStateDict(ModelHandle):
@@ -201,6 +210,13 @@ def _check_values(values: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[i
             raise ModelshellError(f"{what} has no tensor named {name!r}")
         if tuple(np.shape(value)) != shapes[name]:
             raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {shapes[name]}")
+
+
+def _recorder(taps: dict[str, Any], path: str):
+    def record(module, args, output) -> None:
+        taps[path] = _to_numpy(output)
+
+    return record
 
 
 def _to_numpy(value: Any) -> Any:
