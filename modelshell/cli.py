@@ -16,7 +16,8 @@ def _shell_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelshell",
         description="Look inside PyTorch and Keras models and move weights between them. "
-        "`modelshell run SCRIPT` runs a file of shell lines.",
+        "`modelshell run SCRIPT` runs a file of shell lines; `modelshell replay FILE` checks a transcript; "
+        "`modelshell record PATH` records one.",
     )
     parser.add_argument("paths", nargs="*", metavar="PATH", help="model files to load (names from the file stems)")
     parser.add_argument("--demo", action="store_true", help="load the tutorial's LeNet-5 as torch_model and keras_model")
@@ -38,20 +39,85 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"modelshell {__version__}")
 
 
+def _replay_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelshell replay",
+                                     description="Replay transcripts and check that every output still matches.")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="Markdown transcripts with modelshell blocks")
+    parser.add_argument("--update", action="store_true", help="rewrite the outputs that no longer match")
+    parser.add_argument("--format", choices=("html", "svg"), help="render the transcript instead of checking it")
+    _common_options(parser)
+    return parser
+
+
+def _record_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelshell record", description="The shell, recording a transcript.")
+    parser.add_argument("path", metavar="PATH", help="the transcript to write")
+    parser.add_argument("--title", help="its title")
+    parser.add_argument("--demo", action="store_true", help="load the LeNet-5 demo models first")
+    _common_options(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return _run(_run_parser().parse_args(argv[1:]))
+    if argv[:1] == ["replay"]:
+        return _replay(_replay_parser().parse_args(argv[1:]))
+    if argv[:1] == ["record"]:
+        args = _record_parser().parse_args(argv[1:])
+        session = _new_session(args.debug, args.demo)
+        outcome = session.run_line(f"record {shlex.quote(args.path)}" + (f" --title {shlex.quote(args.title)}" if args.title else ""))
+        if not outcome.ok:
+            sys.stderr.write(f"error: {outcome.error}\n")
+            return 1
+        return _interact(session)
     args = _shell_parser().parse_args(argv)
     session = _new_session(args.debug, args.demo)
     preload = [f"load {shlex.quote(path)}" for path in args.paths]
     if not sys.stdin.isatty():
         return run_lines(session, [*preload, *sys.stdin], keep_going=False)
-    if run_lines(session, preload, keep_going=True) and not session.model_names():
-        pass  # the errors were printed; an empty shell is still useful
+    run_lines(session, preload, keep_going=True)  # errors are printed; the shell opens all the same
+    return _interact(session)
+
+
+def _interact(session) -> int:
     from modelshell.shell import run_interactive
 
-    return run_interactive(session)
+    try:
+        return run_interactive(session)
+    finally:
+        if session.recorder is not None:
+            session.recorder.close()
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from modelshell import transcript
+
+    if args.format:
+        from modelshell.render.page import render_transcript
+
+        for name in args.files:
+            sys.stdout.write(render_transcript(Path(name), args.format))
+        return 0
+    failed = False
+    for name in args.files:
+        path = Path(name)
+        if not path.is_file():
+            sys.stderr.write(f"error: {path}: no such file\n")
+            failed = True
+            continue
+        if args.update:
+            count = transcript.update_file(path)
+            print(f"{path}: {count} outputs rewritten" if count else f"{path}: every output matches")
+            continue
+        mismatches = transcript.replay_file(path)
+        for mismatch in mismatches:
+            print(mismatch.diff)
+        steps = sum(len(block.steps) for block in transcript.parse(path).blocks)
+        print(f"{path}: {steps} inputs, {len(mismatches)} differ")
+        failed = failed or bool(mismatches)
+    return 1 if failed else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -107,4 +173,8 @@ def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<st
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    finally:
+        if session.recorder is not None:
+            session.recorder.close()
+            session.recorder = None
     return 1 if failed else 0

@@ -60,6 +60,7 @@ class Session:
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
         self.handles: dict[str, ModelHandle] = {}
+        self.recorder = None  # a transcript.Recorder while `record` is on
         self.namespace: dict[str, Any] = {
             "__name__": "__modelshell__", "__builtins__": builtins, "help": _python_help,
         }
@@ -114,6 +115,13 @@ class Session:
 
     def run_line(self, text: str) -> Outcome:
         """Run one complete input (a command, or Python that may span lines) and say what it produced."""
+        recorder = self.recorder
+        outcome = self._run(text)
+        if recorder is not None and self.recorder is recorder and text.strip():
+            recorder.add(text, outcome)  # the line that starts or stops recording is not part of it
+        return outcome
+
+    def _run(self, text: str) -> Outcome:
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
             return Outcome()

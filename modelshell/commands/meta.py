@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import COMMANDS, GROUPS, arg, command
 from modelshell.errors import ModelshellError
-from modelshell.results import Column, Table, Text
+from modelshell.results import Column, Message, Table, Text
 
 __all__: list[str] = []
 
@@ -83,3 +84,37 @@ def models(session, args: argparse.Namespace) -> Table:
         footer=[] if found else ["no models yet: `load PATH` adds one, or `help load`"],
         data={"models": found},
     )
+
+
+@command(
+    "record",
+    "session",
+    "write every following input and its output to a transcript; `record stop` ends it",
+    args=[
+        arg("path", metavar="PATH|stop", help="the transcript to write (Markdown), or `stop`"),
+        arg("--title", help="the transcript's title (default: the file name)"),
+    ],
+    examples=["record lenet5.md --title 'LeNet-5 from Keras to torch'", "record stop"],
+    details="`modelshell replay PATH` replays the transcript and checks every output; `--update` rewrites "
+    "what changed.",
+)
+def record(session, args: argparse.Namespace) -> Message:
+    from modelshell.transcript import Recorder
+
+    if args.path == "stop":
+        if session.recorder is None:
+            raise ModelshellError("not recording", "`record PATH` starts")
+        path = session.recorder.path
+        session.recorder.close()
+        session.recorder = None
+        return Message(f"recording stopped; replay it with `modelshell replay {path}`")
+    if session.recorder is not None:
+        raise ModelshellError(f"already recording to {session.recorder.path}", "`record stop` first")
+    path = Path(args.path).expanduser()
+    if not path.parent.is_dir():
+        raise ModelshellError(f"{path.parent} is not a folder")
+    try:
+        session.recorder = Recorder(path, args.title)
+    except OSError as exc:
+        raise ModelshellError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return Message(f"recording to {path}")

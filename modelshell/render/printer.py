@@ -30,11 +30,13 @@ def make_console(file: TextIO | None = None, width: int | None = None) -> Consol
 class Printer:
     """Draws outcomes. ``pager`` pages long text (``doc``) on a terminal; pipes never page."""
 
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, interactive: bool = False) -> None:
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, interactive: bool = False,
+                 width: int | None = None, ascii_only: bool = False) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.console = make_console(self.out)
+        self.console = make_console(self.out, width)
         self.interactive = interactive
+        self.ascii_only = ascii_only
 
     def show(self, outcome: Outcome) -> None:
         for result in outcome.results:
@@ -50,7 +52,7 @@ class Printer:
                 self.out.write(result.text if result.text.endswith("\n") else result.text + "\n")
             else:
                 # A message keeps its one line (paths in it too) however narrow the console.
-                self.console.print(to_renderable(result), soft_wrap=isinstance(result, Message))
+                self.console.print(to_renderable(result, self.ascii_only), soft_wrap=isinstance(result, Message))
         self.out.flush()
         if outcome.traceback:
             self.err.write(outcome.traceback)

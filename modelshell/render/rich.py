@@ -11,6 +11,9 @@ from modelshell.results import Message, Result, Table, Text, Tree, TreeNode
 
 __all__ = ["to_renderable"]
 
+# SIMPLE_HEAD (a rule under the header, nothing else) in ASCII, for transcripts.
+_ASCII_SIMPLE_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+
 
 def to_renderable(result: Result, ascii_only: bool = False) -> RenderableType:
     """The rich view of one result. ``ascii_only`` draws boxes and guides in plain ASCII (transcripts)."""
@@ -29,7 +32,7 @@ def _table(result: Table, ascii_only: bool) -> RenderableType:
     table = RichTable(
         title=result.title or None,
         title_justify="left",
-        box=box.ASCII2 if ascii_only else box.SIMPLE_HEAD,
+        box=_ASCII_SIMPLE_HEAD if ascii_only else box.SIMPLE_HEAD,
         header_style="bold",
         pad_edge=False,
     )
