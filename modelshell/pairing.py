@@ -106,6 +106,8 @@ def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "
     a_layers, b_layers = a.layers(), b.layers()
     if a.framework != b.framework:
         a_layers, b_layers = _merge_separable(a, a_layers, b_layers), _merge_separable(b, b_layers, a_layers)
+    a_layers = _keras_file_layers(a, a_layers, b.framework, b_layers)
+    b_layers = _keras_file_layers(b, b_layers, a.framework, a_layers)
     context = _Context(a, b, a_layers, b_layers)
     matched = _align(a_layers, b_layers, context)
     plan = TransferPlan(a_name, b_name, [], [], [], [], [], [])
@@ -259,11 +261,18 @@ def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | N
     ]
     if not torch_layer.kind and not keras_layer.kind:
         return None
-    if "Linear" in (torch_layer.kind, "") and any(r.after_flatten for r in candidates):
+    if torch_layer.kind in ("Linear", "") and any(r.after_flatten for r in candidates):
         candidates = [r for r in candidates if r.after_flatten == after or not r.keras_kind == "Dense"]
     for rule in candidates:
         if _fits(rule, "torch", torch_layer) and _fits(rule, "keras", keras_layer):
             return rule
+    if torch_layer.kind and keras_layer.kind:
+        # Both kinds known and covered by a rule, but a tensor's rank differs (a GRU with reset_after=False
+        # has a 1-d bias): pair them anyway, so the shape check reports it and copy refuses, instead of
+        # leaving both layers unpaired and a copy that moves nothing and says it succeeded.
+        for rule in candidates:
+            if _fits(rule, "torch", torch_layer, ranks=False) and _fits(rule, "keras", keras_layer, ranks=False):
+                return rule
     return None
 
 
@@ -271,17 +280,17 @@ def _is_separable(layer: Layer, rule: layouts.LayerRule) -> bool:
     return layer.kind == "SeparableConv2d" and rule.key == "separable_conv2d"
 
 
-def _fits(rule: layouts.LayerRule, side: str, layer: Layer) -> bool:
+def _fits(rule: layouts.LayerRule, side: str, layer: Layer, ranks: bool = True) -> bool:
     """The layer's tensors can be this rule's roles: by name when the names are the rule's, else by
-    order (weights-only files name Keras variables 0, 1, ...); ranks must agree; a depthwise rule needs
-    a depthwise torch conv (groups == in_channels)."""
+    order (weights-only files name Keras variables 0, 1, ...); ranks must agree (unless ``ranks`` is
+    False); a depthwise rule needs a depthwise torch conv (groups == in_channels)."""
     if side == "torch" and rule.key.startswith("depthwise") != _is_depthwise(layer):
         return False
     try:
         roles = _rule_roles(rule, side, layer)
     except ModelshellError:
         return False
-    return all(len(t.shape) == len(rule.role(side, r).shape) for r, t in roles.items())
+    return not ranks or all(len(t.shape) == len(rule.role(side, r).shape) for r, t in roles.items())
 
 
 def _is_depthwise(layer: Layer) -> bool:
@@ -342,6 +351,57 @@ def _guess_torch_kind(layer: Layer) -> str:
     return {2: "Linear", 3: "Conv1d", 4: "Conv2d", 5: "Conv3d"}.get(len(weight.shape), "")
 
 
+def _snake(kind: str) -> str:
+    """Keras's ``to_snake_case``: the name a Keras 3 weights file gives a layer of this class."""
+    kind = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", kind))
+    return re.sub("([a-z])([A-Z])", r"\1_\2", kind).lower()
+
+
+_KERAS_KIND_OF_NAME = {_snake(r.keras_kind): r.keras_kind for r in layouts.RULES}
+
+
+def _keras_file_layers(handle: ModelHandle, layers: list[Layer], other_framework: str,
+                       other: list[Layer]) -> list[Layer]:
+    """Layers of a Keras weights-only file, with kinds and in the other model's order where the file allows.
+
+    Keras 3 ``save_weights`` names the layers of a Sequential or functional model by class and number
+    (``layers/conv2d_1``, ``layers/batch_normalization``) and HDF5 lists them alphabetically, so the
+    model's order is lost: a conv, a batch norm and a dense come back as batch norm, conv, dense. The
+    kind is in the name; and Keras numbers the layers of one class in model order. So when every layer's
+    name tells its kind, the file's layers are put in the order of the other model's kinds (the n-th
+    Conv2D of the other model with the n-th conv2d of the file); the rest follow in the file's order."""
+    if handle.framework != "keras" or handle.has_architecture:
+        return layers
+    typed = []
+    for layer in layers:
+        kind = layer.kind or _KERAS_KIND_OF_NAME.get(re.sub(r"_\d+$", "", layer.path.rpartition("/")[2]), "")
+        typed.append(Layer(layer.path, kind, layer.roles, layer.config))
+    wanted = [_keras_kinds_of(layer, other_framework) for layer in other]
+    if not all(layer.kind for layer in typed) or not any(wanted):
+        return typed
+    queues: dict[str, list[Layer]] = {}
+    for layer in sorted(typed, key=lambda x: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", x.path)]):
+        queues.setdefault(layer.kind, []).append(layer)
+    ordered = []
+    for kinds in wanted:
+        kind = next((k for k in kinds if queues.get(k)), None)
+        if kind is not None:
+            ordered.append(queues[kind].pop(0))
+    placed = {id(layer) for layer in ordered}
+    return ordered + [layer for layer in typed if id(layer) not in placed]
+
+
+def _keras_kinds_of(layer: Layer, framework: str) -> list[str]:
+    """The Keras kinds a layer of the other model can pair with (none when its kind is unknown)."""
+    if framework == "keras":
+        return [layer.kind] if layer.kind else []
+    return list(dict.fromkeys(
+        r.keras_kind for r in layouts.RULES
+        if (layer.kind in r.torch_classes and r.key.startswith("depthwise") == _is_depthwise(layer))
+        or _is_separable(layer, r)
+    ))
+
+
 def _merge_separable(handle: ModelHandle, layers: list[Layer], other: list[Layer]) -> list[Layer]:
     """On the torch side, a depthwise Conv2d followed by a 1x1 Conv2d becomes one layer when the other
     model has SeparableConv2D layers: one Keras layer pairs with two torch layers."""
@@ -377,13 +437,23 @@ def _tokens(path: str) -> tuple[str, ...]:
 
 def _align(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> list[tuple[int, int]]:
     """Pairs (i, j) of layers: equal names first (they survive reordering), then the rest in order."""
-    if len(a_layers) == len(b_layers) and all(context.compatible(x, y) for x, y in zip(a_layers, b_layers)):
+    if len(a_layers) == len(b_layers) and all(context.compatible(x, y) for x, y in zip(a_layers, b_layers)) \
+            and not _names_cross(a_layers, b_layers):
         return list(zip(range(len(a_layers)), range(len(b_layers))))  # the common case, in linear time
     anchors = _name_anchors(a_layers, b_layers, context)
     rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in anchors}]
     rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in anchors}]
     ordered = _order_alignment(rest_a, rest_b, a_layers, b_layers, context)
     return sorted(anchors + ordered)
+
+
+def _names_cross(a_layers: list[Layer], b_layers: list[Layer]) -> bool:
+    """True when order would pair a layer with one of another name while its own name is found on the
+    other side (torch registers ``head`` first, Keras calls it last): two Linear(8, 8) swapped fit every
+    shape and give wrong numbers, so names must decide."""
+    a_tokens, b_tokens = [_tokens(x.path) for x in a_layers], [_tokens(y.path) for y in b_layers]
+    a_set, b_set = set(a_tokens), set(b_tokens)
+    return any(ta != tb and ((ta and ta in b_set) or (tb and tb in a_set)) for ta, tb in zip(a_tokens, b_tokens))
 
 
 def _name_anchors(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> list[tuple[int, int]]:

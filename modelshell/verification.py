@@ -211,9 +211,12 @@ def _leaves(output: Any, name: str = "output") -> list[tuple[str, np.ndarray]]:
 def _compare(name: str, x: np.ndarray, y: np.ndarray, a_framework: str, channels: bool,
              atol: float, rtol: float) -> OutputComparison:
     note = ""
-    if x.shape != y.shape and channels and x.ndim >= 3:
-        y = _to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels)
-        note = "channels moved"
+    if channels and y.ndim >= 3:
+        # Always the other layout first: when the channels equal a spatial size, both layouts have the
+        # same shape and only the moved one compares like with like.
+        moved = _to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels)
+        if moved.shape == x.shape:
+            y, note = moved, "channels moved"
     if x.shape != y.shape:
         return OutputComparison(name, tuple(x.shape), float("inf"), float("inf"), False,
                                 f"shapes differ: {tuple(x.shape)} and {tuple(y.shape)}")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from modelshell.commands.format import count_text, shape_text
 from modelshell.commands.registry import arg, command
+from modelshell.errors import ModelshellError
 from modelshell.results import Column, Failed, Message, Table
 
 if TYPE_CHECKING:
@@ -81,6 +82,9 @@ def copy(session, args: argparse.Namespace) -> Table | Message:
     if args.dry_run:
         return _plan_table(plan, f"plan: {args.src} -> {args.dst} (dry run, nothing written)")
     values = converted_values(plan, source)
+    if not values:
+        raise ModelshellError(f"nothing in {args.src} pairs with {args.dst}; nothing was copied",
+                              f"`pair {args.src} {args.dst}` shows why")
     destination.write(values)
     params = sum(int(v.size) for v in values.values())
     notes = [f"; {len(plan.missing)} tensors of {args.dst} got nothing and kept their values"] if plan.missing else []

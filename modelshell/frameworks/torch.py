@@ -124,7 +124,7 @@ class TorchModule(ModelHandle):
         with torch.no_grad():
             for name, value in values.items():
                 target = state[name]
-                target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
+                target.copy_(torch.from_numpy(np.array(value, order="C")).to(target.dtype))  # keeps 0-d 0-d
 
     def forward(self, inputs: list[np.ndarray]):
         return self.forward_with_taps(inputs, [])[0]
