@@ -135,8 +135,9 @@ class KerasModel(ModelHandle):
                 raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
             if tuple(np.shape(value)) != tuple(variables[name].shape):
                 raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {tuple(variables[name].shape)}")
-        for name, value in values.items():
-            variables[name].assign(np.asarray(value, dtype=_dtype_name(variables[name])))
+        prepared = {name: np.asarray(value, dtype=_dtype_name(variables[name])) for name, value in values.items()}
+        for name, value in prepared.items():  # every value converted before the first assign
+            variables[name].assign(value)
 
     def forward(self, inputs: list[np.ndarray]) -> Any:
         return _to_numpy(self.obj(inputs[0] if len(inputs) == 1 else list(inputs), training=False))

@@ -121,10 +121,10 @@ class TorchModule(ModelHandle):
     def write(self, values: dict[str, np.ndarray]) -> None:
         state = self._state()
         _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
-        with torch.no_grad():
-            for name, value in values.items():
-                target = state[name]
-                target.copy_(torch.from_numpy(np.array(value, order="C")).to(target.dtype))  # keeps 0-d 0-d
+        prepared = {name: _as_tensor(value, state[name].dtype) for name, value in values.items()}
+        with torch.no_grad():  # nothing left to fail between the first and the last write
+            for name, tensor in prepared.items():
+                state[name].copy_(tensor)
 
     def forward(self, inputs: list[np.ndarray]):
         return self.forward_with_taps(inputs, [])[0]
@@ -175,8 +175,8 @@ class TorchStateDict(ModelHandle):
 
     def write(self, values: dict[str, np.ndarray]) -> None:
         _check_values(values, {n: tuple(t.shape) for n, t in self.obj.items()}, "state dict")
-        for name, value in values.items():
-            self.obj[name] = torch.from_numpy(np.array(value)).to(self.obj[name].dtype)
+        prepared = {name: _as_tensor(value, self.obj[name].dtype).clone() for name, value in values.items()}
+        self.obj.update(prepared)
 
 
 # Modules whose layout rule covers the tensors of their children (out_proj of attention).
@@ -201,6 +201,15 @@ def _config(module: torch.nn.Module) -> dict[str, Any]:
         if isinstance(value, (int, float, str, bool, tuple, list)):
             config[key] = list(value) if isinstance(value, tuple) else value
     return config
+
+
+def _as_tensor(value: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor sharing the array's memory where it can (contiguous, same dtype): a copy of a large model
+    must not hold its weights three times. 0-d arrays stay 0-d (np.ascontiguousarray would make them 1-d)."""
+    array = np.asarray(value)
+    if not array.flags.c_contiguous:
+        array = np.array(array, order="C")
+    return torch.from_numpy(array).to(dtype)
 
 
 def _check_values(values: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]], what: str) -> None:
