@@ -222,8 +222,10 @@ class _Context:
 
     def _rule(self, la: Layer, lb: Layer) -> tuple[layouts.LayerRule | None, bool]:
         if self.same:
-            ok = (la.kind == lb.kind or "" in (la.kind, lb.kind)) and _signature(la) == _signature(lb)
-            return None, ok
+            kinds = la.kind == lb.kind or "" in (la.kind, lb.kind)
+            if set(la.roles) == set(lb.roles):  # by name: a file may list a layer's tensors in another order
+                return None, kinds and all(len(la.roles[r].shape) == len(lb.roles[r].shape) for r in la.roles)
+            return None, kinds and _signature(la) == _signature(lb)
         t, k = (la, lb) if self.a.framework == "torch" else (lb, la)
         rule = _find_rule(t, k, self.flatten.get(id(t)))
         return rule, rule is not None

@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import io
 import keyword
+import os
 import re
 import shlex
 import sys
@@ -25,6 +26,9 @@ from modelshell.frameworks.detect import framework_of, wrap_object
 from modelshell.results import Failed, Outcome, Text
 
 __all__ = ["Session", "is_command_line"]
+
+# TensorFlow's C++ start-up log lines are not for users, also when a Python line imports it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _WORD = re.compile(r"^\s*([A-Za-z_]\w*)(.*)$", re.DOTALL)
 # What makes `NAME rest` Python although NAME is a command: right after the name (no space) anything does

@@ -464,3 +464,26 @@ def test_copy_with_nothing_to_pair_is_an_error_not_a_silent_success() -> None:
     assert outcome.error == "nothing in pt pairs with ks; nothing was copied (`pair pt ks` shows why)"
     for old, new in zip(before, keras_model.weights):
         np.testing.assert_array_equal(old, new.numpy())
+
+
+def test_a_torch_safetensors_file_pairs_in_model_order_and_carries_a_copy(tmp_path) -> None:
+    """safetensors sorts names as text (0, 11, 3, ...): the file must still pair with its own model
+    (by name) and with the Keras twin (in numeric order), and carry a copy through save and load."""
+    tm, km, x = built(BY_ID["lenet5"], seed=6)
+    session = make_session(tm, km)
+    assert session.run_line(f"save pt {tmp_path / 'pt.safetensors'}").ok
+    assert session.run_line(f"load {tmp_path / 'pt.safetensors'} as st").ok
+    own = session.run_line("pair pt st --json").results[0].data
+    assert len(own["pairs"]) == 10 and not own["missing"] and not own["unexpected"]
+    assert all(p["a"] == p["b"] and p["transform"] == "as is" for p in own["pairs"])
+    assert session.run_line("copy ks st").ok
+    assert session.run_line(f"save st {tmp_path / 'copied.safetensors'}").ok
+    fresh = BY_ID["lenet5"].make_torch()
+    session.namespace["fresh"] = fresh
+    assert session.run_line(f"load {tmp_path / 'copied.safetensors'} as copied").ok
+    copied = session.run_line("copy copied fresh")
+    assert copied.ok and copied.results[0].data["tensors"] == 10
+    with torch.no_grad():
+        yt = fresh.eval()(torch.from_numpy(x)).numpy()
+    yk = np.asarray(km(np.transpose(x, (0, 2, 3, 1)), training=False))
+    np.testing.assert_allclose(yt, yk, atol=1e-5, rtol=1e-5)

@@ -36,7 +36,7 @@ def members(session, args: argparse.Namespace) -> Table:
     names = [n for n in dir(obj) if (args.private or not n.startswith("_")) and matches(n, args.filter)]
     found = [describe_member(obj, n) for n in names]
     rows = [[m["name"], m["kind"], m["type"], m["doc"]] for m in found]
-    shown = f"{len(found)} members" + (f" matching {args.filter!r}" if args.filter else "")
+    shown = f"{len(found)} member{'' if len(found) == 1 else 's'}" + (f" matching {args.filter!r}" if args.filter else "")
     hidden = "" if args.private else " (--private adds _private ones)"
     return Table(
         title=f"{args.name}: {type(obj).__name__}",

@@ -72,7 +72,7 @@ def _plan_footer(plan: TransferPlan) -> list[str]:
     json=True,
     details="Every tensor is converted and its shape checked before the first write, so a copy that "
     "cannot be done leaves DST exactly as it was. DST tensors with nothing from SRC keep their values "
-    "(they are listed).",
+    "(they are counted; `pair SRC DST` lists them).",
 )
 def copy(session, args: argparse.Namespace) -> Table | Message:
     from modelshell.pairing import converted_values, make_plan

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from modelshell.errors import ModelshellError, first_line
-from modelshell.frameworks.base import LayerNode, ModelHandle, TensorInfo, tree_from_names
+from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, layers_from_tensors, tree_from_names
 
 __all__ = ["ArrayFile", "SafetensorsFile", "KerasH5Weights", "WeightsFile", "h5_holds_model"]
 
@@ -230,6 +230,15 @@ class WeightsFile(ModelHandle):
 
     def layer_tree(self) -> LayerNode:
         return tree_from_names(self.obj.path.name, self.class_name, self.tensors())
+
+    def layers(self) -> list[Layer]:
+        """Layers in natural order of their names. A safetensors file stores tensors sorted as text
+        (``0, 11, 3, 6, 9``), which is no model's order; numbers sorted as numbers give back a Sequential's
+        (``0, 3, 6, 9, 11``), and named layers still pair by name."""
+        layers = layers_from_tensors(self.tensors())
+        if isinstance(self.obj, SafetensorsFile):
+            layers.sort(key=lambda layer: _natural_key(layer.path.replace(".", "/")))
+        return layers
 
     def read(self, name: str) -> np.ndarray:
         if name not in self.obj:
