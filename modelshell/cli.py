@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _record_parser().parse_args(argv[1:])
         session = _new_session(args.debug, args.demo)
         outcome = session.run_line(f"record {shlex.quote(args.path)}" + (f" --title {shlex.quote(args.title)}" if args.title else ""))
-        if not outcome.ok:
-            sys.stderr.write(f"error: {outcome.error}\n")
-            return 1
-        return _interact(session)
+        from modelshell.render import Printer
+
+        Printer().show(outcome)
+        return _interact(session) if outcome.ok else 1
     args = _shell_parser().parse_args(argv)
     session = _new_session(args.debug, args.demo)
     preload = [f"load {shlex.quote(path)}" for path in args.paths]

@@ -26,10 +26,10 @@ def render_transcript(path: Path, kind: str) -> str:
     cursor = 0
     for block in transcript.blocks:
         _prose(console, transcript.lines[cursor:block.line - 1])
-        with replayer._in_folder():
+        with replayer.in_block(block):  # seeded as a replay is, so the page shows the numbers it checks
             for step in block.steps:
                 _input(console, step.prompt_lines)
-                _outcome(console, replayer.session.run_line(step.text))
+                _outcome(console, replayer.run(step))
         cursor = block.end
     _prose(console, transcript.lines[cursor:])
     if kind == "svg":
