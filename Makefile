@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test bench setup clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Figures measured side by side in one run (ratios against each one's reference); see benchmarks/.
+bench: $(STAMP)
+	$(PY) benchmarks/bench_transfer.py
 
 clean:
 	rm -rf $(VENV) *.egg-info
