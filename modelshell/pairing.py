@@ -137,8 +137,9 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
         more = f" (and {len(plan.mismatched) - 1} more)" if len(plan.mismatched) > 1 else ""
         raise ModelshellError(f"cannot copy: {first.name}: {first.reason}{more}", f"`pair {plan.a} {plan.b}` shows all")
     values: dict[str, np.ndarray] = {}
+    arrays_in_order = source.iter_arrays([t.name for match in plan.matches for t in match.a_roles.values()])
     for match in plan.matches:
-        arrays = {role: source.read(t.name) for role, t in match.a_roles.items()}
+        arrays = {role: next(arrays_in_order) for role in match.a_roles}
         if match.rule is None:
             out = arrays
         else:

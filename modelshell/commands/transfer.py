@@ -85,13 +85,13 @@ def copy(session, args: argparse.Namespace) -> Table | Message:
     if not values:
         raise ModelshellError(f"nothing in {args.src} pairs with {args.dst}; nothing was copied",
                               f"`pair {args.src} {args.dst}` shows why")
-    destination.write(values)
-    params = sum(int(v.size) for v in values.values())
+    tensors, params = len(values), sum(int(v.size) for v in values.values())
+    destination.write(values)  # consumes values, giving their memory back as it goes
     notes = [f"; {len(plan.missing)} tensors of {args.dst} got nothing and kept their values"] if plan.missing else []
     notes += [f"; warning: {w}" for w in plan.warnings]
-    text = f"copied {len(values)} tensors ({count_text(params)} parameters) from {args.src} into {args.dst}"
+    text = f"copied {tensors} tensors ({count_text(params)} parameters) from {args.src} into {args.dst}"
     return Message(text + "".join(notes), data={
-        "src": args.src, "dst": args.dst, "tensors": len(values), "params": params,
+        "src": args.src, "dst": args.dst, "tensors": tensors, "params": params,
         "missing": [p.as_json() for p in plan.missing], "warnings": plan.warnings,
     })
 

@@ -11,6 +11,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from modelshell.errors import ModelshellError
@@ -176,9 +177,16 @@ class ModelHandle(ABC):
         Weights-only files group tensors by name; adapters with an architecture do better."""
         return layers_from_tensors(self.tensors())
 
+    def iter_arrays(self, names: list[str]) -> Iterator["np.ndarray"]:
+        """The arrays of ``names``, one at a time and in that order, for ``copy``: adapters look their
+        tensors up once and hand out views where they can, so a large model is never held twice over."""
+        for name in names:
+            yield self.read(name)
+
     def write(self, values: dict[str, "np.ndarray"]) -> None:
         """Set tensors by full name. Every name and shape is checked before the first write, so a bad
-        value leaves the model as it was."""
+        value leaves the model as it was. Adapters of large models may consume the dict (smallest first),
+        so the memory of what is written is given back as the write goes."""
         raise ModelshellError(f"cannot write weights into a {self.class_name}")
 
     def forward(self, inputs: list["np.ndarray"]) -> Any:

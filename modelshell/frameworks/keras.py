@@ -136,8 +136,16 @@ class KerasModel(ModelHandle):
             if tuple(np.shape(value)) != tuple(variables[name].shape):
                 raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {tuple(variables[name].shape)}")
         prepared = {name: np.asarray(value, dtype=_dtype_name(variables[name])) for name, value in values.items()}
-        for name, value in prepared.items():  # every value converted before the first assign
-            variables[name].assign(value)
+        values.clear()
+        # Every value is converted before the first assign. Smallest first, each released once assigned:
+        # assign makes a transient copy, which then comes when the least is still held.
+        for name in sorted(prepared, key=lambda n: prepared[n].size):
+            variables[name].assign(prepared.pop(name))
+
+    def iter_arrays(self, names: list[str]):
+        variables = {_variable_name(v): v for v in self.obj.weights}
+        for name in names:
+            yield np.asarray(variables[name].numpy())
 
     def forward(self, inputs: list[np.ndarray]) -> Any:
         return _to_numpy(self.obj(inputs[0] if len(inputs) == 1 else list(inputs), training=False))

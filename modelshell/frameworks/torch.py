@@ -95,6 +95,11 @@ class TorchModule(ModelHandle):
             raise ModelshellError(f"{self.class_name} has no tensor named {name!r}")
         return state[name].detach().cpu().numpy().copy()
 
+    def iter_arrays(self, names: list[str]):
+        state = self._state()
+        for name in names:
+            yield state[name].detach().cpu().numpy()  # a view: the caller converts (and so copies) it
+
     def save(self, path: Path) -> None:
         save_state_dict({k: v.detach() for k, v in self.obj.state_dict().items()}, path)
 
@@ -122,9 +127,10 @@ class TorchModule(ModelHandle):
         state = self._state()
         _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
         prepared = {name: _as_tensor(value, state[name].dtype) for name, value in values.items()}
+        values.clear()
         with torch.no_grad():  # nothing left to fail between the first and the last write
-            for name, tensor in prepared.items():
-                state[name].copy_(tensor)
+            for name in sorted(prepared, key=lambda n: prepared[n].numel()):
+                state[name].copy_(prepared.pop(name))
 
     def forward(self, inputs: list[np.ndarray]):
         return self.forward_with_taps(inputs, [])[0]
