@@ -491,3 +491,41 @@ def test_square_kernel_pairs_by_kind_and_role_not_by_shape(tmp_path):
     randomize_keras(k, 24)
     run_ok(s, f"load {tmp_path / 'conv.safetensors'} as f")
     assert_copy_makes_equal(s, "f", "k", t_out, k_out, x)
+
+
+class TorchTwoSquareConvs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 3, 3, padding=1)
+        self.conv2 = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(torch.relu(self.conv1(x)))
+
+
+class KerasTwoSquareConvsUnnamed(keras.Model):
+    """conv2 is created first and no layer is named: Keras calls them conv2d_N in creation order, and
+    model.layers lists conv2 first. Every shape fits either way round, so only the attribute names can
+    say which is which."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = L.Conv2D(3, 3, padding="same")
+        self.conv1 = L.Conv2D(3, 3, padding="same", activation="relu")
+
+    def call(self, x):
+        return self.conv2(self.conv1(x))
+
+
+def test_unnamed_subclass_layers_pair_by_their_attribute_names():
+    t = randomize_torch(TorchTwoSquareConvs(), 7)
+    k = KerasTwoSquareConvsUnnamed()
+    k(np.zeros((1, 8, 8, 3), np.float32))
+    randomize_keras(k, 8)
+    s = bind(t=t, k=k)
+    plan = run_ok(s, "pair t k --json")
+    by_layer = {p["a"]: p["b"] for p in plan["pairs"]}
+    conv1_kernel, conv2_kernel = k.conv1.kernel.path, k.conv2.kernel.path
+    assert by_layer["conv1.weight"] == conv1_kernel and by_layer["conv2.weight"] == conv2_kernel
+    x = images()  # the outputs are feature maps: Keras's go back to channels first to compare
+    assert_copy_makes_equal(s, "t", "k", lambda x: torch_out(t, x), lambda x: keras_out(k, x).transpose(0, 3, 1, 2), x)

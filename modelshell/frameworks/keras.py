@@ -41,10 +41,23 @@ def _dtype_name(variable: Any) -> str:
     return dtype if isinstance(dtype, str) else getattr(dtype, "name", str(dtype))
 
 
-def _sublayers(layer: Any) -> list[Any]:
-    """Direct sub-layers, without the InputLayer that Keras adds to Sequential models (as summary() does)."""
+def _sublayers(layer: Any) -> list[tuple[str, Any]]:
+    """Direct sub-layers with the names pairing should see, without the InputLayer that Keras adds to
+    Sequential models (as summary() does).
+
+    A sub-layer held by an attribute is named by it (``self.conv1 = Conv2D(...)`` is ``conv1``, a list
+    ``self.blocks`` gives ``blocks.0``), as a torch module's children are: the layer's own name is often
+    Keras's automatic ``conv2d_3``, which says nothing about which torch layer it is."""
+    attributes: dict[int, str] = {}
+    for attribute, value in vars(layer).items():
+        if attribute.startswith("_"):
+            continue
+        items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+        for index, item in items:
+            attributes.setdefault(id(item), attribute if index is None else f"{attribute}.{index}")
     return [
-        child for child in layer._flatten_layers(include_self=False, recursive=False)
+        (attributes.get(id(child), child.name), child)
+        for child in layer._flatten_layers(include_self=False, recursive=False)
         if type(child).__name__ != "InputLayer"
     ]
 
@@ -59,8 +72,8 @@ class KerasModel(ModelHandle):
         owners: dict[int, str] = {}
 
         def visit(layer: Any, path: str) -> None:
-            for child in _sublayers(layer):
-                visit(child, f"{path}/{child.name}" if path else child.name)
+            for name, child in _sublayers(layer):
+                visit(child, f"{path}/{name}" if path else name)
             for variable in layer.weights:
                 owners.setdefault(id(variable), path)
 
@@ -95,8 +108,8 @@ class KerasModel(ModelHandle):
         return self._node(self.obj, self.obj.name, infos)
 
     def _node(self, layer: Any, label: str, infos: dict[int, TensorInfo]) -> LayerNode:
-        children = [self._node(child, child.name, infos) for child in _sublayers(layer)]
-        inner = {id(v) for child in _sublayers(layer) for v in child.weights}
+        children = [self._node(child, name, infos) for name, child in _sublayers(layer)]
+        inner = {id(v) for _, child in _sublayers(layer) for v in child.weights}
         own = [infos[id(v)] for v in layer.weights if id(v) not in inner and id(v) in infos]
         return LayerNode(label, type(layer).__name__, own, children)
 
@@ -117,8 +130,8 @@ class KerasModel(ModelHandle):
             whole = _WHOLE_LAYERS.get(kind)
             inner: set[int] = set()
             if whole is None:
-                for child in _sublayers(layer):
-                    visit(child, f"{path}/{child.name}" if path else child.name)
+                for name, child in _sublayers(layer):
+                    visit(child, f"{path}/{name}" if path else name)
                     inner |= {id(v) for v in child.weights}
             own = [v for v in layer.weights if id(v) not in inner and id(v) in infos]
             if own:
@@ -168,7 +181,7 @@ class KerasModel(ModelHandle):
     def _layer_at(self, path: str) -> Any:
         layer = self.obj
         for name in path.split("/") if path else []:
-            layer = next((child for child in _sublayers(layer) if child.name == name), None)
+            layer = next((child for child_name, child in _sublayers(layer) if child_name == name), None)
             if layer is None:
                 return None
         return layer
