@@ -253,9 +253,14 @@ def convert(
     direction: Direction,
     *,
     expect: Mapping[str, Sequence[int]] | None = None,
+    copy: bool = True,
     **dims: int,
 ) -> dict[str, np.ndarray]:
     """Apply ``rule`` to the source ``arrays`` (role -> array) and return destination role -> array.
+
+    With ``copy`` (the default) every result is a fresh C-ordered array the caller may keep; without it,
+    results may be views of the inputs (a transpose costs nothing), for a caller that copies anyway, as a
+    framework's own write does: a large model is then not held once more in between.
 
     ``dims`` bind symbols the shapes cannot tell (MHA heads ``H``, depthwise ``C``, the flattened
     feature map ``C, H, W``). ``expect`` is the destination's role -> shape; when given, a role missing
@@ -293,7 +298,7 @@ def convert(
             continue  # an absent bias (and its kind) has nothing to move
         results = step.fn([given.get(n) for n in step.sources], bound)
         for name, a in zip(step.targets, results):
-            out[name] = np.array(a, order="C")  # a copy: the caller may hand it to torch.from_numpy
+            out[name] = np.array(a, order="C") if copy else a
     _solve(rule, dst, out, bound, "converted")  # the table's own promise about the result
     if expect is not None:
         _check_expect(rule, dst, out, expect)

@@ -131,7 +131,10 @@ def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "
 
 
 def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.ndarray]:
-    """Every destination tensor's new value, computed and shape-checked before anything is written."""
+    """Every destination tensor's new value, computed and shape-checked before anything is written.
+
+    Values may be views of the source's arrays (a transpose is one): every adapter's ``write`` copies
+    them into the destination, so the weights are not held a third time on the way."""
     if plan.mismatched:
         first = plan.mismatched[0]
         more = f" (and {len(plan.mismatched) - 1} more)" if len(plan.mismatched) > 1 else ""
@@ -144,7 +147,7 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
             out = arrays
         else:
             expect = {role: t.shape for role, t in match.b_roles.items()}
-            out = layouts.convert(match.rule, arrays, match.direction, expect=expect, **match.dims)
+            out = layouts.convert(match.rule, arrays, match.direction, expect=expect, copy=False, **match.dims)
         for role, array in out.items():
             target = match.b_roles.get(role)
             if target is not None:

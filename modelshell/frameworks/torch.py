@@ -210,12 +210,14 @@ def _config(module: torch.nn.Module) -> dict[str, Any]:
 
 
 def _as_tensor(value: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor sharing the array's memory where it can (contiguous, same dtype): a copy of a large model
-    must not hold its weights three times. 0-d arrays stay 0-d (np.ascontiguousarray would make them 1-d)."""
+    """A tensor sharing the array's memory where it can (same dtype, any positive strides): a copy of a
+    large model must not hold its weights three times. 0-d arrays stay 0-d."""
     array = np.asarray(value)
-    if not array.flags.c_contiguous:
-        array = np.array(array, order="C")
-    return torch.from_numpy(array).to(dtype)
+    try:
+        tensor = torch.from_numpy(array)  # strided views (transposes) too; copy_ reads them as they are
+    except ValueError:  # negative strides
+        tensor = torch.from_numpy(np.array(array, order="C"))
+    return tensor.to(dtype)
 
 
 def _check_values(values: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]], what: str) -> None:
