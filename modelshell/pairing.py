@@ -150,7 +150,7 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
             out = layouts.convert(match.rule, arrays, match.direction, expect=expect, copy=False, **match.dims)
         for role, array in out.items():
             target = match.b_roles.get(role)
-            if target is not None:
+            if target is not None and target.tied_to is None:  # a tied alias is written through its first name
                 values[target.name] = array
     return values
 

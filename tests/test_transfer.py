@@ -487,3 +487,58 @@ def test_a_torch_safetensors_file_pairs_in_model_order_and_carries_a_copy(tmp_pa
         yt = fresh.eval()(torch.from_numpy(x)).numpy()
     yk = np.asarray(km(np.transpose(x, (0, 2, 3, 1)), training=False))
     np.testing.assert_allclose(yt, yk, atol=1e-5, rtol=1e-5)
+
+
+def test_stride_2_same_padding_against_symmetric_padding_is_warned_and_really_differs() -> None:
+    torch.manual_seed(0)
+    tm = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1))
+    km = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3, strides=2, padding="same")])
+    session = make_session(tm, km)
+    plan = session.run_line("pair pt ks --json").results[0].data
+    assert any("stride-2 'same'" in w and "padding=[1, 1]" in w for w in plan["warnings"]), plan["warnings"]
+    assert not plan["mismatched"]
+    copied = session.run_line("copy pt ks")
+    assert copied.ok and "stride-2 'same'" in copied.results[0].text
+    # Same shapes, different numbers: Keras pads (0, 1) where torch pads (1, 1).
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
+    with torch.no_grad():
+        yt = tm.eval()(torch.from_numpy(x)).numpy()
+    yk = np.asarray(km(np.transpose(x, (0, 2, 3, 1)), training=False)).transpose(0, 3, 1, 2)
+    assert yt.shape == yk.shape and np.abs(yt - yk).max() > 1e-3
+
+
+class TiedLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.decoder = nn.Linear(4, 10, bias=False)
+        self.decoder.weight = self.embedding.weight  # the output projection is the embedding
+
+    def forward(self, ids):
+        return self.decoder(self.embedding(ids))
+
+
+def test_tied_weights_are_reported_and_copied_once() -> None:
+    torch.manual_seed(1)
+    tm = TiedLM()
+    km = keras.Sequential([keras.Input((5,), dtype="int32"), L.Embedding(10, 4), L.Dense(10, use_bias=False)])
+    session = make_session(tm, km)
+    plan = session.run_line("pair pt ks --json").results[0].data
+    assert "pt: decoder.weight is tied to embedding.weight (one tensor, copied once)" in plan["warnings"]
+    ids = np.random.default_rng(0).integers(0, 10, (2, 5))
+    # torch -> Keras: both Keras variables get the one tensor (the Dense kernel transposed).
+    assert session.run_line("copy pt ks").ok
+    with torch.no_grad():
+        yt = tm(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(np.asarray(km(ids.astype("int32"), training=False)), yt, atol=1e-5)
+    # Keras -> torch: the tie holds one tensor, written once, from the embedding.
+    rng = np.random.default_rng(2)
+    for variable in km.weights:
+        variable.assign(rng.standard_normal(tuple(variable.shape)).astype("float32"))
+    embeddings = km.weights[0].numpy()
+    assert session.run_line("copy ks pt").ok
+    np.testing.assert_array_equal(tm.embedding.weight.detach().numpy(), embeddings)
+    assert tm.decoder.weight.data_ptr() == tm.embedding.weight.data_ptr()
+    with torch.no_grad():
+        yt = tm(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(yt, embeddings[ids] @ embeddings.T, atol=1e-5)

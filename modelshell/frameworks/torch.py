@@ -104,7 +104,7 @@ class TorchModule(ModelHandle):
         save_state_dict({k: v.detach() for k, v in self.obj.state_dict().items()}, path)
 
     def layers(self) -> list[Layer]:
-        infos = {t.name: t for t in self.tensors() if t.tied_to is None}
+        infos = {t.name: t for t in self.tensors()}  # tied ones too: an output layer tied to the embedding
         found: list[Layer] = []
         whole: list[str] = []  # modules whose rule covers their children's tensors too (attention)
         for path, module in self.obj.named_modules():
