@@ -219,7 +219,8 @@ class _Context:
         self._cache: dict[tuple, tuple[layouts.LayerRule | None, bool]] = {}
 
     def compatible(self, la: Layer, lb: Layer) -> bool:
-        key = (la.kind, lb.kind, _signature(la), _signature(lb), self.flatten.get(id(la)), self.flatten.get(id(lb)))
+        key = (la.kind, lb.kind, _signature(la), _signature(lb), self.flatten.get(id(la)), self.flatten.get(id(lb)),
+               _is_depthwise(la), _is_depthwise(lb))  # everything _rule looks at
         if key not in self._cache:
             self._cache[key] = self._rule(la, lb)
         return self._cache[key][1]

@@ -542,3 +542,28 @@ def test_tied_weights_are_reported_and_copied_once() -> None:
     with torch.no_grad():
         yt = tm(torch.from_numpy(ids)).numpy()
     np.testing.assert_allclose(yt, embeddings[ids] @ embeddings.T, atol=1e-5)
+
+
+def test_a_plain_and_a_depthwise_torch_conv_are_told_apart_in_one_model() -> None:
+    """Both are Conv2d with 4-d weights; only groups says which Keras kind each pairs with. A depthwise
+    conv must not pair with a plain Conv2D (and then fail on shapes): it has no partner there."""
+    torch.manual_seed(3)
+    tm = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=4))
+    plain = keras.Sequential([keras.Input((6, 6, 4)), L.Conv2D(4, 3, padding="same", name="c0"),
+                              L.Conv2D(4, 3, padding="same", name="c1")])
+    session = make_session(tm, plain)
+    plan = session.run_line("pair pt ks --json").results[0].data
+    assert not plan["mismatched"], plan["mismatched"]
+    assert [p["name"] for p in plan["unexpected"]] == ["1.weight", "1.bias"]
+    assert len(plan["missing"]) == 2 and len(plan["pairs"]) == 2
+    km = keras.Sequential([keras.Input((6, 6, 4)), L.Conv2D(4, 3, padding="same"),
+                           L.DepthwiseConv2D(3, padding="same")])
+    session = make_session(tm, km)
+    plan = session.run_line("pair pt ks --json").results[0].data
+    assert not plan["missing"] and not plan["unexpected"] and not plan["mismatched"], plan
+    assert session.run_line("copy pt ks").ok
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype("float32")
+    with torch.no_grad():
+        yt = tm.eval()(torch.from_numpy(x)).numpy()
+    yk = np.asarray(km(np.transpose(x, (0, 2, 3, 1)), training=False)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(yk, yt, atol=1e-5, rtol=1e-5)
