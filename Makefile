@@ -23,9 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Figures measured side by side in one run (ratios against each one's reference); see benchmarks/.
+# Figures measured side by side in one run (ratios against each one's reference); see benchmarks/ and
+# the README's Performance section. IPython is installed here only, as the start-up reference; without it
+# that one figure is skipped. `make bench BENCH_ARGS=--quick` takes 5 runs of everything.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) benchmarks/bench_transfer.py
+	-$(PIP) ipython || echo "ipython could not be installed: the start-up figure is measured without it"
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

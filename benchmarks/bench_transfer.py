@@ -15,7 +15,10 @@ Measured in one run (the median of ``--runs`` runs, interleaved so that machine 
 3. the peak extra memory of a copy (in a fresh subprocess: peak RSS over the RSS before the copy, the
    kernel's high-water mark reset just before it; and tracemalloc's peak of numpy/Python allocations)
    against the size of the weights (target <= 1 copy);
-4. ``pair t k`` on a model with more than 1,000 tensors (90 small blocks; target < 0.5 s).
+4. ``pair t k`` on a model with more than 1,000 tensors (90 small blocks; target < 0.5 s);
+5. ``verify t k`` against its two forward passes done by hand on the same input (torch under ``no_grad``,
+   Keras with ``training=False``, the (2, 8) integer input verify draws for an embedding): the overhead
+   beyond the two passes (target <= 10%).
 
 A target that is missed gets a cProfile of the operation printed under the table (``--profile`` prints
 them all).
@@ -55,7 +58,7 @@ from modelshell.session import Session  # noqa: E402
 L = keras.layers
 BASE = dict(vocab=30522, d=768, heads=12, ff=3072, layers=12, max_pos=512)
 DEEP = dict(vocab=1000, d=32, heads=4, ff=64, layers=90, max_pos=64)  # > 1,000 tensors on each side
-TARGETS = {"copy": 1.2, "memory": 1.0, "pair": 0.5}
+TARGETS = {"copy": 1.2, "memory": 1.0, "pair": 0.5, "verify": 0.10}
 
 
 # --- the encoder, in both frameworks -------------------------------------------------------------------
@@ -336,6 +339,23 @@ def main() -> None:
     med = {name: statistics.median(values) for name, values in times.items()}
     stages = {f"{src} {dst}": breakdown(session, src, dst, args.runs) for src, dst in (("t", "k"), ("k", "t"))}
 
+    ids = np.random.default_rng(0).integers(0, BASE["vocab"], (2, 8))
+
+    def two_passes() -> None:
+        with torch.no_grad():
+            t(torch.from_numpy(ids)).numpy()
+        np.asarray(k(ids.astype(np.int32), training=False))
+
+    verify_ops = {"verify t k": lambda: run_ok(session, "verify t k"), "two forward passes": two_passes}
+    for fn in verify_ops.values():
+        fn()  # warm-up
+    verify_times: dict[str, list[float]] = {name: [] for name in verify_ops}
+    for _ in range(max(args.runs, 7)):
+        for name, fn in verify_ops.items():
+            verify_times[name].append(timed(fn))
+    verify_med = {name: statistics.median(values) for name, values in verify_times.items()}
+    times.update(verify_times)
+
     mem = {what: memory(what) for what in ("copy t k", "floor t k", "copy k t", "floor k t")}
 
     deep_t, deep_k = build(DEEP)
@@ -364,6 +384,11 @@ def main() -> None:
     rows.append((f"pair, {n_deep[0]} / {n_deep[1]} tensors", f"{pair_time:.3f} s", "", "", f"< {TARGETS['pair']} s",
                  pair_time < TARGETS["pair"], f"runs {', '.join(f'{x:.3f}' for x in pair_times)}"))
 
+    overhead = verify_med["verify t k"] / verify_med["two forward passes"] - 1
+    rows.append(("verify t k overhead", f"{verify_med['verify t k']:.3f} s",
+                 f"passes {verify_med['two forward passes']:.3f} s", f"{overhead:+.0%}",
+                 f"<= +{TARGETS['verify']:.0%}", overhead <= TARGETS["verify"], "input (2, 8) int"))
+
     print()
     header = ("measure", "modelshell", "bare floor", "ratio", "target", "met", "note")
     table = [header] + [(*r[:5], "yes" if r[5] else "NO", r[6]) for r in rows]
@@ -380,6 +405,8 @@ def main() -> None:
     missed_copy = [name for name, row in zip(("copy t k", "copy k t"), rows[:2]) if not row[5]]
     missed_memory = [name for name, row in zip(("copy t k", "copy k t"), rows[2:4]) if not row[5]]
     to_profile = {name: ops[name] for name in ops if args.profile or name in missed_copy + missed_memory}
+    if args.profile or not rows[5][5]:
+        to_profile["verify t k"] = verify_ops["verify t k"]
     if args.profile or not rows[4][5]:
         to_profile["pair t k (deep model)"] = lambda: run_ok(deep, "pair t k")
     for name, fn in to_profile.items():
