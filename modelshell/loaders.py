@@ -51,6 +51,10 @@ def load(spec: str, trust: bool = False) -> ModelHandle:
     path = Path(spec).expanduser()
     _check_readable(path)
     name = path.name.lower()
+    if name.endswith((".h5", ".hdf5")):
+        from modelshell.probe import probe_hdf5
+
+        probe_hdf5(path)  # a damaged HDF5 file can hang or crash the library: found out in a child first
     if name.endswith(".weights.h5"):
         return _weights_file("KerasH5Weights", path, trust)
     suffix = path.suffix.lower()

@@ -65,6 +65,7 @@ class Session:
         self.debug = debug
         self.handles: dict[str, ModelHandle] = {}
         self.recorder = None  # a transcript.Recorder while `record` is on
+        self.trust = False  # `trust on`: every following load is as if given --trust
         self.namespace: dict[str, Any] = {
             "__name__": "__modelshell__", "__builtins__": builtins, "help": _python_help,
         }
@@ -96,6 +97,10 @@ class Session:
             if n not in names and not n.startswith("_") and _is_model_object(obj)
         ]
         return names
+
+    def unsaved(self) -> list[str]:
+        """Models changed (copied into) since they were loaded or last saved: what leaving would lose."""
+        return [n for n in self.model_names() if n in self.handles and self.handles[n].changed]
 
     def free_name(self, wanted: str) -> str:
         """``wanted``, or ``wanted_2``, ``wanted_3``... if a variable already has that name."""

@@ -79,8 +79,28 @@ def run_interactive(session: Session) -> int:
         except KeyboardInterrupt:
             continue
         except EOFError:
-            return 0
+            if _may_leave(session, printer):
+                return 0
+            continue
         outcome = session.run_line(text)
         printer.show(outcome)
-        if outcome.exit_requested:
+        if outcome.exit_requested and _may_leave(session, printer):
             return 0
+
+
+def _may_leave(session: Session, printer: Printer) -> bool:
+    """True when no model was changed since it was loaded and not saved, or the user says to leave anyway.
+    Only the interactive shell asks: a `run` script has no one to answer."""
+    unsaved = session.unsaved()
+    if not unsaved:
+        return True
+    count = f"{len(unsaved)} model{'s' if len(unsaved) > 1 else ''}"
+    question = f"{count} changed and not saved: {', '.join(unsaved)}. Leave anyway? [y/N] "
+    try:
+        answer = PromptSession().prompt(question)
+    except (KeyboardInterrupt, EOFError):
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    printer.console.print("staying; `save NAME PATH` keeps a model")
+    return False

@@ -301,3 +301,45 @@ def test_history_is_kept_across_sessions_searchable_and_suggested(tmp_path):
         second.wait_for(lambda lines: lines.count("remembered!") == 2, what="the searched line's output")
     finally:
         second.close()
+
+
+def test_leaving_with_changed_unsaved_models_asks_first(term_plain, tmp_path):
+    """`copy` into a model marks it changed; `exit` and Ctrl-D then ask, N (the default) stays, and once
+    it is saved the shell leaves without asking."""
+    term_plain.enter("import torch; a = torch.nn.Linear(2, 2); b = torch.nn.Linear(2, 2)")
+    term_plain.wait_for_prompt(timeout=STARTUP_TIMEOUT)
+    term_plain.enter("copy a b")
+    term_plain.wait_for_text("copied 2 tensors")
+    term_plain.wait_for_prompt()
+    term_plain.enter("exit")
+    term_plain.wait_for_text("1 model changed and not saved: b. Leave anyway? [y/N]")
+    term_plain.enter("")  # the default: stay
+    term_plain.wait_for_text("staying")
+    term_plain.wait_for_prompt()
+    term_plain.keys("C-d")
+    term_plain.wait_for(lambda lines: lines[-1].endswith("Leave anyway? [y/N]"), what="the question again")
+    term_plain.enter("n")
+    term_plain.wait_for_prompt()
+    term_plain.enter(f"save b {tmp_path / 'b.pt'}")
+    term_plain.wait_for_text("saved b to")
+    term_plain.wait_for_prompt()
+    term_plain.enter("copy a b")
+    term_plain.wait_for_prompt()
+    term_plain.enter("quit")
+    term_plain.wait_for_text("Leave anyway? [y/N]")
+    term_plain.enter("y")
+    lines = term_plain.wait_for_text("[exited with ")
+    assert "[exited with 0]" in lines and (tmp_path / "b.pt").exists()
+
+
+def test_leaving_after_saving_does_not_ask(term_plain, tmp_path):
+    term_plain.enter("import torch; a = torch.nn.Linear(2, 2); b = torch.nn.Linear(2, 2)")
+    term_plain.wait_for_prompt(timeout=STARTUP_TIMEOUT)
+    term_plain.enter("copy a b")
+    term_plain.wait_for_prompt()
+    term_plain.enter(f"save b {tmp_path / 'b.pt'}")
+    term_plain.wait_for_text("saved b to")
+    term_plain.wait_for_prompt()
+    term_plain.enter("exit")
+    lines = term_plain.wait_for_text("[exited with ")
+    assert "[exited with 0]" in lines and not any("Leave anyway" in line for line in lines)

@@ -24,18 +24,20 @@ SAVE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".keras", ".h5", ".weigh
         arg("spec", metavar="PATH", help="a model file, FILE.py:FACTORY or pkg.module:FACTORY"),
         arg("alias", nargs="*", metavar="as NAME", help="the variable name (default: the file's stem)"),
         arg("--trust", action="store_true", help="allow formats that run code when loaded (pickled modules, "
-            "Keras Lambda layers)"),
+            "Keras Lambda layers and custom objects); `trust on` does this for the whole session"),
     ],
     examples=["load lenet5.pt", "load lenet5.h5 as keras_model", "load models.py:build_lenet as net"],
     json=True,
     details="Formats: " + "; ".join(f"{k}: {v}" for k, v in loaders.FORMATS.items()) + ". "
-    "FILE.py:FACTORY and pkg.module:FACTORY run that Python code: load only code you trust.",
+    "Without --trust, nothing that runs code on load is opened: a refused file's message lists the code it "
+    "would import (read, not run). FILE.py:FACTORY and pkg.module:FACTORY run that Python code by design, "
+    "with or without --trust: load only code you trust. See SECURITY.md.",
 )
 def load(session, args: argparse.Namespace) -> Message:
     name = _alias(args.alias) or session.free_name(loaders.default_name(args.spec))
     if name in session.namespace:
         raise ModelshellError(f"the name {name!r} is already taken", f"choose another with `as`, or `del {name}` first")
-    handle = loaders.load(args.spec, trust=args.trust)
+    handle = loaders.load(args.spec, trust=args.trust or session.trust)
     session.add(name, handle)
     counts = handle.param_counts()
     kind = handle.class_name if handle.has_architecture else f"{handle.class_name}, no architecture"
@@ -80,6 +82,7 @@ def save(session, args: argparse.Namespace) -> Message:
         raise
     except Exception as exc:  # noqa: BLE001 - permissions, full disks and framework errors alike
         raise ModelshellError(f"cannot save {args.name} to {path}: {first_line(exc)}") from exc
+    handle.changed = False
     size = path.stat().st_size
     return Message(f"saved {args.name} to {path} ({count_text(size)} bytes)",
                    data={"name": args.name, "path": str(path), "bytes": size})

@@ -65,7 +65,7 @@ def command_help(name: str) -> str:
 @command(
     "models",
     "session",
-    "the models: name, framework, class, parameters, source",
+    "the models: name, framework, class, parameters, whether loaded trusted, source",
     examples=["models", "models --json"],
     json=True,
 )
@@ -76,14 +76,35 @@ def models(session, args: argparse.Namespace) -> Table:
         found.append({"name": name, "framework": handle.framework, "class": handle.class_name,
                       "params": handle.param_counts()["total"], "source": handle.source, "trusted": handle.trusted})
     rows = [[m["name"], m["framework"], m["class"], count_text(m["params"]), m["source"]] for m in found]
+    trusted = [m["name"] for m in found if m["trusted"]]
+    footer = [] if found else ["no models yet: `load PATH` adds one, or `help load`"]
+    if trusted:  # a line of its own, not a column: the table keeps its width at 100 columns
+        footer.append(f"loaded trusted (code in them may have run): {', '.join(trusted)}")
     return Table(
         title="models",
         columns=[Column("name", no_wrap=True), Column("framework"), Column("class"),
                  Column("params", justify="right"), Column("source")],
         rows=rows,
-        footer=[] if found else ["no models yet: `load PATH` adds one, or `help load`"],
+        footer=footer,
         data={"models": found},
     )
+
+
+@command(
+    "trust",
+    "session",
+    "`trust on`: load every following file as with --trust (code in it may run); `trust off` ends it",
+    args=[arg("state", nargs="?", choices=["on", "off"], metavar="on|off", help="on or off (default: show)")],
+    examples=["trust on", "trust off", "trust"],
+    details="Trusted loading unpickles whole torch modules and turns Keras safe_mode off: a file can then "
+    "run any code as you. `models` shows which models were loaded trusted. See SECURITY.md.",
+)
+def trust(session, args: argparse.Namespace) -> Message:
+    if args.state is not None:
+        session.trust = args.state == "on"
+    if session.trust:
+        return Message("trust is on: every load runs code the file holds (pickles, Lambda layers); `trust off` ends it")
+    return Message("trust is off: files that would run code are refused unless loaded with --trust")
 
 
 @command(

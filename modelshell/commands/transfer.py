@@ -87,6 +87,7 @@ def copy(session, args: argparse.Namespace) -> Table | Message:
                               f"`pair {args.src} {args.dst}` shows why")
     tensors, params = len(values), sum(int(v.size) for v in values.values())
     destination.write(values)  # consumes values, giving their memory back as it goes
+    destination.changed = True
     notes = [f"; {len(plan.missing)} tensors of {args.dst} got nothing and kept their values"] if plan.missing else []
     notes += [f"; warning: {w}" for w in plan.warnings]
     text = f"copied {tensors} tensors ({count_text(params)} parameters) from {args.src} into {args.dst}"

@@ -146,6 +146,8 @@ class ModelHandle(ABC):
         self.obj = obj
         self.source = source
         self.trusted = trusted
+        # Set by `copy` writing into the model, cleared by `save`: leaving the shell with it set asks first.
+        self.changed = False
 
     @property
     def class_name(self) -> str:

@@ -4,6 +4,7 @@ Importing this module imports keras (and with it TensorFlow); nothing else in mo
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 import zipfile
@@ -23,6 +24,7 @@ _absl_logging.set_verbosity(_absl_logging.ERROR)
 
 from modelshell.errors import ModelshellError, first_line  # noqa: E402
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo  # noqa: E402
+from modelshell.resources import check_fits  # noqa: E402
 
 __all__ = ["KerasModel", "load_keras_file", "version"]
 
@@ -152,8 +154,17 @@ class KerasModel(ModelHandle):
         values.clear()
         # Every value is converted before the first assign. Smallest first, each released once assigned:
         # assign makes a transient copy, which then comes when the least is still held.
-        for name in sorted(prepared, key=lambda n: prepared[n].size):
-            variables[name].assign(prepared.pop(name))
+        # Each variable's value is backed up just before its assign and put back on any exception (an
+        # interrupt in the middle too), so copy stays all or nothing.
+        backups: list[tuple[Any, np.ndarray]] = []
+        try:
+            for name in sorted(prepared, key=lambda n: prepared[n].size):
+                backups.append((variables[name], variables[name].numpy()))  # read_value: a copy of its own
+                variables[name].assign(prepared.pop(name))
+        except BaseException:
+            for variable, backup in reversed(backups):
+                type(variable).assign(variable, backup)  # the class's own assign, whatever wraps it
+            raise
 
     def iter_arrays(self, names: list[str]):
         variables = {_variable_name(v): v for v in self.obj.weights}
@@ -271,20 +282,101 @@ def _tapped(layer: Any, call: Any, taps: dict[str, Any], path: str):
 def load_keras_file(path: Path, trust: bool) -> ModelHandle:
     """Load a whole Keras model (``.keras`` or legacy ``.h5``). ``safe_mode`` stays on unless trusted, so a
     Lambda layer's pickled bytecode is never run without the user's say-so."""
-    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+    is_keras = path.suffix.lower() == ".keras"
+    if is_keras and not zipfile.is_zipfile(path):
         # Keras reports any non-zip ``.keras`` as "File not found", which sends users looking elsewhere.
         raise ModelshellError(f"cannot read {path} as a Keras model: it is not a zip archive (damaged or truncated?)")
+    if is_keras:
+        _check_archive(path)
+    check_fits(path, _zip_size(path) if is_keras else _h5_size(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = keras.saving.load_model(str(path), compile=False, safe_mode=not trust)
     except ValueError as exc:
         if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
+            found = code_in_config(path)
+            listed = f": {', '.join(found[:8])}" + (f" and {len(found) - 8} more" if len(found) > 8 else "") if found else ""
             raise ModelshellError(
-                f"{path} contains code (a Lambda layer or custom object) that Keras runs only outside safe mode",
-                f"if you trust the file, `load {path} --trust` loads it",
+                f"{path} contains code that Keras runs only outside safe mode{listed or ' (a Lambda layer or custom object)'}; "
+                "nothing was run",
+                f"if you trust the file, `load {path} --trust` (or `trust on`) loads it",
             ) from exc
         raise ModelshellError(f"cannot read {path} as a Keras model: {first_line(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - a corrupt file fails in many ways; all are one user error
         raise ModelshellError(f"cannot read {path} as a Keras model: {first_line(exc)}") from exc
     return KerasModel(model, str(path), trust)
+
+
+def code_in_config(path: Path) -> list[str]:
+    """The Lambda layers and custom (non-Keras) classes a saved model's config names, read as JSON and
+    never deserialized, so a refusal can say what code the file carries."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+                config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except Exception:  # noqa: BLE001 - this only adds detail to a refusal
+        return []
+    found: list[str] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            kind, module = node.get("class_name"), node.get("module")
+            inner = node.get("config") if isinstance(node.get("config"), dict) else {}
+            if kind == "Lambda":
+                found.append(f"Lambda layer {inner.get('name', '?')!r}")
+            elif isinstance(kind, str) and isinstance(module, str) and not module.startswith(("keras", "builtins")):
+                found.append(f"custom object {module}.{kind}")
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(config)
+    return list(dict.fromkeys(found))
+
+
+def _check_archive(path: Path) -> None:
+    """Every member's checksum, before Keras reads the HDF5 weights inside: a damaged HDF5 file can hang
+    the HDF5 library, and inside a zip it cannot be probed as a file on its own (see modelshell.probe)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as exc:  # noqa: BLE001 - a damaged zip fails in many ways
+        raise ModelshellError(f"cannot read {path} as a Keras model: the zip archive is damaged ({first_line(exc)})") from exc
+    if damaged is not None:
+        raise ModelshellError(f"cannot read {path} as a Keras model: {damaged} in the archive is damaged (checksum)")
+
+
+def _zip_size(path: Path) -> int:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except Exception:  # noqa: BLE001 - a damaged directory fails in many ways; the load reports it
+        return 0
+
+
+def _h5_size(path: Path) -> int:
+    """The bytes of every dataset, from their shapes and dtypes: what Keras will hold once loaded."""
+    import h5py
+
+    total = 0
+
+    def visit(_: str, obj: Any) -> None:
+        nonlocal total
+        if isinstance(obj, h5py.Dataset):
+            total += int(np.prod(obj.shape, dtype=np.float64) * obj.dtype.itemsize)
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except Exception:  # noqa: BLE001 - a damaged file is reported by the load itself
+        return 0
+    return total

@@ -17,6 +17,8 @@ import torch
 from modelshell.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, tree_from_names
+from modelshell.pickle_scan import describe, scan_torch_file
+from modelshell.resources import check_fits
 
 __all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
 
@@ -128,9 +130,19 @@ class TorchModule(ModelHandle):
         _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
         prepared = {name: _as_tensor(value, state[name].dtype) for name, value in values.items()}
         values.clear()
-        with torch.no_grad():  # nothing left to fail between the first and the last write
-            for name in sorted(prepared, key=lambda n: prepared[n].numel()):
-                state[name].copy_(prepared.pop(name))
+        # Nothing is left to fail between the first and the last write, but an interrupt (Ctrl-C) or a
+        # framework error can still come in the middle: each tensor is backed up just before it is
+        # written, and on any exception the written ones are put back, so copy stays all or nothing.
+        backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with torch.no_grad():
+            try:
+                for name in sorted(prepared, key=lambda n: prepared[n].numel()):
+                    backups.append((state[name], state[name].detach().clone()))
+                    state[name].copy_(prepared.pop(name))
+            except BaseException:
+                for tensor, backup in reversed(backups):
+                    tensor.detach().copy_(backup)
+                raise
 
     def forward(self, inputs: list[np.ndarray]):
         return self.forward_with_taps(inputs, [])[0]
@@ -270,20 +282,26 @@ def load_torch_file(path: Path, trust: bool) -> ModelHandle:
     """Read a ``.pt``/``.pth``/``.bin`` file: a TorchScript archive, a state dict, or (only with trust) a
     whole pickled module. Without trust nothing is unpickled that could run code."""
     if _is_torchscript(path):
+        check_fits(path, _unpacked_size(path))
         try:
             return TorchModule(torch.jit.load(str(path), map_location="cpu"), str(path), trust)
         except Exception as exc:  # noqa: BLE001 - any failure of a corrupt archive is one user error
             raise ModelshellError(f"cannot read {path} as a TorchScript archive: {first_line(exc)}") from exc
     if not _has_torch_signature(path):
         raise ModelshellError(f"cannot read {path} as a torch file: it is neither a zip archive nor a pickle")
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip:  # a legacy pickle cannot be memory-mapped: it is read whole
+        check_fits(path, path.stat().st_size)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=not trust)
+        # A zip archive is memory-mapped: its tensors are paged in from the file as they are read, so a
+        # file larger than the free memory still loads.
+        obj = torch.load(str(path), map_location="cpu", weights_only=not trust, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         if not trust and _refused_for_code(exc):
             raise ModelshellError(
-                f"{path} holds pickled Python objects (such as a whole nn.Module), and unpickling can run "
-                "arbitrary code",
-                f"if you trust the file, `load {path} --trust` loads it",
+                f"{path} holds pickled Python objects that run code when loaded: "
+                f"{describe(scan_torch_file(path))}; nothing was run",
+                f"if you trust the file, `load {path} --trust` (or `trust on`) loads it",
             ) from exc
         raise ModelshellError(f"cannot read {path} as a torch file: {_reason(exc)}") from exc
     except Exception as exc:  # noqa: BLE001
@@ -342,11 +360,20 @@ def _flatten_tensors(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, 
     return found
 
 
+def _unpacked_size(path: Path) -> int:
+    """What a zip archive holds once unpacked, as its directory says."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except Exception:  # noqa: BLE001 - a damaged directory fails in many ways; the load reports it
+        return 0
+
+
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     try:
         with zipfile.ZipFile(path) as archive:
             return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
+    except Exception:  # noqa: BLE001 - a damaged directory fails in many ways (bad UTF-8 names too)
         return False

@@ -251,8 +251,8 @@ class WeightsFile(ModelHandle):
                 raise ModelshellError(f"{self.obj.path.name} has no tensor named {name!r}")
             if tuple(np.shape(value)) != self.obj.entries[name][0]:
                 raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {self.obj.entries[name][0]}")
-        for name, value in values.items():
-            self.obj.changes[name] = np.array(value, dtype=_numpy_dtype(self.obj.entries[name][1]))
+        converted = {name: np.array(value, dtype=_numpy_dtype(self.obj.entries[name][1])) for name, value in values.items()}
+        self.obj.changes = {**self.obj.changes, **converted}  # one rebinding: an interrupt leaves all or nothing
 
     def save(self, path: Path) -> None:
         if path.suffix == ".safetensors":

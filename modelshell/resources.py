@@ -1,0 +1,48 @@
+"""Refuse, before loading, a model that cannot fit in memory, where the file says how large it is.
+
+A load that runs the machine out of memory does not fail with a message: the kernel kills the shell and
+every model in it. Where a format tells the size up front (a zip's uncompressed sizes, HDF5 dataset
+shapes, a plain file's length) the load is refused with one line instead. Formats read lazily
+(safetensors, Keras weights files) and torch zip archives (memory-mapped) need no such check.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from modelshell.errors import ModelshellError
+
+__all__ = ["available_memory", "check_fits"]
+
+
+def available_memory() -> int | None:
+    """Bytes that can be allocated without swapping (``MemAvailable``), or None where it is unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(path: Path, needed: int, what: str = "its tensors") -> None:
+    """Raise if ``needed`` bytes (what loading ``path`` would allocate) exceed the free memory."""
+    free = available_memory()
+    if free is not None and needed > free:
+        raise ModelshellError(
+            f"{path} is too large to load: {what} need {_size(needed)} of memory and {_size(free)} are free",
+            "free memory, or convert it to .safetensors elsewhere (read lazily, memory-mapped)",
+        )
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
