@@ -8,11 +8,12 @@ shapes, a plain file's length) the load is refused with one line instead. Format
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 from modelshell.errors import ModelshellError
 
-__all__ = ["available_memory", "check_fits"]
+__all__ = ["available_memory", "check_fits", "unpacked_zip_size"]
 
 
 def available_memory() -> int | None:
@@ -28,6 +29,16 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def unpacked_zip_size(path: Path) -> int:
+    """What a zip archive (a ``.keras`` file, a TorchScript archive) holds once unpacked, as its directory
+    says; 0 when the directory cannot be read (the load itself then reports the damage)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except Exception:  # noqa: BLE001 - a damaged directory fails in many ways
+        return 0
 
 
 def check_fits(path: Path, needed: int, what: str = "its tensors") -> None:

@@ -24,7 +24,7 @@ _absl_logging.set_verbosity(_absl_logging.ERROR)
 
 from modelshell.errors import ModelshellError, first_line  # noqa: E402
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo  # noqa: E402
-from modelshell.resources import check_fits  # noqa: E402
+from modelshell.resources import check_fits, unpacked_zip_size  # noqa: E402
 
 __all__ = ["KerasModel", "load_keras_file", "version"]
 
@@ -288,7 +288,7 @@ def load_keras_file(path: Path, trust: bool) -> ModelHandle:
         raise ModelshellError(f"cannot read {path} as a Keras model: it is not a zip archive (damaged or truncated?)")
     if is_keras:
         _check_archive(path)
-    check_fits(path, _zip_size(path) if is_keras else _h5_size(path))
+    check_fits(path, unpacked_zip_size(path) if is_keras else _h5_size(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -353,14 +353,6 @@ def _check_archive(path: Path) -> None:
         raise ModelshellError(f"cannot read {path} as a Keras model: the zip archive is damaged ({first_line(exc)})") from exc
     if damaged is not None:
         raise ModelshellError(f"cannot read {path} as a Keras model: {damaged} in the archive is damaged (checksum)")
-
-
-def _zip_size(path: Path) -> int:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return sum(info.file_size for info in archive.infolist())
-    except Exception:  # noqa: BLE001 - a damaged directory fails in many ways; the load reports it
-        return 0
 
 
 def _h5_size(path: Path) -> int:

@@ -18,7 +18,7 @@ from modelshell.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, tree_from_names
 from modelshell.pickle_scan import describe, scan_torch_file
-from modelshell.resources import check_fits
+from modelshell.resources import check_fits, unpacked_zip_size
 
 __all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
 
@@ -282,7 +282,7 @@ def load_torch_file(path: Path, trust: bool) -> ModelHandle:
     """Read a ``.pt``/``.pth``/``.bin`` file: a TorchScript archive, a state dict, or (only with trust) a
     whole pickled module. Without trust nothing is unpickled that could run code."""
     if _is_torchscript(path):
-        check_fits(path, _unpacked_size(path))
+        check_fits(path, unpacked_zip_size(path))
         try:
             return TorchModule(torch.jit.load(str(path), map_location="cpu"), str(path), trust)
         except Exception as exc:  # noqa: BLE001 - any failure of a corrupt archive is one user error
@@ -358,15 +358,6 @@ def _flatten_tensors(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, 
         elif isinstance(value, Mapping):
             found.update(_flatten_tensors(value, f"{prefix}{key}."))
     return found
-
-
-def _unpacked_size(path: Path) -> int:
-    """What a zip archive holds once unpacked, as its directory says."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return sum(info.file_size for info in archive.infolist())
-    except Exception:  # noqa: BLE001 - a damaged directory fails in many ways; the load reports it
-        return 0
 
 
 def _is_torchscript(path: Path) -> bool:
