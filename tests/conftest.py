@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 
 from modelshell.cli import load_demo  # noqa: E402
 from modelshell.session import Session  # noqa: E402
+from tmux_terminal import term_demo, term_plain, term_server, term_shell  # noqa: E402,F401 - fixtures
 
 
 @pytest.fixture
