@@ -8,12 +8,14 @@ shapes, a plain file's length) the load is refused with one line instead. Format
 from __future__ import annotations
 
 import os
+import re
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from modelshell.errors import ModelshellError
 
-__all__ = ["available_memory", "check_fits", "unpacked_zip_size"]
+__all__ = ["available_memory", "check_fits", "check_free_space", "tensor_bytes", "unpacked_zip_size"]
 
 
 def available_memory() -> int | None:
@@ -48,6 +50,35 @@ def check_fits(path: Path, needed: int, what: str = "its tensors") -> None:
         raise ModelshellError(
             f"{path} is too large to load: {what} need {_size(needed)} of memory and {_size(free)} are free",
             "free memory, or convert it to .safetensors elsewhere (read lazily, memory-mapped)",
+        )
+
+
+def tensor_bytes(tensors: Iterable) -> int:
+    """The bytes of the tensors' values (shared ones once): what any uncompressed file of them holds."""
+    total = 0
+    for tensor in tensors:
+        if getattr(tensor, "tied_to", None) is None:
+            bits = re.search(r"(\d+)$", tensor.dtype)
+            total += tensor.size * (int(bits.group(1)) // 8 if bits else 1)
+    return total
+
+
+def check_free_space(target: Path, needed: int) -> None:
+    """Refuse a write that cannot fit before it starts. A disk that fills in the middle of an HDF5 write
+    leaves the HDF5 library with a file it can neither flush nor close, and the process dies with a
+    segmentation fault when it exits (Keras ``save_weights`` alone shows it): a shell must not offer
+    that to a user with unsaved models."""
+    try:
+        stats = os.statvfs(target.parent)
+    except OSError:
+        return  # the write itself reports what is wrong with the folder
+    if stats.f_flag & os.ST_RDONLY:
+        return  # the write fails at once, cleanly, and says "read-only"
+    free = stats.f_bavail * stats.f_frsize
+    if needed > free:
+        raise ModelshellError(
+            f"cannot write {target}: it needs at least {_size(needed)} and its folder has {_size(free)} free",
+            "free some space or save elsewhere",
         )
 
 

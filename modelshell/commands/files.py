@@ -9,6 +9,7 @@ from modelshell.atomic import atomic_target, full_suffix
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import arg, command
 from modelshell.errors import ModelshellError, first_line
+from modelshell.resources import check_free_space, tensor_bytes
 from modelshell.results import Message
 
 __all__: list[str] = []
@@ -75,6 +76,7 @@ def save(session, args: argparse.Namespace) -> Message:
         raise ModelshellError(f"{path.parent} is not a folder")
     if path.is_dir():
         raise ModelshellError(f"{path} is a folder")
+    _check_room(handle, path)
     try:
         with atomic_target(path) as temporary:
             handle.save(temporary)
@@ -86,3 +88,10 @@ def save(session, args: argparse.Namespace) -> Message:
     size = path.stat().st_size
     return Message(f"saved {args.name} to {path} ({count_text(size)} bytes)",
                    data={"name": args.name, "path": str(path), "bytes": size})
+
+
+def _check_room(handle, path: Path) -> None:
+    """Refuse up front a save the folder has no room for. Every format but ``.keras`` (a zip that may
+    compress) stores the values uncompressed, so their bytes are a sure lower bound of the file."""
+    if full_suffix(path) != ".keras":
+        check_free_space(path, tensor_bytes(handle.tensors()))
