@@ -567,3 +567,18 @@ def test_a_plain_and_a_depthwise_torch_conv_are_told_apart_in_one_model() -> Non
         yt = tm.eval()(torch.from_numpy(x)).numpy()
     yk = np.asarray(km(np.transpose(x, (0, 2, 3, 1)), training=False)).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(yk, yt, atol=1e-5, rtol=1e-5)
+
+
+def test_a_bfloat16_torch_model_reads_copies_and_verifies(session):
+    """numpy has no bfloat16: reading widens to float32 (exact), and verify feeds the model its own dtype."""
+    assert session.run_line("import torch, keras; torch.manual_seed(0); m = torch.nn.Linear(3, 2).to(torch.bfloat16)").ok
+    assert session.run_line("k = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])").ok
+    outcome = session.run_line("copy m k")
+    assert outcome.ok, outcome.error
+    torch_model, keras_model = session.namespace["m"], session.namespace["k"]
+    kernel, bias = keras_model.get_weights()
+    np.testing.assert_array_equal(kernel, torch_model.weight.detach().float().numpy().T)
+    np.testing.assert_array_equal(bias, torch_model.bias.detach().float().numpy())
+    assert session.run_line("verify m k --atol 0.05").ok  # bfloat16 keeps ~3 digits
+    strict = session.run_line("verify m k")
+    assert not strict.ok and "differ" in strict.error

@@ -95,12 +95,12 @@ class TorchModule(ModelHandle):
         state = self._state()
         if name not in state:
             raise ModelshellError(f"{self.class_name} has no tensor named {name!r}")
-        return state[name].detach().cpu().numpy().copy()
+        return _array(state[name]).copy()
 
     def iter_arrays(self, names: list[str]):
         state = self._state()
         for name in names:
-            yield state[name].detach().cpu().numpy()  # a view: the caller converts (and so copies) it
+            yield _array(state[name])  # a view: the caller converts (and so copies) it
 
     def save(self, path: Path) -> None:
         save_state_dict({k: v.detach() for k, v in self.obj.state_dict().items()}, path)
@@ -155,12 +155,19 @@ class TorchModule(ModelHandle):
         self.obj.eval()
         try:
             with torch.no_grad():
-                outputs = _to_numpy(self.obj(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]))
+                outputs = _to_numpy(self.obj(*[self._input_tensor(x) for x in inputs]))
         finally:
             self.obj.train(was_training)
             for hook in hooks:
                 hook.remove()
         return outputs, taps
+
+
+    def _input_tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A float input in the model's own float dtype (a bfloat16 or float64 model gets its own)."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        own = next((p.dtype for p in self.obj.parameters() if p.is_floating_point()), None)
+        return tensor.to(own) if own is not None and tensor.is_floating_point() else tensor
 
 
 class TorchStateDict(ModelHandle):
@@ -186,7 +193,7 @@ class TorchStateDict(ModelHandle):
     def read(self, name: str) -> np.ndarray:
         if name not in self.obj:
             raise ModelshellError(f"the state dict has no tensor named {name!r}")
-        return self.obj[name].detach().cpu().numpy().copy()
+        return _array(self.obj[name]).copy()
 
     def save(self, path: Path) -> None:
         save_state_dict(self.obj, path)
@@ -248,10 +255,23 @@ def _recorder(taps: dict[str, Any], path: str):
     return record
 
 
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor as numpy, a view where numpy has the dtype. bfloat16 and the float8 types have no numpy
+    dtype: they widen to float32, which holds every one of their values exactly."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in _WIDENED:
+        return tensor.float().numpy()
+    return tensor.numpy()
+
+
+_WIDENED = {getattr(torch, name) for name in (
+    "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz") if hasattr(torch, name)}
+
+
 def _to_numpy(value: Any) -> Any:
     """Outputs as plain nested data: tensors to arrays, tuples to lists, mappings (ModelOutput too) to dicts."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        return _array(value)
     if isinstance(value, Mapping):
         return {str(k): _to_numpy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
