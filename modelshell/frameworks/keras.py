@@ -156,10 +156,10 @@ class KerasModel(ModelHandle):
         # assign makes a transient copy, which then comes when the least is still held.
         # Each variable's value is backed up just before its assign and put back on any exception (an
         # interrupt in the middle too), so copy stays all or nothing.
-        backups: list[tuple[Any, np.ndarray]] = []
+        backups: list[tuple[Any, Any]] = []
         try:
             for name in sorted(prepared, key=lambda n: prepared[n].size):
-                backups.append((variables[name], variables[name].numpy()))  # read_value: a copy of its own
+                backups.append((variables[name], _snapshot(variables[name])))
                 variables[name].assign(prepared.pop(name))
         except BaseException:
             for variable, backup in reversed(backups):
@@ -224,6 +224,18 @@ class KerasModel(ModelHandle):
                     f"a Keras model saves to .keras, .h5, .weights.h5 or .safetensors, not {path.suffix or name}",
                     "to get a torch file, copy the weights into a torch model and save that",
                 )
+
+
+def _snapshot(variable: Any) -> Any:
+    """The variable's current value, kept for a rollback. On TensorFlow a read is a free snapshot: it
+    shares the buffer, and the next assign writes a new one (copy on write) instead of copying twice;
+    other backends get a copy."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # A Keras 3 variable wraps a tf.Variable in `.value`; a tf-keras (Keras 2) one is the tf.Variable.
+        return tf.convert_to_tensor(variable if isinstance(variable, tf.Variable) else variable.value)
+    return variable.numpy()
 
 
 # Layers whose layout rule covers the variables of their sub-layers (an RNN's cell, attention's
