@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-__all__ = ["Column", "Table", "TreeNode", "Tree", "Text", "Message", "Result", "Failed", "Outcome"]
+__all__ = [
+    "Column", "Sparkline", "Cell", "Table", "TreeNode", "Tree", "Text", "Message", "Histogram", "Result", "Failed",
+    "Outcome",
+]
 
 
 @dataclass(frozen=True)
@@ -19,13 +22,25 @@ class Column:
     no_wrap: bool = False
 
 
+@dataclass(frozen=True)
+class Sparkline:
+    """A table cell that is a tiny histogram: one character a bin, its height the bin's count. Commands
+    give the counts; each renderer picks its glyphs (block characters for people, an ASCII ramp for
+    transcripts)."""
+
+    counts: tuple[int, ...]
+
+
+Cell = Union[str, Sparkline]
+
+
 @dataclass
 class Table:
-    """Rows of cells (already formatted as strings) with totals or notes shown under them."""
+    """Rows of cells (already formatted as strings, or sparklines) with totals or notes shown under them."""
 
     title: str
     columns: list[Column]
-    rows: list[list[str]]
+    rows: list[list[Cell]]
     footer: list[str] = field(default_factory=list)
     data: Any = None
 
@@ -62,7 +77,20 @@ class Message:
     data: Any = None
 
 
-Result = Union[Table, Tree, Text, Message]
+@dataclass
+class Histogram:
+    """Counts of values in bins, drawn as one horizontal bar a bin. ``edges`` has one more entry than
+    ``counts``, as ``np.histogram`` returns them: bin i holds edges[i] <= x < edges[i + 1], the last one
+    closed. The renderer fits the bars to the width it has."""
+
+    title: str
+    edges: list[float]
+    counts: list[int]
+    footer: list[str] = field(default_factory=list)
+    data: Any = None
+
+
+Result = Union[Table, Tree, Text, Message, Histogram]
 
 
 @dataclass
@@ -84,3 +112,4 @@ class Outcome:
     as_json: bool = False
     exit_requested: bool = False
     traceback: str | None = None
+    page: bool = True  # False (`--all`): draw everything on the terminal, never in a pager

@@ -9,6 +9,7 @@ import builtins
 import codeop
 import contextlib
 import difflib
+import gc
 import io
 import keyword
 import os
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelshell.commands import COMMANDS
+from modelshell.commands.registry import apply_listing_options
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks.detect import framework_of, wrap_object
@@ -66,6 +68,7 @@ class Session:
         self.handles: dict[str, ModelHandle] = {}
         self.recorder = None  # a transcript.Recorder while `record` is on
         self.trust = False  # `trust on`: every following load is as if given --trust
+        self.recent: list[str] = []  # model names, the one a command used last first (`models` marks two)
         self.namespace: dict[str, Any] = {
             "__name__": "__modelshell__", "__builtins__": builtins, "help": _python_help,
         }
@@ -74,9 +77,21 @@ class Session:
     def add(self, name: str, handle: ModelHandle) -> None:
         self.handles[name] = handle
         self.namespace[name] = handle.obj
+        self._used(name)
 
-    def model(self, name: str) -> ModelHandle:
-        """The model bound to ``name``, wrapping a torch module or Keras model a Python line created."""
+    def model(self, name: str, *, used: bool = True) -> ModelHandle:
+        """The model bound to ``name``, wrapping a torch module or Keras model a Python line created.
+
+        ``used`` records it as the model most recently worked on; ``models`` looks without touching."""
+        handle = self._lookup(name)
+        if used:
+            self._used(name)
+        return handle
+
+    def _used(self, name: str) -> None:
+        self.recent = [name] + [n for n in self.recent if n != name]
+
+    def _lookup(self, name: str) -> ModelHandle:
         if name not in self.namespace:
             raise ModelshellError(f"no model named {name!r}", "`models` lists the models; `load PATH` adds one")
         obj = self.namespace[name]
@@ -166,12 +181,17 @@ class Session:
         if "-h" in argv or "--help" in argv:  # before parsing: `weights --help` lacks the required NAME
             return self._run_command("help", [name])
         args = command.parser.parse_args(argv)
-        produced = command.run(self, args)
+        try:
+            with _collector_paused():
+                produced = command.run(self, args)
+        except KeyboardInterrupt:  # commands change nothing until they succeed (copy rolls back, save is atomic)
+            return Outcome(ok=False, error="interrupted (nothing changed)")
         as_json = getattr(args, "json", False)
         if isinstance(produced, Failed):
-            return Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
-        results = produced if isinstance(produced, list) else [produced]
-        return Outcome(results=results, as_json=as_json)
+            outcome = Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
+        else:
+            outcome = Outcome(results=produced if isinstance(produced, list) else [produced], as_json=as_json)
+        return apply_listing_options(outcome, args)
 
     def _run_python(self, source: str) -> Outcome:
         try:
@@ -208,6 +228,21 @@ class Session:
             return
         self.namespace["_"] = value
         print(repr(value))
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off while a command runs. A command over 50,000 tensors makes
+    hundreds of thousands of small objects, and each full collection walks every live object, the
+    models' own included: time per tensor would grow with the model. Cycles a command leaves are
+    collected after it, when the collector runs again. Python lines are never run with it off."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _compile(source: str):

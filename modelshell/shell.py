@@ -6,38 +6,20 @@ from pathlib import Path
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.history import FileHistory, InMemoryHistory, ThreadedHistory
+from prompt_toolkit.key_binding import KeyBindings
 
-from modelshell.commands import COMMANDS
+from modelshell.completion import SessionCompleter, menu_while_typing
+from modelshell.prompt_look import ShellLexer, prompt_message, shell_style, toolbar_text
+from modelshell.progress import spinner
 from modelshell.render import Printer
+from modelshell.results import Outcome
 from modelshell.session import Session
 
 __all__ = ["run_interactive", "history_path", "PROMPT", "CONTINUATION"]
 
 PROMPT = "ms> "
 CONTINUATION = "..> "
-
-
-class _SessionCompleter(Completer):
-    """Command names first on a line, model names after a command."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def get_completions(self, document, complete_event):
-        before = document.text_before_cursor
-        words = before.split()
-        word = document.get_word_before_cursor(WORD=True)
-        if len(words) <= 1 and not before.endswith(" "):
-            candidates = list(COMMANDS) + self.session.model_names()
-        elif words and words[0] in COMMANDS:
-            candidates = self.session.model_names()
-        else:
-            return
-        for candidate in candidates:
-            if candidate.startswith(word):
-                yield Completion(candidate, start_position=-len(word))
 
 
 def history_path() -> Path:
@@ -58,19 +40,36 @@ def _history():
     return ThreadedHistory(FileHistory(str(path)))
 
 
+def _prompt_session(session: Session) -> PromptSession:
+    """The prompt: completion, history with grey suggestions, colours, and a toolbar that F2 shows."""
+    bindings = KeyBindings()
+
+    @bindings.add("f2")
+    def _toggle_toolbar(event) -> None:
+        toolbar_shown[0] = not toolbar_shown[0]
+
+    toolbar_shown = [False]  # off at first: the screen is the user's; F2 shows models and framework versions
+    return PromptSession(
+        completer=SessionCompleter(session),
+        complete_while_typing=menu_while_typing,  # a menu pops up by itself only after `name.` in Python
+        history=_history(),
+        auto_suggest=AutoSuggestFromHistory(),  # fish-style grey suggestion; the right arrow accepts it
+        lexer=ShellLexer(session),
+        style=shell_style(),
+        include_default_pygments_style=False,
+        key_bindings=bindings,
+        bottom_toolbar=lambda: toolbar_text(session) if toolbar_shown[0] else None,
+    )
+
+
 def run_interactive(session: Session) -> int:
     """Read, run and print until ``quit``, ``exit`` or Ctrl-D. Ctrl-C on the prompt clears the line."""
     printer = Printer(interactive=True)
-    prompt = PromptSession(
-        completer=_SessionCompleter(session),
-        complete_while_typing=False,
-        history=_history(),
-        auto_suggest=AutoSuggestFromHistory(),  # fish-style grey suggestion; the right arrow accepts it
-    )
-    printer.console.print("modelshell: `help` lists the commands; any other line is Python. Ctrl-D quits.")
+    prompt = _prompt_session(session)
+    printer.console.print("modelshell: `help` lists the commands; any other line is Python. F2 shows a toolbar; Ctrl-D quits.")
     while True:
         try:
-            text = prompt.prompt(PROMPT)
+            text = prompt.prompt(prompt_message(session))
             while session.needs_more(text):
                 more = prompt.prompt(CONTINUATION)
                 if not more.strip():
@@ -82,10 +81,23 @@ def run_interactive(session: Session) -> int:
             if _may_leave(session, printer):
                 return 0
             continue
-        outcome = session.run_line(text)
-        printer.show(outcome)
+        outcome = _run_and_show(session, printer, text)
         if outcome.exit_requested and _may_leave(session, printer):
             return 0
+
+
+def _run_and_show(session: Session, printer: Printer, text: str) -> Outcome:
+    """One line, with a spinner while it runs long. Ctrl-C while it runs cancels it (the session turns
+    the interrupt into an error line); one that comes in between, or while the output is drawn, only
+    cuts the output short: the prompt comes back either way."""
+    try:
+        with spinner(printer.console, text):
+            outcome = session.run_line(text)
+        printer.show(outcome)
+        return outcome
+    except KeyboardInterrupt:
+        printer.show(Outcome(ok=False, error="interrupted"))
+        return Outcome(ok=False)
 
 
 def _may_leave(session: Session, printer: Printer) -> bool:

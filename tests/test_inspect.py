@@ -148,7 +148,7 @@ def column(table: Table, header: str) -> list[str]:
 
 def row_of(table: Table, name: str) -> dict[str, str]:
     headers = [c.header for c in table.columns]
-    rows = [dict(zip(headers, row)) for row in table.rows if row[0] == name]
+    rows = [dict(zip(headers, row)) for row in table.rows if row[headers.index("name")] == name]
     assert len(rows) == 1, f"{name} appears {len(rows)} times"
     return rows[0]
 

@@ -48,7 +48,9 @@ def test_ctrl_c_clears_a_half_typed_line(term_shell):
     term_shell.wait_for_text("keras_model")
     term_shell.wait_for_prompt()
     out = term_shell.after("models")
-    assert any(line.split()[:4] == ["torch_model", "torch", "Sequential", "61,706"] for line in out if line)
+    rows = [line.split() for line in out]
+    assert any(row[row.index("torch_model"):][:4] == ["torch_model", "torch", "Sequential", "61,706"]
+               for row in rows if "torch_model" in row)
     assert not any(line.startswith("error") for line in out)
 
 

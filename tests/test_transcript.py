@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import html
 import os
-import re
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -24,6 +20,7 @@ from modelshell import __version__, cli
 from modelshell.render.text import outcome_text
 from modelshell.session import Session
 from modelshell.transcript import line_matches, lines_match, normalise, parse, replay_file, update_file
+from tmux_terminal import TermPane
 
 BIN = Path(sys.executable).parent
 MODELSHELL = str(BIN / "modelshell")
@@ -403,68 +400,31 @@ def test_formats_render_prose_and_tables(tmp_path, capsys):
 
 
 # --- recording ------------------------------------------------------------------------------------------
-class _Pane:
-    """``modelshell`` in a 120x40 tmux terminal on a private socket, history in a folder of the test's."""
-
-    def __init__(self, command: str, folder: Path) -> None:
-        self.socket = tempfile.mkdtemp(prefix="ms-tmux-")
-        self.name = f"ms-{uuid.uuid4().hex[:8]}"
-        wrapped = (f"cd {shlex.quote(str(folder))} && XDG_DATA_HOME={shlex.quote(str(folder))} {command}; "
-                   'echo "[exited with $?]"; sleep 120')
-        self._tmux("new-session", "-d", "-x", "120", "-y", "40", "-s", self.name, "sh", "-c", wrapped)
-
-    def _tmux(self, *args: str) -> str:
-        done = subprocess.run(["tmux", "-S", os.path.join(self.socket, "s"), *args],
-                              capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, f"tmux {args}: {done.stderr}"
-        return done.stdout
-
-    def lines(self) -> list[str]:
-        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", self._tmux("capture-pane", "-p", "-e", "-J", "-t", self.name))
-        lines = [line.rstrip() for line in text.splitlines()]
-        while lines and not lines[-1]:
-            lines.pop()
-        return lines
-
-    def wait_for(self, condition, what: str, timeout: float = 60) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while not condition(lines := self.lines()):
-            assert time.monotonic() < deadline, f"timed out waiting for {what}; the screen:\n" + "\n".join(lines)
-            time.sleep(0.1)
-        return lines
-
-    def enter(self, text: str, shows: str) -> None:
-        """Type a line, and wait until its output shows and the prompt is back."""
-        self._tmux("send-keys", "-t", self.name, "-l", text)
-        self._tmux("send-keys", "-t", self.name, "Enter")
-        self.wait_for(lambda lines: shows in "\n".join(lines) and lines[-1] == "ms>", f"{shows!r} and the prompt")
-
-    def keys(self, *keys: str) -> None:
-        self._tmux("send-keys", "-t", self.name, *keys)
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "-S", os.path.join(self.socket, "s"), "kill-server"], capture_output=True, timeout=30)
-        shutil.rmtree(self.socket, ignore_errors=True)
-
-
 def test_record_in_a_real_terminal_then_replay(tmp_path):
     assert shutil.which("tmux"), "this test needs tmux"
     path = tmp_path / "recorded.md"
-    pane = _Pane(f"{shlex.quote(MODELSHELL)} record recorded.md --title 'LeNet in a terminal'", tmp_path)
+    pane = TermPane(f"{shlex.quote(MODELSHELL)} record recorded.md --title 'LeNet in a terminal'",
+                    data_home=str(tmp_path), cwd=str(tmp_path))
+
+    def enter(text: str, shows: str) -> None:
+        """Type a line, and wait until its output shows and the prompt is back."""
+        pane.enter(text)
+        pane.wait_for(lambda lines: shows in "\n".join(lines) and lines[-1] == "ms>", 60, f"{shows!r} and the prompt")
+
     try:
-        pane.wait_for(lambda lines: bool(lines) and lines[-1] == "ms>", "the prompt")
+        pane.wait_for_prompt(timeout=60)
         assert path.read_text(encoding="utf8").startswith("# LeNet in a terminal\n")  # written from the start
-        pane.enter("load modelshell.demo:torch_lenet5 as m", "loaded m: torch Sequential, 61,706 parameters")
-        pane.enter("weights m", "10 tensors, 61,706 parameters")
-        pane.enter("sum(p.numel() for p in m.parameters())", "61706")
-        pane.enter("x = 2", "ms> x = 2")
-        pane.enter("x", "ms> x\n2")
-        pane.enter("weights nosuch", "error: no model named 'nosuch'")  # a mistake is part of the recording
-        pane.enter("import torch", "ms> import torch")
-        pane.enter("torch.randn(3)", "tensor([")  # random, but seeded as the replay seeds it
-        pane.enter("print(__import__('os').getcwd())", str(tmp_path))  # the folder becomes $TMP
+        enter("load modelshell.demo:torch_lenet5 as m", "loaded m: torch Sequential, 61,706 parameters")
+        enter("weights m", "10 tensors, 61,706 parameters")
+        enter("sum(p.numel() for p in m.parameters())", "61706")
+        enter("x = 2", "ms> x = 2")
+        enter("x", "ms> x\n2")
+        enter("weights nosuch", "error: no model named 'nosuch'")  # a mistake is part of the recording
+        enter("import torch", "ms> import torch")
+        enter("torch.randn(3)", "tensor([")  # random, but seeded as the replay seeds it
+        enter("print(__import__('os').getcwd())", str(tmp_path))  # the folder becomes $TMP
         pane.keys("C-d")
-        pane.wait_for(lambda lines: "[exited with 0]" in lines, "the shell to end")
+        pane.wait_for(lambda lines: "[exited with 0]" in lines, 60, "the shell to end")
     finally:
         pane.close()
 

@@ -25,7 +25,7 @@ MODELSHELL = str(Path(sys.executable).parent / "modelshell")
 SOCKET_DIR = tempfile.mkdtemp(prefix="ms-tmux-")
 SOCKET = os.path.join(SOCKET_DIR, "tmux.sock")
 STARTUP_TIMEOUT = 60
-_SUGGESTION = re.compile(r"\x1b\[38;5;241m[^\x1b\n]*")
+_SUGGESTION = re.compile(r"\x1b\[38;5;241m(?:\x1b\[[0-9;]*m)*[^\x1b\n]*")
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STEP_TIMEOUT = 20
 _COUNTED_PROMPT = re.compile(r"^ms\[\d+\]>")
@@ -44,11 +44,17 @@ def _tmux(*args: str) -> str:
 class TermPane:
     """One tmux session running one command in a terminal of 120x40 characters unless told otherwise."""
 
-    def __init__(self, command: str, data_home: str = SOCKET_DIR, width: int = 120, height: int = 40) -> None:
+    def __init__(self, command: str, data_home: str = SOCKET_DIR, width: int = 120, height: int = 40,
+                 cwd: str | None = None) -> None:
         self.name = f"ms-{uuid.uuid4().hex[:8]}"
         # Keep the pane after the command ends, and say how it ended, so exits can be checked. History
         # goes to a folder of the test's own, never to the user's ~/.local/share.
-        wrapped = f"XDG_DATA_HOME={shlex.quote(data_home)} {command}; echo \"[exited with $?]\"; sleep 120"
+        # COLUMNS and LINES are dropped: under pytest they say 80x24 (set by readline), tmux would pass them
+        # on, and rich believes them over the real terminal size.
+        wrapped = (f"unset COLUMNS LINES; XDG_DATA_HOME={shlex.quote(data_home)} {command}; "
+                   "echo \"[exited with $?]\"; sleep 120")
+        if cwd is not None:
+            wrapped = f"cd {shlex.quote(cwd)} && {wrapped}"
         _tmux("new-session", "-d", "-x", str(width), "-y", str(height), "-s", self.name, "sh", "-c", wrapped)
 
     def lines(self) -> list[str]:

@@ -76,8 +76,8 @@ def save(session, args: argparse.Namespace) -> Message:
         raise ModelshellError(f"{path.parent} is not a folder")
     if path.is_dir():
         raise ModelshellError(f"{path} is a folder")
-    _check_room(handle, path)
     try:
+        _check_room(handle, path)
         with atomic_target(path) as temporary:
             handle.save(temporary)
     except ModelshellError:

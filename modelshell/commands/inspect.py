@@ -7,14 +7,14 @@ import inspect
 import io
 import pydoc
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 from modelshell.commands.format import count_text, matches, shape_text
 from modelshell.commands.registry import arg, command
 from modelshell.errors import ModelshellError, first_line
-from modelshell.frameworks.base import LayerNode, count_params
+from modelshell.frameworks.base import LayerNode, TensorInfo, count_params
 from modelshell.frameworks.detect import framework_of
-from modelshell.results import Column, Table, Text, Tree, TreeNode
+from modelshell.results import Cell, Column, Table, Text, Tree, TreeNode
 
 __all__ = ["describe_member", "resolve_dotted"]
 
@@ -30,6 +30,7 @@ __all__ = ["describe_member", "resolve_dotted"]
     ],
     examples=["members torch_model state", "members keras_model '*weight*' --private"],
     json=True,
+    listing=True,
 )
 def members(session, args: argparse.Namespace) -> Table:
     obj = session.model(args.name).obj
@@ -101,32 +102,70 @@ def _quiet_getattr(obj: Any, name: str) -> tuple[Any, bool]:
     args=[
         arg("name", help="a model in the session"),
         arg("filter", nargs="?", help="substring (case-insensitive) or glob of tensor names"),
+        arg("--stats", action="store_true",
+            help="mean, std, min, max and a sparkline histogram of each tensor (reads every value)"),
     ],
-    examples=["weights torch_model", "weights keras_model kernel --json"],
+    examples=["weights torch_model", "weights keras_model kernel --json", "weights torch_model bias --stats"],
     json=True,
+    listing=True,
     details="torch models list state_dict() in order, buffers included; Keras models list model.weights "
-    "in order, with each variable's path.",
+    "in order, with each variable's path. --stats reads the tensors one at a time; its numbers are over the "
+    "finite values, in float64 (std as np.std), with NaN and infinities counted in the note.",
 )
 def weights(session, args: argparse.Namespace) -> Table:
     handle = session.model(args.name)
     every = handle.tensors()
     shown = [t for t in every if matches(t.name, args.filter)]
-    notes = [_tensor_note(t) for t in shown]
-    columns = [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("dtype"),
-               Column("params", justify="right"), Column("trainable")]
-    rows = [[t.name, shape_text(t.shape), t.dtype, count_text(t.size), _trainable_text(t.trainable)] for t in shown]
-    if any(notes):
-        columns.append(Column("note"))
-        rows = [row + [note] for row, note in zip(rows, notes)]
+    view = _stats_view(handle, shown) if args.stats else _plain_view(shown)
+    columns, rows = view.columns, view.rows
+    if any(view.notes):
+        columns = columns + [Column("note")]
+        rows = [row + [note] for row, note in zip(rows, view.notes)]
     totals = count_params(shown)
     return Table(
         title=f"{args.name}: {handle.class_name} ({handle.framework})",
         columns=columns,
         rows=rows,
-        footer=[_totals_line(len(shown), len(every), totals, handle.has_architecture, args.filter)],
+        footer=[_totals_line(len(shown), len(every), totals, handle.has_architecture, args.filter), *view.footer],
         data={"model": args.name, "framework": handle.framework, "class": handle.class_name,
-              "weights": [t.as_json() for t in shown], "totals": totals},
+              "weights": view.entries, "totals": totals},
     )
+
+
+class _WeightsView(NamedTuple):
+    """What differs between `weights` and `weights --stats`: the columns and rows, each row's note, each
+    tensor's JSON entry, and lines under the totals."""
+
+    columns: list[Column]
+    rows: list[list[Cell]]
+    notes: list[str]
+    entries: list[dict[str, Any]]
+    footer: list[str]
+
+
+def _plain_view(shown: list[TensorInfo]) -> _WeightsView:
+    columns = [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("dtype"),
+               Column("params", justify="right"), Column("trainable")]
+    rows = [[t.name, shape_text(t.shape), t.dtype, count_text(t.size), _trainable_text(t.trainable)] for t in shown]
+    return _WeightsView(columns, rows, [_tensor_note(t) for t in shown], [t.as_json() for t in shown], [])
+
+
+def _stats_view(handle, shown: list[TensorInfo]) -> _WeightsView:
+    """The numbers in place of params and trainable (the totals keep the counts), so that a LeNet-sized
+    model still fits 100 columns."""
+    # Imported here, not above, so that `hist` registers after `doc` and `help` lists it there.
+    from modelshell.commands.stats import SPARK_BINS, read_stats, stats_cells, stats_note
+
+    by_name = read_stats(handle, shown, SPARK_BINS)
+    stats = [by_name[t.name] for t in shown]
+    columns = [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("dtype", no_wrap=True)]
+    columns += [Column(header, justify="right", no_wrap=True) for header in ("mean", "std", "min", "max")]
+    columns.append(Column("histogram", no_wrap=True))
+    rows = [[t.name, shape_text(t.shape), t.dtype, *stats_cells(s)] for t, s in zip(shown, stats)]
+    notes = ["; ".join(filter(None, [_tensor_note(t), stats_note(s)])) for t, s in zip(shown, stats)]
+    entries = [{**t.as_json(), "stats": s.as_json()} for t, s in zip(shown, stats)]
+    footer = [f"numbers of the finite values, in float64; histogram: {SPARK_BINS} equal bins from min to max"]
+    return _WeightsView(columns, rows, notes, entries, footer)
 
 
 def _trainable_text(trainable: bool | None) -> str:
@@ -158,6 +197,7 @@ def _totals_line(shown: int, every: int, totals: dict[str, int], known: bool, pa
     args=[arg("name", help="a model in the session")],
     examples=["shapes torch_model", "shapes keras_model --json"],
     json=True,
+    listing=True,
 )
 def shapes(session, args: argparse.Namespace) -> Tree:
     handle = session.model(args.name)

@@ -62,27 +62,37 @@ def command_help(name: str) -> str:
     return "\n".join(lines)
 
 
+_RECENT_MARKS = {1: "*", 2: "+"}  # the two models a command used last: the usual pair for `copy`/`verify`
+
+
 @command(
     "models",
     "session",
     "the models: name, framework, class, parameters, whether loaded trusted, source",
     examples=["models", "models --json"],
     json=True,
+    listing=True,
 )
 def models(session, args: argparse.Namespace) -> Table:
     found = []
-    for name in session.model_names():
-        handle = session.model(name)
+    names = session.model_names()
+    recent = [n for n in session.recent if n in names][:2]
+    for name in names:
+        handle = session.model(name, used=False)
         found.append({"name": name, "framework": handle.framework, "class": handle.class_name,
-                      "params": handle.param_counts()["total"], "source": handle.source, "trusted": handle.trusted})
-    rows = [[m["name"], m["framework"], m["class"], count_text(m["params"]), m["source"]] for m in found]
+                      "params": handle.param_counts()["total"], "source": handle.source, "trusted": handle.trusted,
+                      "recent": recent.index(name) + 1 if name in recent else None})
+    rows = [[_RECENT_MARKS.get(m["recent"], ""), m["name"], m["framework"], m["class"], count_text(m["params"]),
+             m["source"]] for m in found]
     trusted = [m["name"] for m in found if m["trusted"]]
     footer = [] if found else ["no models yet: `load PATH` adds one, or `help load`"]
+    if recent:
+        footer.append("* used last, + the one before")
     if trusted:  # a line of its own, not a column: the table keeps its width at 100 columns
         footer.append(f"loaded trusted (code in them may have run): {', '.join(trusted)}")
     return Table(
         title="models",
-        columns=[Column("name", no_wrap=True), Column("framework"), Column("class"),
+        columns=[Column(""), Column("name", no_wrap=True), Column("framework"), Column("class"),
                  Column("params", justify="right"), Column("source")],
         rows=rows,
         footer=footer,

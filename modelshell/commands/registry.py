@@ -6,16 +6,18 @@ and ``CMD --help``, and feeds completion, so help can never drift from what a co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from modelshell.errors import ModelshellError
+from modelshell.results import Outcome, Table, Tree, TreeNode
 
 if TYPE_CHECKING:
     from modelshell.results import Result
     from modelshell.session import Session
 
-__all__ = ["Command", "CommandParser", "arg", "command", "COMMANDS", "GROUPS"]
+__all__ = ["Command", "CommandParser", "arg", "command", "COMMANDS", "GROUPS", "apply_listing_options"]
 
 GROUPS = ("inspect", "transfer", "files", "session")
 
@@ -60,8 +62,10 @@ def command(
     examples: list[str] = (),
     json: bool = False,
     details: str = "",
+    listing: bool = False,
 ) -> Callable:
-    """Register ``function(session, args) -> Result`` as the shell command ``name``."""
+    """Register ``function(session, args) -> Result`` as the shell command ``name``. ``listing``: its
+    table or tree can run to thousands of rows, so it takes ``--limit N`` and ``--all``."""
     if group not in GROUPS:
         raise ValueError(f"unknown command group {group!r}")
 
@@ -71,8 +75,73 @@ def command(
             parser.add_argument(*names, **options)
         if json:
             parser.add_argument("--json", action="store_true", help="print one line of JSON instead of a table")
+        if listing:
+            _add_listing_options(parser)
         parser.add_argument("-h", "--help", action="store_true", help="show this help")
         COMMANDS[name] = Command(name, group, summary, function, parser, list(examples), details)
         return function
 
     return register
+
+
+def _add_listing_options(parser: CommandParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--limit", type=_positive, metavar="N",
+                       help="show the first N rows and say how many were left out (--json keeps every row)")
+    group.add_argument("--all", action="store_true",
+                       help="every row on the terminal, never in the pager (for scroll-back and copying)")
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rows, 1 or more, got {text!r}")
+    return number
+
+
+def apply_listing_options(outcome: Outcome, args: argparse.Namespace) -> Outcome:
+    """``--limit N`` and ``--all``, for every listing command alike, on what the command returned.
+
+    The limit shortens only what people read: ``--json`` is for scripts, which want every row, and a
+    table that was cut says so under it. ``--all`` only tells the printer not to page."""
+    outcome.page = not getattr(args, "all", False)
+    limit = getattr(args, "limit", None)
+    if limit is not None and not outcome.as_json:
+        outcome.results = [_first_rows(result, limit) for result in outcome.results]
+    return outcome
+
+
+def _first_rows(result: Result, limit: int) -> Result:
+    if isinstance(result, Table) and len(result.rows) > limit:
+        note = _left_out_note(limit, len(result.rows), "rows")
+        return dataclasses.replace(result, rows=result.rows[:limit], footer=[note, *result.footer])
+    if isinstance(result, Tree):
+        total = _count_nodes(result.root) - 1  # the model itself is not one of its layers
+        if total > limit:
+            root, _ = _first_nodes(result.root, limit + 1)
+            return dataclasses.replace(result, root=root, footer=[_left_out_note(limit, total, "layers"),
+                                                                  *result.footer])
+    return result
+
+
+def _left_out_note(limit: int, total: int, noun: str) -> str:
+    return f"showing {limit:,} of {total:,} {noun}; {total - limit:,} more with --all or a larger --limit"
+
+
+def _count_nodes(node: TreeNode) -> int:
+    return 1 + sum(_count_nodes(child) for child in node.children)
+
+
+def _first_nodes(node: TreeNode, budget: int) -> tuple[TreeNode, int]:
+    """The tree cut to its first ``budget`` nodes in the order they are drawn; and how many it kept."""
+    kept, children = 1, []
+    for child in node.children:
+        if kept >= budget:
+            break
+        cut, used = _first_nodes(child, budget - kept)
+        children.append(cut)
+        kept += used
+    return dataclasses.replace(node, children=children), kept

@@ -22,6 +22,7 @@ __all__: list[str] = []
     args=[arg("a", metavar="A", help="the source model"), arg("b", metavar="B", help="the destination model")],
     examples=["pair torch_model keras_model", "pair keras_model torch_model --json"],
     json=True,
+    listing=True,
     details="Layers pair by kind through the layout rules, by name where names agree, and by order; "
     "tensors then pair by role. At the end: missing (in B, nothing from A), unexpected (in A, unused), "
     "mismatched (paired, but the shapes disagree after the rule) and warnings.",
@@ -70,6 +71,7 @@ def _plan_footer(plan: TransferPlan) -> list[str]:
     ],
     examples=["copy keras_model torch_model", "copy torch_model keras_model --dry-run"],
     json=True,
+    listing=True,
     details="Every tensor is converted and its shape checked before the first write, so a copy that "
     "cannot be done leaves DST exactly as it was. DST tensors with nothing from SRC keep their values "
     "(they are counted; `pair SRC DST` lists them).",
@@ -113,6 +115,7 @@ def copy(session, args: argparse.Namespace) -> Table | Message:
     ],
     examples=["verify torch_model keras_model", "verify torch_model keras_model --layers --atol 1e-6"],
     json=True,
+    listing=True,
     details="Inference mode on both (torch eval(), Keras training=False). The input comes from the models' "
     "input specs: channels first for torch and last for Keras when the models start with a convolution, "
     "integers when they start with an embedding. A mismatch fails the line (exit status 1 in `run`).",

@@ -1,6 +1,9 @@
 """Writes an Outcome: results to stdout (rich or JSON), the error line to stderr."""
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import sys
 from typing import TextIO
 
@@ -28,7 +31,9 @@ def make_console(file: TextIO | None = None, width: int | None = None) -> Consol
 
 
 class Printer:
-    """Draws outcomes. ``pager`` pages long text (``doc``) on a terminal; pipes never page."""
+    """Draws outcomes. In the interactive shell, a result taller than the terminal goes to a pager (long
+    tables and trees, and text that asks for it, such as ``doc``) unless the line said ``--all``;
+    ``run``, pipes, ``--json`` and transcripts never page."""
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None, interactive: bool = False,
                  width: int | None = None, ascii_only: bool = False) -> None:
@@ -39,20 +44,25 @@ class Printer:
         self.ascii_only = ascii_only
 
     def show(self, outcome: Outcome) -> None:
+        may_page = self.interactive and outcome.page and self.console.is_terminal
         for result in outcome.results:
             if outcome.as_json:
                 self.out.write(to_json_line(result) + "\n")
                 self.out.flush()
-            elif isinstance(result, Text) and result.page and self.interactive and self._too_long(result.text):
-                with self.console.pager(styles=False):
-                    self.console.print(result.text, markup=False, highlight=False)
             elif isinstance(result, Text):
                 # What Python printed (and help text) goes out as it is: rich would re-wrap long lines at
                 # the console width and expand tabs, which breaks output that scripts read back.
-                self.out.write(result.text if result.text.endswith("\n") else result.text + "\n")
-            else:
+                text = result.text if result.text.endswith("\n") else result.text + "\n"
+                self._write(text, may_page and result.page)
+            elif isinstance(result, Message):
                 # A message keeps its one line (paths in it too) however narrow the console.
-                self.console.print(to_renderable(result, self.ascii_only), soft_wrap=isinstance(result, Message))
+                self.console.print(to_renderable(result, self.ascii_only), soft_wrap=True)
+            elif may_page:
+                with self.console.capture() as capture:  # drawn once, then shown or paged
+                    self.console.print(to_renderable(result, self.ascii_only))
+                self._write(capture.get(), page=True)
+            else:
+                self.console.print(to_renderable(result, self.ascii_only))
         self.out.flush()
         if outcome.traceback:
             self.err.write(outcome.traceback)
@@ -60,5 +70,27 @@ class Printer:
             self.err.write(f"error: {outcome.error}\n")
             self.err.flush()
 
-    def _too_long(self, text: str) -> bool:
-        return text.count("\n") + 1 > self.console.size.height - 2
+    def _write(self, text: str, page: bool) -> None:
+        """``text`` as it is, or in the pager when asked to and taller than the screen (less the prompt
+        and the line that was typed)."""
+        if page and len(text.splitlines()) > self.console.size.height - 2 and _page(text):
+            return
+        self.out.write(text)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _page(text: str) -> bool:
+    """Show ``text`` in $MANPAGER or $PAGER (as pydoc would; plain, since the user's pager may not read
+    colours), else ``less -R`` (colours kept). False when there is no pager at all."""
+    import pydoc  # only when paging: it costs start-up time
+
+    command = os.environ.get("MANPAGER") or os.environ.get("PAGER")
+    if command:
+        pydoc.pipepager(_ANSI.sub("", text), command)
+    elif shutil.which("less"):
+        pydoc.pipepager(text, "less -R")
+    else:
+        return False
+    return True

@@ -1,13 +1,21 @@
-"""Results as rich renderables: tables, trees, text."""
+"""Results as rich renderables: tables, trees, text, histograms."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+
 from rich import box
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.measure import Measurement
+from rich.segment import Segment
 from rich.table import Table as RichTable
 from rich.text import Text as RichText
 from rich.tree import Tree as RichTree
 
-from modelshell.results import Message, Result, Table, Text, Tree, TreeNode
+from modelshell.render.bars import histogram_renderable, with_sparklines_drawn
+from modelshell.render.fit import column_limits
+from modelshell.results import Cell, Histogram, Message, Result, Sparkline, Table, Text, Tree, TreeNode
 
 __all__ = ["to_renderable"]
 
@@ -25,10 +33,71 @@ def to_renderable(result: Result, ascii_only: bool = False) -> RenderableType:
         return RichText(result.text.rstrip("\n"))
     if isinstance(result, Message):
         return RichText(result.text)
+    if isinstance(result, Histogram):
+        return histogram_renderable(result, ascii_only)
     raise TypeError(f"no renderer for {type(result).__name__}")
 
 
 def _table(result: Table, ascii_only: bool) -> RenderableType:
+    result = with_sparklines_drawn(result, ascii_only)  # the glyphs are chosen here, by ascii_only
+    return _with_footer(_FittedTable(result, ascii_only), result.footer)
+
+
+class _FittedTable:
+    """A table built at the width it is drawn at, so that it never draws wider than the terminal
+    (``fit.column_limits`` says how each column gives way).
+
+    A table that fits as it is, one line a cell, has its rows drawn here rather than by rich, which
+    takes half a millisecond a row: a model's thousands of tensors list at once. Title, header and
+    rule are still rich's, and the rows are the same characters rich would draw."""
+
+    def __init__(self, result: Table, ascii_only: bool) -> None:
+        self.result = result
+        self.ascii_only = ascii_only
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType | Segment]:
+        result = self.result
+        natural = [max(_cell_width(cell) for cell in [column.header, *(row[i] for row in result.rows)])
+                   for i, column in enumerate(result.columns)]
+        limits = column_limits(natural, [column.no_wrap for column in result.columns], options.max_width)
+        if any(limits) or not all(isinstance(c, str) and "\n" not in c for row in result.rows for c in row):
+            yield _rich_table(result, self.ascii_only, limits)
+            return
+        head = _rich_table(dataclasses.replace(result, rows=[]), self.ascii_only, limits, widths=natural)
+        *top, bottom = Segment.split_lines(console.render(head, options))
+        for line in top:
+            yield from line
+            yield Segment.line()
+        justify = [column.justify for column in result.columns]
+        for row in result.rows:
+            yield Segment(_row_line(row, natural, justify))
+            yield Segment.line()
+        yield from bottom
+        yield Segment.line()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        unlimited = [None] * len(self.result.columns)
+        return Measurement.get(console, options, _rich_table(self.result, self.ascii_only, unlimited))
+
+
+def _row_line(row: list[str], widths: list[int], justify: list[str]) -> str:
+    """One row as rich draws it in our tables: an edge, cells padded to their columns, 3 spaces between."""
+    cells = []
+    for cell, width, how in zip(row, widths, justify):
+        space = width - cell_len(cell)
+        left = {"right": space, "center": space // 2}.get(how, 0)
+        cells.append(" " * left + cell + " " * (space - left))
+    return " " + "   ".join(cells) + " "
+
+
+def _cell_width(cell: Cell) -> int:
+    if isinstance(cell, Sparkline):
+        return len(cell.counts)
+    return max(cell_len(line) for line in cell.split("\n"))
+
+
+def _rich_table(result: Table, ascii_only: bool, limits: list[int | None],
+                widths: list[int] | None = None) -> RichTable:
     table = RichTable(
         title=result.title or None,
         title_justify="left",
@@ -36,11 +105,12 @@ def _table(result: Table, ascii_only: bool) -> RenderableType:
         header_style="bold",
         pad_edge=False,
     )
-    for column in result.columns:
-        table.add_column(column.header, justify=column.justify, no_wrap=column.no_wrap, overflow="fold")
-    for row in result.rows:
-        table.add_row(*row)
-    return _with_footer(table, result.footer)
+    for i, (column, limit) in enumerate(zip(result.columns, limits)):  # a no_wrap column that must give way folds
+        table.add_column(column.header, justify=column.justify, no_wrap=column.no_wrap and limit is None,
+                         max_width=limit, overflow="fold", width=widths[i] if widths else None)
+    for row in result.rows:  # cells are text, never markup: a doc line's "[batch, time]" stays as it is
+        table.add_row(*(RichText(cell) if isinstance(cell, str) else cell for cell in row))
+    return table
 
 
 def _tree(result: Tree, ascii_only: bool) -> RenderableType:
