@@ -5,7 +5,6 @@ import argparse
 import contextlib
 import inspect
 import io
-import pydoc
 import warnings
 from typing import Any, NamedTuple
 
@@ -240,6 +239,8 @@ def _tree_json(layer: LayerNode) -> dict[str, Any]:
 )
 def doc(session, args: argparse.Namespace) -> Text:
     obj = resolve_dotted(session.namespace, args.target)
+    import pydoc  # here, not at start-up: it costs ~8 ms that only `doc` needs
+
     text = pydoc.render_doc(obj, title=f"Help on %s ({args.target}):", renderer=pydoc.plaintext)
     return Text(text, page=True, data={"target": args.target, "doc": text})
 

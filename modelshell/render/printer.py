@@ -5,20 +5,22 @@ import os
 import re
 import shutil
 import sys
-from typing import TextIO
-
-from rich.console import Console
+from typing import TYPE_CHECKING, TextIO
 
 from modelshell.render.json import to_json_line
-from modelshell.render.rich import to_renderable
 from modelshell.results import Message, Outcome, Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["Printer", "make_console"]
 
 PIPE_WIDTH = 100  # a fixed width when stdout is not a terminal, so scripted output is stable
 
 
-def make_console(file: TextIO | None = None, width: int | None = None) -> Console:
+def make_console(file: TextIO | None = None, width: int | None = None) -> "Console":
+    from rich.console import Console
+
     file = file or sys.stdout
     is_terminal = file.isatty()
     return Console(
@@ -39,11 +41,24 @@ class Printer:
                  width: int | None = None, ascii_only: bool = False) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.console = make_console(self.out, width)
+        self.width = width
+        self._console: Console | None = None
         self.interactive = interactive
         self.ascii_only = ascii_only
 
+    @property
+    def console(self) -> "Console":
+        """Made at the first table: rich costs ~30 ms of imports that a script printing nothing, or only
+        Python output and errors, never needs (``modelshell run`` starts in 0.2 s)."""
+        if self._console is None:
+            self._console = make_console(self.out, self.width)
+        return self._console
+
     def show(self, outcome: Outcome) -> None:
+        if not outcome.results and not outcome.error and not outcome.traceback:
+            return
+        from modelshell.render.rich import to_renderable
+
         may_page = self.interactive and outcome.page and self.console.is_terminal
         for result in outcome.results:
             if outcome.as_json:
