@@ -582,3 +582,19 @@ def test_a_bfloat16_torch_model_reads_copies_and_verifies(session):
     assert session.run_line("verify m k --atol 0.05").ok  # bfloat16 keeps ~3 digits
     strict = session.run_line("verify m k")
     assert not strict.ok and "differ" in strict.error
+
+
+def test_a_copy_from_keras_to_torch_says_nothing_on_stderr(tmp_path):
+    """Keras values are read as read-only views of snapshots (no copy); torch must not warn about them.
+    In a fresh process, since torch warns only once per process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "copy.ms"
+    script.write_text("copy keras_model torch_model\nverify keras_model torch_model\n")
+    done = subprocess.run([str(Path(sys.executable).parent / "modelshell"), "run", "--demo", str(script)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "copied 10 tensors" in done.stdout and "ok: max abs diff" in done.stdout
+    assert done.stderr == ""

@@ -6,6 +6,7 @@ time a torch model is loaded or wrapped.
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -233,7 +234,9 @@ def _as_tensor(value: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     large model must not hold its weights three times. 0-d arrays stay 0-d."""
     array = np.asarray(value)
     try:
-        tensor = torch.from_numpy(array)  # strided views (transposes) too; copy_ reads them as they are
+        with warnings.catch_warnings():  # read-only views (Keras snapshots) are only ever read from here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.from_numpy(array)  # strided views (transposes) too; copy_ reads them as they are
     except ValueError:  # negative strides
         tensor = torch.from_numpy(np.array(array, order="C"))
     return tensor.to(dtype)
