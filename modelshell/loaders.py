@@ -51,12 +51,13 @@ def load(spec: str, trust: bool = False) -> ModelHandle:
     path = Path(spec).expanduser()
     _check_readable(path)
     name = path.name.lower()
+    datasets = None
     if name.endswith((".h5", ".hdf5")):
         from modelshell.probe import probe_hdf5
 
-        probe_hdf5(path)  # a damaged HDF5 file can hang or crash the library: found out in a child first
+        datasets = probe_hdf5(path)  # a damaged HDF5 file can hang or crash the library: tried in a child first
     if name.endswith(".weights.h5"):
-        return _weights_file("KerasH5Weights", path, trust)
+        return _weights_file("KerasH5Weights", path, trust, datasets=datasets)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         return _weights_file("SafetensorsFile", path, trust)
@@ -64,7 +65,7 @@ def load(spec: str, trust: bool = False) -> ModelHandle:
         from modelshell.frameworks.weights_files import h5_holds_model
 
         if not h5_holds_model(path):
-            return _weights_file("KerasH5Weights", path, trust)
+            return _weights_file("KerasH5Weights", path, trust, datasets=datasets)
         return _keras_model(path, trust)
     if suffix == ".keras":
         return _keras_model(path, trust)
@@ -78,11 +79,12 @@ def load(spec: str, trust: bool = False) -> ModelHandle:
     )
 
 
-def _weights_file(reader: str, path: Path, trust: bool) -> ModelHandle:
-    """A weights-only file; one with no tensors at all is refused, as a torch file holding none is."""
+def _weights_file(reader: str, path: Path, trust: bool, **known) -> ModelHandle:
+    """A weights-only file; one with no tensors at all is refused, as a torch file holding none is.
+    ``known`` passes on what the HDF5 probe already read (``datasets``)."""
     from modelshell.frameworks import weights_files
 
-    arrays = getattr(weights_files, reader)(path)
+    arrays = getattr(weights_files, reader)(path, **known)
     if not arrays:
         raise ModelshellError(f"{path} holds no tensors, so there is no model in it")
     return weights_files.WeightsFile(arrays, trust)

@@ -130,6 +130,10 @@ class KerasH5Weights(ArrayFile):
 
     layout = "keras"
 
+    def __init__(self, path: Path, datasets: dict[str, tuple[tuple[int, ...], str]] | None = None) -> None:
+        self._probed = datasets  # every dataset's shape and dtype, when the loader's probe read them already
+        super().__init__(path)
+
     def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
         import h5py
 
@@ -168,7 +172,10 @@ class KerasH5Weights(ArrayFile):
             if isinstance(obj, h5py.Dataset):
                 found.append((name, tuple(obj.shape), str(obj.dtype)))
 
-        f.visititems(visit)
+        if self._probed is not None:
+            found = [(name, shape, dtype) for name, (shape, dtype) in self._probed.items()]
+        else:
+            f.visititems(visit)
         found.sort(key=lambda item: _natural_key(item[0]))
         for name, _, _ in found:
             self._datasets[name] = name
