@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ def atomic_target(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path``, on failure it disappears."""
     suffix = full_suffix(path)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    temporary = path.with_name(f".{stem}.tmp-{secrets.token_hex(4)}{suffix}")
+    temporary = path.with_name(f".{stem}.tmp-{os.urandom(4).hex()}{suffix}")
     try:
         yield temporary
         if not temporary.exists():
