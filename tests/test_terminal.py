@@ -211,3 +211,58 @@ def test_leaving_after_saving_does_not_ask(term_plain, tmp_path):
     term_plain.enter("exit")
     lines = term_plain.wait_for_text("[exited with ")
     assert "[exited with 0]" in lines and not any("Leave anyway" in line for line in lines)
+
+
+def test_help_groups_commands_and_shows_usage_and_examples(term_shell):
+    term_shell.enter("help")
+    term_shell.wait_for_text("`help COMMAND` or `COMMAND --help`")
+    term_shell.wait_for_prompt()
+    out = term_shell.after("help")
+    groups = [line for line in out if line in ("inspect:", "transfer:", "files:", "session:")]
+    assert groups == ["inspect:", "transfer:", "files:", "session:"]
+    assert any(line.split()[:1] == ["hist"] for line in out) and any(line.split()[:1] == ["copy"] for line in out)
+    for typed in ("help weights", "weights --help"):
+        term_shell.clear()
+        term_shell.enter(typed)
+        term_shell.wait_for_text("examples:")
+        term_shell.wait_for_prompt()
+        out = term_shell.after(typed)
+        assert out[0].startswith("usage: weights ") and out[0].endswith("name [filter]")
+        examples = out[out.index("examples:") + 1:-1]
+        assert [line.strip() for line in examples][:2] == ["weights torch_model", "weights keras_model kernel --json"]
+
+
+def test_question_mark_shows_doc(term_shell):
+    term_shell.enter("torch_model.eval?")
+    lines = term_shell.wait_for_text("Help on method eval")
+    if lines[-1] != "ms>":  # paged when taller than the screen: q leaves the pager
+        term_shell.keys("q")
+    term_shell.wait_for_prompt()
+    assert "Set the module in evaluation mode." in term_shell.text()
+
+
+def test_underscore_holds_the_last_value(term_shell):
+    term_shell.enter("6 * 7")
+    term_shell.wait_for_text("42")
+    term_shell.wait_for_prompt()
+    term_shell.enter("_ + 1")
+    term_shell.wait_for_text("43")
+    term_shell.wait_for_prompt()
+    assert term_shell.after("_ + 1") == ["43", "ms>"]
+
+
+def test_models_marks_the_two_used_last_in_the_terminal(term_shell):
+    term_shell.enter("shapes keras_model --limit 1")
+    term_shell.wait_for_text("parameters in")
+    term_shell.wait_for_prompt()
+    term_shell.clear()
+    term_shell.enter("weights torch_model --limit 1")
+    term_shell.wait_for_text("10 tensors")
+    term_shell.wait_for_prompt()
+    term_shell.clear()
+    term_shell.enter("models")
+    term_shell.wait_for_text("* used last, + the one before")
+    term_shell.wait_for_prompt()
+    rows = {line.split()[1]: line.split()[0] for line in term_shell.after("models")
+            if line.split()[:1] in (["*"], ["+"]) and "used last" not in line}
+    assert rows == {"torch_model": "*", "keras_model": "+"}
