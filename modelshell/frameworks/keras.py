@@ -152,13 +152,13 @@ class KerasModel(ModelHandle):
                 raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {tuple(variables[name].shape)}")
         prepared = {name: np.asarray(value, dtype=_dtype_name(variables[name])) for name, value in values.items()}
         values.clear()
-        # Every value is converted before the first assign. Smallest first, each released once assigned:
-        # assign makes a transient copy, which then comes when the least is still held.
-        # Each variable's value is backed up just before its assign and put back on any exception (an
-        # interrupt in the middle too), so copy stays all or nothing.
+        # Each variable's value is backed up (a snapshot) just before its assign and put back on any
+        # exception (an interrupt in the middle too), so copy stays all or nothing. The old buffers are
+        # held until the end, so the largest goes first: its assign's transient copy then comes while
+        # the fewest old buffers are held.
         backups: list[tuple[Any, Any]] = []
         try:
-            for name in sorted(prepared, key=lambda n: prepared[n].size):
+            for name in sorted(prepared, key=lambda n: -prepared[n].size):
                 backups.append((variables[name], _snapshot(variables[name])))
                 variables[name].assign(prepared.pop(name))
         except BaseException:
