@@ -103,7 +103,8 @@ class TransferPlan:
 # --- the plan ------------------------------------------------------------------------------------------
 def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B") -> TransferPlan:
     """Pair A's tensors with B's (A is the source when the plan is copied)."""
-    a_layers, b_layers = a.layers(), b.layers()
+    a_tensors, b_tensors = a.tensors(), b.tensors()  # listed once: the layers and the warnings both read them
+    a_layers, b_layers = a.layers(a_tensors), b.layers(b_tensors)
     if a.framework != b.framework:
         a_layers, b_layers = _merge_separable(a, a_layers, b_layers), _merge_separable(b, b_layers, a_layers)
     a_layers = _keras_file_layers(a, a_layers, b.framework, b_layers)
@@ -126,7 +127,7 @@ def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "
         if j not in used_b:
             reason = f"no layer of {a_name} pairs with {_describe(layer)}"
             plan.missing += [Problem(t.name, reason) for t in layer.roles.values()]
-    plan.warnings += _warnings(plan, a, b, a_name, b_name)
+    plan.warnings += _warnings(plan, a.framework, [(a_name, a_tensors), (b_name, b_tensors)])
     return plan
 
 
@@ -514,12 +515,12 @@ def _describe(layer: Layer) -> str:
 
 
 # --- warnings -------------------------------------------------------------------------------------------
-def _warnings(plan: TransferPlan, a: ModelHandle, b: ModelHandle, a_name: str, b_name: str) -> list[str]:
+def _warnings(plan: TransferPlan, a_framework: str, tensors_of: list[tuple[str, list[TensorInfo]]]) -> list[str]:
     found = []
     for match in plan.matches:
-        found += _match_warnings(match, a.framework)
-    for name, handle in ((a_name, a), (b_name, b)):
-        for tensor in handle.tensors():
+        found += _match_warnings(match, a_framework)
+    for name, tensors in tensors_of:
+        for tensor in tensors:
             if tensor.tied_to:
                 found.append(f"{name}: {tensor.name} is tied to {tensor.tied_to} (one tensor, copied once)")
     return found

@@ -174,10 +174,11 @@ class ModelHandle(ABC):
         return count_params(self.tensors())
 
     # --- what pair, copy and verify need ------------------------------------------------------------
-    def layers(self) -> list[Layer]:
+    def layers(self, tensors: list[TensorInfo] | None = None) -> list[Layer]:
         """The layers that own tensors, in the model's order (registration order, ``model.layers`` order).
-        Weights-only files group tensors by name; adapters with an architecture do better."""
-        return layers_from_tensors(self.tensors())
+        Weights-only files group tensors by name; adapters with an architecture do better. ``tensors`` is
+        ``self.tensors()`` when the caller has it already (listing a big Keras model is not free)."""
+        return layers_from_tensors(self.tensors() if tensors is None else tensors)
 
     def iter_arrays(self, names: list[str]) -> Iterator["np.ndarray"]:
         """The arrays of ``names``, one at a time and in that order, for ``copy``: adapters look their

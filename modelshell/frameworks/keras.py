@@ -121,9 +121,9 @@ class KerasModel(ModelHandle):
                 return np.array(variable.numpy() if hasattr(variable, "numpy") else variable)
         raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
 
-    def layers(self) -> list[Layer]:
+    def layers(self, tensors: list[TensorInfo] | None = None) -> list[Layer]:
         infos: dict[int, TensorInfo] = {}
-        for variable, info in zip(self.obj.weights, self.tensors()):
+        for variable, info in zip(self.obj.weights, self.tensors() if tensors is None else tensors):
             infos.setdefault(id(variable), info)
         found: list[Layer] = []
 

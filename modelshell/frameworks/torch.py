@@ -106,8 +106,8 @@ class TorchModule(ModelHandle):
     def save(self, path: Path) -> None:
         save_state_dict({k: v.detach() for k, v in self.obj.state_dict().items()}, path)
 
-    def layers(self) -> list[Layer]:
-        infos = {t.name: t for t in self.tensors()}  # tied ones too: an output layer tied to the embedding
+    def layers(self, tensors: list[TensorInfo] | None = None) -> list[Layer]:
+        infos = {t.name: t for t in (self.tensors() if tensors is None else tensors)}  # tied ones too: an output layer tied to the embedding
         found: list[Layer] = []
         whole: list[str] = []  # modules whose rule covers their children's tensors too (attention)
         for path, module in self.obj.named_modules():

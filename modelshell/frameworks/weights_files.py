@@ -238,11 +238,11 @@ class WeightsFile(ModelHandle):
     def layer_tree(self) -> LayerNode:
         return tree_from_names(self.obj.path.name, self.class_name, self.tensors())
 
-    def layers(self) -> list[Layer]:
+    def layers(self, tensors: list[TensorInfo] | None = None) -> list[Layer]:
         """Layers in natural order of their names. A safetensors file stores tensors sorted as text
         (``0, 11, 3, 6, 9``), which is no model's order; numbers sorted as numbers give back a Sequential's
         (``0, 3, 6, 9, 11``), and named layers still pair by name."""
-        layers = layers_from_tensors(self.tensors())
+        layers = layers_from_tensors(self.tensors() if tensors is None else tensors)
         if isinstance(self.obj, SafetensorsFile):
             layers.sort(key=lambda layer: _natural_key(layer.path.replace(".", "/")))
         return layers
