@@ -15,7 +15,7 @@ from rich.tree import Tree as RichTree
 
 from modelshell.render.bars import histogram_renderable, with_sparklines_drawn
 from modelshell.render.fit import column_limits
-from modelshell.results import Cell, Histogram, Message, Result, Sparkline, Table, Text, Tree, TreeNode
+from modelshell.results import Histogram, Message, Result, Table, Text, Tree, TreeNode
 
 __all__ = ["to_renderable"]
 
@@ -39,7 +39,7 @@ def to_renderable(result: Result, ascii_only: bool = False) -> RenderableType:
 
 
 def _table(result: Table, ascii_only: bool) -> RenderableType:
-    result = with_sparklines_drawn(result, ascii_only)  # the glyphs are chosen here, by ascii_only
+    result = with_sparklines_drawn(result, ascii_only)  # the glyphs are chosen here; every cell is text after
     return _with_footer(_FittedTable(result, ascii_only), result.footer)
 
 
@@ -60,7 +60,7 @@ class _FittedTable:
         natural = [max(_cell_width(cell) for cell in [column.header, *(row[i] for row in result.rows)])
                    for i, column in enumerate(result.columns)]
         limits = column_limits(natural, [column.no_wrap for column in result.columns], options.max_width)
-        if any(limits) or not all(isinstance(c, str) and "\n" not in c for row in result.rows for c in row):
+        if any(limits) or any("\n" in cell for row in result.rows for cell in row):
             yield _rich_table(result, self.ascii_only, limits)
             return
         head = _rich_table(dataclasses.replace(result, rows=[]), self.ascii_only, limits, widths=natural)
@@ -90,9 +90,7 @@ def _row_line(row: list[str], widths: list[int], justify: list[str]) -> str:
     return " " + "   ".join(cells) + " "
 
 
-def _cell_width(cell: Cell) -> int:
-    if isinstance(cell, Sparkline):
-        return len(cell.counts)
+def _cell_width(cell: str) -> int:
     return max(cell_len(line) for line in cell.split("\n"))
 
 
@@ -109,7 +107,7 @@ def _rich_table(result: Table, ascii_only: bool, limits: list[int | None],
         table.add_column(column.header, justify=column.justify, no_wrap=column.no_wrap and limit is None,
                          max_width=limit, overflow="fold", width=widths[i] if widths else None)
     for row in result.rows:  # cells are text, never markup: a doc line's "[batch, time]" stays as it is
-        table.add_row(*(RichText(cell) if isinstance(cell, str) else cell for cell in row))
+        table.add_row(*(RichText(cell) for cell in row))
     return table
 
 
