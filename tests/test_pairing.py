@@ -113,6 +113,13 @@ def assert_copy_makes_equal(s: Session, src: str, dst: str, out_src, out_dst, x:
     return data
 
 
+def assert_copies_both_ways(s: Session, t: nn.Module, k: Any, x: np.ndarray, reseed: int) -> None:
+    """``copy t k`` makes k compute what t does; then t, made different again, gets k's weights back."""
+    assert_copy_makes_equal(s, "t", "k", lambda x: torch_out(t, x), lambda x: keras_out(k, x), x)
+    randomize_torch(t, reseed)
+    assert_copy_makes_equal(s, "k", "t", lambda x: keras_out(k, x), lambda x: torch_out(t, x), x)
+
+
 # ----------------------------------------------------------------------------------------------------
 # A Keras subclass that declares its layers in another order than the torch module
 
@@ -161,9 +168,7 @@ def test_subclassed_keras_model_pairs_by_name_whatever_its_attribute_order():
     }
     assert plan["missing"] == plan["unexpected"] == plan["mismatched"] == []
     x = images()
-    assert_copy_makes_equal(s, "t", "k", lambda x: torch_out(t, x), lambda x: keras_out(k, x), x)
-    randomize_torch(t, 3)
-    assert_copy_makes_equal(s, "k", "t", lambda x: keras_out(k, x), lambda x: torch_out(t, x), x)
+    assert_copies_both_ways(s, t, k, x, reseed=3)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -209,9 +214,7 @@ def test_nested_blocks_pair_through_every_level():
     assert re.fullmatch(r"inner/dense(_\d+)?/kernel", pairs["tail.2.0.weight"])  # a Sequential in that one
     assert plan["missing"] == plan["unexpected"] == plan["mismatched"] == []
     x = images()
-    assert_copy_makes_equal(s, "t", "k", lambda x: torch_out(t, x), lambda x: keras_out(k, x), x)
-    randomize_torch(t, 6)
-    assert_copy_makes_equal(s, "k", "t", lambda x: keras_out(k, x), lambda x: torch_out(t, x), x)
+    assert_copies_both_ways(s, t, k, x, reseed=6)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -322,9 +325,7 @@ def test_tf_keras_list_names_pair_with_torch_module_list_names():
         "layer.1.weight": "layer_._1/kernel", "layer.1.bias": "layer_._1/bias",
     }
     x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
-    assert_copy_makes_equal(s, "t", "k", lambda x: torch_out(t, x), lambda x: keras_out(k, x), x)
-    randomize_torch(t, 12)
-    assert_copy_makes_equal(s, "k", "t", lambda x: keras_out(k, x), lambda x: torch_out(t, x), x)
+    assert_copies_both_ways(s, t, k, x, reseed=12)
 
 
 # ----------------------------------------------------------------------------------------------------
