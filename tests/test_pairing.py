@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from modelshell.session import Session
+from twins import randomize_torch_state
 
 L = keras.layers
 TOL = dict(atol=1e-5, rtol=0)
@@ -36,17 +37,8 @@ TOL = dict(atol=1e-5, rtol=0)
 
 
 def randomize_torch(model: nn.Module, seed: int, scale: float = 0.3) -> nn.Module:
-    """Every float parameter and buffer random (variances in [0.5, 1.5] so batch norm stays sane)."""
-    rng = np.random.default_rng(seed)
-    state = model.state_dict()
-    for name, t in state.items():
-        if not t.is_floating_point():
-            state[name] = torch.full_like(t, 3)
-        elif name.endswith("running_var"):
-            state[name] = torch.from_numpy(rng.uniform(0.5, 1.5, t.shape).astype(np.float32))
-        else:
-            state[name] = torch.from_numpy(rng.normal(0.0, scale, t.shape).astype(np.float32))
-    model.load_state_dict(state)
+    """Every float parameter and buffer random, from ``seed``; the model in eval mode."""
+    randomize_torch_state(model, np.random.default_rng(seed), scale, count=3)
     return model.eval()
 
 

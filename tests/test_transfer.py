@@ -24,6 +24,7 @@ from torch import nn
 
 from modelshell import demo
 from modelshell.session import Session
+from twins import randomize_torch_state
 
 L = keras.layers
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -35,16 +36,8 @@ T2K, K2T = "torch->keras", "keras->torch"
 
 
 def randomize_torch(model: nn.Module, rng: np.random.Generator, scale: float = 0.4) -> None:
-    """Every parameter and buffer: variances in [0.5, 1.5] so BN stays sane, a non-zero batch count."""
-    state = model.state_dict()
-    for name, t in state.items():
-        if not t.is_floating_point():
-            state[name] = torch.full_like(t, 7)
-        elif name.endswith("running_var"):
-            state[name] = torch.from_numpy(rng.uniform(0.5, 1.5, t.shape).astype(np.float32))
-        else:
-            state[name] = torch.from_numpy(rng.normal(0.0, scale, t.shape).astype(np.float32))
-    model.load_state_dict(state)
+    """Every parameter and buffer random, a non-zero batch count."""
+    randomize_torch_state(model, rng, scale, count=7)
 
 
 def randomize_keras(model: keras.Model, rng: np.random.Generator, scale: float = 0.4) -> None:
