@@ -18,6 +18,7 @@ import torch
 from modelshell.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, tree_from_names
+from modelshell.frameworks.copying import lend_copy_kernel
 from modelshell.pickle_scan import describe, scan_torch_file
 from modelshell.resources import check_fits, unpacked_zip_size
 
@@ -391,3 +392,24 @@ def _is_torchscript(path: Path) -> bool:
             return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
     except Exception:  # noqa: BLE001 - a damaged directory fails in many ways (bad UTF-8 names too)
         return False
+
+
+_WORTH_A_KERNEL_CALL = 1 << 20  # bytes; below this numpy's copy is as fast as torch's
+
+
+def _copy_with_torch(out: np.ndarray, value: np.ndarray) -> bool:
+    """torch's copy kernel, which transposes in tiles on every core, for numpy arrays it can wrap without
+    a copy: same dtype (torch's casts are not numpy's), no negative strides, both writable (torch warns
+    on a read-only array)."""
+    if (value.nbytes < _WORTH_A_KERNEL_CALL or value.dtype != out.dtype or min(value.strides, default=0) < 0
+            or not (value.flags.writeable and out.flags.writeable)):
+        return False
+    try:
+        source, destination = torch.from_numpy(value), torch.from_numpy(out)
+    except TypeError:  # a dtype torch has no numpy twin for
+        return False
+    destination.copy_(source)
+    return True
+
+
+lend_copy_kernel(_copy_with_torch)  # torch is loaded now: the Keras adapter's writes may as well use it
