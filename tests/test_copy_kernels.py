@@ -135,3 +135,18 @@ def test_importing_the_copy_module_imports_no_framework_and_no_numpy():
     code = "import sys, modelshell.frameworks.copying; print(sorted({'torch', 'tensorflow', 'keras', 'numpy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_keras_model_trains_on_the_buffers_a_copy_handed_over():
+    """Optimizers update variables in place; on a buffer TensorFlow did not allocate that must still work."""
+    t, k = _linear_twins()
+    session = Session()
+    session.namespace.update(t=t, k=k)
+    assert session.run_line("copy t k").ok
+    copied = k.get_weights()
+    k.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    x, y = RNG.normal(size=(32, 512)).astype(np.float32), RNG.normal(size=(32, 256)).astype(np.float32)
+    gradient_step = k.train_on_batch(x, y)
+    assert np.isfinite(gradient_step)
+    assert all(not np.array_equal(new, old) for new, old in zip(k.get_weights(), copied))
+    np.testing.assert_array_equal(copied[0], _expected_keras_weights(t)[0])  # the torch model is not touched
