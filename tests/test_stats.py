@@ -336,6 +336,24 @@ def test_weights_stats_json_keeps_every_plain_field(stats_session):
         assert len(after["stats"]["histogram"]["counts"]) == 10 and len(after["stats"]["histogram"]["edges"]) == 11
 
 
+def test_weights_stats_with_a_limit_reads_only_the_rows_it_shows():
+    """A tensor with no data (a meta buffer) cannot be read: a --limit that cuts it off must not try;
+    --json keeps every row, so it must."""
+    m = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    m[1].register_buffer("late", torch.empty(4, device="meta"))
+    session = Session()
+    session.namespace["m"] = m
+    outcome = session.run_line("weights m --stats")
+    assert not outcome.ok and "cannot read 1.late" in outcome.error
+    table = run_ok(session, "weights m --stats --limit 2").results[0]
+    assert [row[0] for row in table.rows] == ["0.weight", "0.bias"]
+    assert table.footer[0].startswith("showing 2 of 5 rows")
+    weight = m.state_dict()["0.weight"].numpy().astype(np.float64)
+    assert table.rows[0][3] == f"{weight.mean():.3g}"
+    outcome = session.run_line("weights m --stats --limit 2 --json")
+    assert not outcome.ok and "cannot read 1.late" in outcome.error
+
+
 def test_hist_of_values_that_cannot_be_drawn(stats_session):
     empty = run_ok(stats_session, "hist odd empty").results[0]
     assert empty.counts == [] and empty.footer == ["no values: the tensor is empty"]

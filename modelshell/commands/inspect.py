@@ -115,7 +115,10 @@ def weights(session, args: argparse.Namespace) -> Table:
     handle = session.model(args.name)
     every = handle.tensors()
     shown = [t for t in every if matches(t.name, args.filter)]
-    view = _stats_view(handle, shown) if args.stats else _plain_view(shown)
+    # --limit cuts the table after the command: only the rows people will see are worth reading for
+    # --stats (--json keeps every row, so it reads them all).
+    read = shown if args.json or args.limit is None else shown[:args.limit]
+    view = _stats_view(handle, shown, read) if args.stats else _plain_view(shown)
     columns, rows = view.columns, view.rows
     if any(view.notes):
         columns = columns + [Column("note")]
@@ -149,20 +152,21 @@ def _plain_view(shown: list[TensorInfo]) -> _WeightsView:
     return _WeightsView(columns, rows, [_tensor_note(t) for t in shown], [t.as_json() for t in shown], [])
 
 
-def _stats_view(handle, shown: list[TensorInfo]) -> _WeightsView:
+def _stats_view(handle, shown: list[TensorInfo], read: list[TensorInfo]) -> _WeightsView:
     """The numbers in place of params and trainable (the totals keep the counts), so that a LeNet-sized
-    model still fits 100 columns."""
+    model still fits 100 columns. Only the tensors in ``read`` are read; the rows of the others are the
+    ones --limit cuts, and carry no numbers."""
     # Imported here, not above, so that `hist` registers after `doc` and `help` lists it there.
     from modelshell.commands.stats import SPARK_BINS, read_stats, stats_cells, stats_note
 
-    by_name = read_stats(handle, shown, SPARK_BINS)
-    stats = [by_name[t.name] for t in shown]
+    by_name = read_stats(handle, read, SPARK_BINS)
+    stats = [by_name.get(t.name) for t in shown]
     columns = [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("dtype", no_wrap=True)]
     columns += [Column(header, justify="right", no_wrap=True) for header in ("mean", "std", "min", "max")]
     columns.append(Column("histogram", no_wrap=True))
-    rows = [[t.name, shape_text(t.shape), t.dtype, *stats_cells(s)] for t, s in zip(shown, stats)]
-    notes = ["; ".join(filter(None, [_tensor_note(t), stats_note(s)])) for t, s in zip(shown, stats)]
-    entries = [{**t.as_json(), "stats": s.as_json()} for t, s in zip(shown, stats)]
+    rows = [[t.name, shape_text(t.shape), t.dtype, *(stats_cells(s) if s else [""] * 5)] for t, s in zip(shown, stats)]
+    notes = ["; ".join(filter(None, [_tensor_note(t), s and stats_note(s)])) for t, s in zip(shown, stats)]
+    entries = [{**t.as_json(), "stats": s.as_json()} for t, s in zip(shown, stats) if s]
     footer = [f"numbers of the finite values, in float64; histogram: {SPARK_BINS} equal bins from min to max"]
     return _WeightsView(columns, rows, notes, entries, footer)
 
