@@ -155,7 +155,7 @@ class KerasModel(ModelHandle):
         # Each variable's value is backed up (a snapshot) just before its assign and put back on any
         # exception (an interrupt in the middle too), so copy stays all or nothing. The old buffers are
         # held until the end, so the largest goes first: its new buffer then comes while the fewest old
-        # buffers are held. Values are converted one at a time, so only one is ever held twice.
+        # buffers are held. Each value is converted just before its assign, never all of them up front.
         backups: list[tuple[Any, Any]] = []
         try:
             for name in sorted(values, key=lambda n: -np.size(values[n])):
