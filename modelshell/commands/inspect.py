@@ -164,7 +164,8 @@ def _stats_view(handle, shown: list[TensorInfo], read: list[TensorInfo]) -> _Wei
     columns = [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("dtype", no_wrap=True)]
     columns += [Column(header, justify="right", no_wrap=True) for header in ("mean", "std", "min", "max")]
     columns.append(Column("histogram", no_wrap=True))
-    rows = [[t.name, shape_text(t.shape), t.dtype, *(stats_cells(s) if s else [""] * 5)] for t, s in zip(shown, stats)]
+    unread = [""] * (len(columns) - 3)  # a row --limit cuts: never drawn
+    rows = [[t.name, shape_text(t.shape), t.dtype, *(stats_cells(s) if s else unread)] for t, s in zip(shown, stats)]
     notes = ["; ".join(filter(None, [_tensor_note(t), s and stats_note(s)])) for t, s in zip(shown, stats)]
     entries = [{**t.as_json(), "stats": s.as_json()} for t, s in zip(shown, stats) if s]
     footer = [f"numbers of the finite values, in float64; histogram: {SPARK_BINS} equal bins from min to max"]
