@@ -4,6 +4,7 @@ Importing this module imports keras (and with it TensorFlow); nothing else in mo
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -253,16 +254,22 @@ def _assignable(value: Any, dtype: str) -> Any:
     tensor keeps the tensor's buffer (copy on write). So the one copy is made here, into memory numpy
     allocates and aligns for TensorFlow, and handed over through DLPack. The copy belongs to no one
     else, so the variable shares its buffer with nothing the user can reach."""
-    if keras.backend.backend() != "tensorflow" or dtype not in _DLPACK_DTYPES or np.size(value) == 0:
-        return np.asarray(value, dtype=dtype)
-    import tensorflow as tf
-
-    from_dlpack = getattr(getattr(tf.experimental, "dlpack", None), "from_dlpack", None)
+    from_dlpack = _tensorflow_from_dlpack() if dtype in _DLPACK_DTYPES and np.size(value) else None
     if from_dlpack is None:
         return np.asarray(value, dtype=dtype)
     owned = _aligned_empty(np.shape(value), np.dtype(dtype))
     copy_into(owned, np.asarray(value))
     return from_dlpack(owned.__dlpack__())
+
+
+@functools.cache
+def _tensorflow_from_dlpack() -> Any:
+    """TensorFlow's DLPack import, or None on another Keras backend or a TensorFlow without one."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return getattr(getattr(tf.experimental, "dlpack", None), "from_dlpack", None)
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -164,7 +164,6 @@ class TorchModule(ModelHandle):
                 hook.remove()
         return outputs, taps
 
-
     def _input_tensor(self, array: np.ndarray) -> torch.Tensor:
         """A float input in the model's own float dtype (a bfloat16 or float64 model gets its own)."""
         tensor = torch.from_numpy(np.ascontiguousarray(array))
