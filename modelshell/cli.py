@@ -111,11 +111,12 @@ def _replay(args: argparse.Namespace) -> int:
             count = transcript.update_file(path)
             print(f"{path}: {count} outputs rewritten" if count else f"{path}: every output matches")
             continue
-        mismatches = transcript.replay_file(path)
+        skipped: list[str] = []
+        mismatches = transcript.replay_file(path, skipped)
         for mismatch in mismatches:
             print(mismatch.diff)
         steps = sum(len(block.steps) for block in transcript.parse(path).blocks)
-        print(f"{path}: {steps} inputs, {len(mismatches)} differ")
+        print(f"{path}: {steps} inputs, {len(mismatches)} differ" + (f"; skipped from {skipped[0]}" if skipped else ""))
         failed = failed or bool(mismatches)
     return 1 if failed else 0
 
@@ -138,17 +139,40 @@ def _new_session(debug: bool, demo: bool):
 
     session = Session(debug=debug)
     if demo:
-        load_demo(session)
+        from modelshell.errors import ModelshellError
+
+        try:
+            notes = load_demo(session)
+        except ModelshellError as exc:
+            sys.stderr.write(f"error: {exc.one_line()}\n")
+            raise SystemExit(1) from None
+        for note in notes:
+            sys.stderr.write(note + "\n")
     return session
 
 
-def load_demo(session) -> None:
-    """Bind the tutorial's two LeNet-5 models as ``torch_model`` and ``keras_model``."""
+def load_demo(session) -> list[str]:
+    """Bind the tutorial's two LeNet-5 models as ``torch_model`` and ``keras_model``: those whose framework
+    is installed. The lines to tell the user about the others (none when both were built); a demo with
+    neither framework is refused in one line."""
     from modelshell.demo import keras_lenet5, torch_lenet5
+    from modelshell.errors import ModelshellError
+    from modelshell.frameworks import quiet
     from modelshell.frameworks.detect import wrap_object
 
-    session.add("torch_model", wrap_object(torch_lenet5(), "demo: LeNet-5 built in code"))
-    session.add("keras_model", wrap_object(keras_lenet5(), "demo: LeNet-5 built in code"))
+    notes, built = [], 0
+    for name, package, build in (("torch_model", "torch", torch_lenet5), ("keras_model", "keras", keras_lenet5)):
+        try:
+            quiet.require(package, f"the demo's {name}")
+        except quiet.MissingFrameworkError as exc:
+            notes.append(f"note: {exc.one_line()}")
+            continue
+        session.add(name, wrap_object(build(), "demo: LeNet-5 built in code"))
+        built += 1
+    if not built:
+        raise ModelshellError("the demo needs PyTorch or TensorFlow, and neither is installed",
+                              "pip install 'modelshell[all]'")
+    return notes
 
 
 def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<stdin>") -> int:

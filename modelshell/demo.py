@@ -38,9 +38,6 @@ def torch_lenet5() -> Any:
 
 
 def keras_lenet5() -> Any:
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     from keras import layers
 

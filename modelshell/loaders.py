@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modelshell.errors import ModelshellError, first_line
+from modelshell.frameworks import quiet
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks.detect import wrap_object
 
@@ -70,6 +71,7 @@ def load(spec: str, trust: bool = False) -> ModelHandle:
     if suffix == ".keras":
         return _keras_model(path, trust)
     if suffix in _TORCH_SUFFIXES:
+        quiet.require("torch", f"loading {path.name}")
         from modelshell.frameworks.torch import load_torch_file
 
         return load_torch_file(path, trust)
@@ -91,6 +93,7 @@ def _weights_file(reader: str, path: Path, trust: bool, **known) -> ModelHandle:
 
 
 def _keras_model(path: Path, trust: bool) -> ModelHandle:
+    quiet.require("keras", f"loading {path.name}")
     from modelshell.frameworks.keras import load_keras_file
 
     return load_keras_file(path, trust)

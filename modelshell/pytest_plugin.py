@@ -47,9 +47,13 @@ class TranscriptBlock(pytest.Item):
         file: TranscriptFile = self.parent
         if file.replayer is None:
             file.replayer = Replayer(file.transcript)
+        if file.replayer.skipped:
+            pytest.skip(f"not replayed: {file.replayer.skipped}")
         mismatches = file.replayer.run_block(self.block)
         if mismatches:
             raise TranscriptFailure(mismatches)
+        if file.replayer.skipped:
+            pytest.skip(f"not replayed: {file.replayer.skipped}")
 
     def repr_failure(self, excinfo, style=None) -> str:
         if isinstance(excinfo.value, TranscriptFailure):

@@ -112,4 +112,5 @@ class Outcome:
     as_json: bool = False
     exit_requested: bool = False
     traceback: str | None = None
+    missing: str | None = None  # the package a failed line needed and did not find (replay skips on it)
     page: bool = True  # False (`--all`): draw everything on the terminal, never in a pager

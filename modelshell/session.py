@@ -12,7 +12,6 @@ import difflib
 import gc
 import io
 import keyword
-import os
 import re
 import shlex
 import sys
@@ -24,13 +23,11 @@ from modelshell.commands import COMMANDS
 from modelshell.commands.registry import apply_listing_options
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import ModelHandle
+from modelshell.frameworks import quiet
 from modelshell.frameworks.detect import framework_of, wrap_object
 from modelshell.results import Failed, Outcome, Text
 
 __all__ = ["Session", "is_command_line"]
-
-# TensorFlow's C++ start-up log lines are not for users, also when a Python line imports it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _WORD = re.compile(r"^\s*([A-Za-z_]\w*)(.*)$", re.DOTALL)
 # What makes `NAME rest` Python although NAME is a command: right after the name (no space) anything does
@@ -65,6 +62,9 @@ class Session:
 
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
+        # Frameworks imported from now on (by a command or a Python line) keep their start-up chatter to
+        # themselves; --debug shows it.
+        quiet.install(show=debug)
         self.handles: dict[str, ModelHandle] = {}
         self.recorder = None  # a transcript.Recorder while `record` is on
         self.trust = False  # `trust on`: every following load is as if given --trust
@@ -163,10 +163,15 @@ class Session:
                 return self._run_command(name, _split_args(rest))
             return self._run_python(text)
         except ModelshellError as exc:
-            return Outcome(ok=False, error=exc.one_line(), traceback=self._traceback())
+            return Outcome(ok=False, error=exc.one_line(), traceback=self._traceback(),
+                           missing=getattr(exc, "package", None))
         except KeyboardInterrupt:
             return Outcome(ok=False, error="interrupted")
         except Exception as exc:  # noqa: BLE001 - the session must survive any bug, and say what happened
+            package = quiet.missing_framework(exc)
+            if package is not None:  # a command reached for a framework that is not installed
+                missing = quiet.MissingFrameworkError(package, f"`{stripped.split()[0]}`")
+                return Outcome(ok=False, error=missing.one_line(), traceback=self._traceback(), missing=package)
             return Outcome(
                 ok=False,
                 error=f"internal error: {type(exc).__name__}: {first_line(exc)} (run with --debug for details)",
@@ -215,6 +220,9 @@ class Session:
             outcome.error = f"{type(exc).__name__}: {first_line(exc)}" if str(exc) else type(exc).__name__
             if isinstance(exc, NameError) and _close_command(getattr(exc, "name", None) or ""):
                 outcome.error += f" (did you mean the command `{_close_command(exc.name)}`?)"
+            outcome.missing = quiet.missing_framework(exc)
+            if outcome.missing:
+                outcome.error += f" ({quiet.EXTRAS[outcome.missing][1]})"
             outcome.traceback = self._traceback()
         finally:
             sys.displayhook = old_hook

@@ -335,6 +335,9 @@ class Replayer:
         self.transcript = transcript
         self.session = Session()
         self.folder = tempfile.mkdtemp(prefix="modelshell-replay-")
+        # Why the rest of the transcript is not replayed: a line needed a framework that is not installed
+        # (a torch-only install replaying a Keras tutorial). Not a mismatch: nothing was compared.
+        self.skipped: str | None = None
         self._seeds = _Seeds()
         weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
 
@@ -360,11 +363,19 @@ class Replayer:
         return normalise(outcome_text(outcome, block.width), self.folder), not outcome.ok
 
     def run_block(self, block: Block) -> list[Mismatch]:
-        """Every step of the block; the mismatches, in order."""
+        """Every step of the block; the mismatches, in order. Once a line needed a missing framework,
+        nothing more runs and ``skipped`` says why."""
         mismatches = []
         with self.in_block(block):
             for step in block.steps:
-                actual, failed = self.run_step(step, block)
+                if self.skipped:
+                    break
+                outcome = self.run(step)
+                if outcome.missing:
+                    self.skipped = f"line {step.line}: {outcome.error}"
+                    break
+                actual = normalise(outcome_text(outcome, block.width), self.folder)
+                failed = not outcome.ok
                 note = "the line failed" if failed and not block.expects_error else ""
                 differs = not lines_match(step.expected, actual)
                 if differs or note:
@@ -381,13 +392,17 @@ def _mismatch(path: Path, step: Step, actual: list[str], note: str, differs: boo
     return Mismatch(path, step, actual, diff, note, differs)
 
 
-def replay_file(path: Path) -> list[Mismatch]:
-    """Replay every block of one transcript; the mismatches (none means it still holds)."""
+def replay_file(path: Path, skipped: list[str] | None = None) -> list[Mismatch]:
+    """Replay every block of one transcript; the mismatches (none means it still holds). When a line
+    needs a framework that is not installed, the rest is not replayed and the reason is appended to
+    ``skipped``."""
     transcript = parse(path)
     replayer = Replayer(transcript)
     mismatches: list[Mismatch] = []
     for block in transcript.blocks:
         mismatches += replayer.run_block(block)
+    if replayer.skipped and skipped is not None:
+        skipped.append(replayer.skipped)
     return mismatches
 
 

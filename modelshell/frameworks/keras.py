@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -14,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
+from modelshell.frameworks import quiet
+
+quiet.install()  # TensorFlow's C++ start-up chatter is not for users (also when no session asked first)
 
 import keras  # noqa: E402
 from absl import logging as _absl_logging  # noqa: E402

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+from modelshell.frameworks import quiet
+
+quiet.install()
+
+import torch  # noqa: E402
 
 from modelshell.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
