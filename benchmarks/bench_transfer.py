@@ -228,7 +228,7 @@ def max_diff(t: nn.Module, k: keras.Model) -> float:
 
 def breakdown(session: Session, src: str, dst: str, runs: int) -> dict[str, float]:
     """Where a copy's time goes: pairing, reading + converting every tensor, writing them."""
-    from modelshell.pairing import converted_values, make_plan
+    from modelshell.transfer.plan import converted_values, make_plan
 
     source, destination = session.model(src), session.model(dst)
     found: dict[str, list[float]] = {"make_plan": [], "converted_values": [], "write": []}

@@ -1,4 +1,4 @@
-"""Every rule of modelshell.layouts proven on real twin layers, in both directions.
+"""Every rule of modelshell.transfer.rules proven on real twin layers, in both directions.
 
 For each rule: a torch module and a Keras layer with matching config; random weights in the source; the
 rule moves them; both run on the same numbers (NCHW for torch, NHWC for Keras) and must agree to 1e-5.
@@ -23,8 +23,8 @@ import pytest
 import torch
 from torch import nn
 
-from modelshell import layouts
-from modelshell.layouts import LayerRule, keras_to_torch, torch_to_keras
+from modelshell.transfer import rules as layouts
+from modelshell.transfer.rules import LayerRule, keras_to_torch, torch_to_keras
 
 L = keras.layers
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -298,7 +298,7 @@ def test_every_rule_has_a_twin() -> None:
 
 
 def test_module_is_pure_numpy() -> None:
-    code = "import sys, modelshell.layouts; print(sorted({'torch', 'keras', 'tensorflow'} & set(sys.modules)))"
+    code = "import sys, modelshell.transfer.rules; print(sorted({'torch', 'keras', 'tensorflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -271,7 +271,7 @@ def _interrupted_at(handle, values, after: float) -> int | None:
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_an_interrupted_write_puts_back_every_tensor_it_had_written(framework):
     from modelshell.frameworks.detect import wrap_object
-    from modelshell.pairing import converted_values, make_plan
+    from modelshell.transfer.plan import converted_values, make_plan
 
     source, destination = _torch_pair(3000) if framework == "torch" else _keras_destination(300)
     a, b = wrap_object(source, "a"), wrap_object(destination, "b")

@@ -10,7 +10,7 @@ from modelshell.errors import ModelshellError
 from modelshell.results import Column, Failed, Message, Table
 
 if TYPE_CHECKING:
-    from modelshell.pairing import TransferPlan
+    from modelshell.transfer.plan import TransferPlan
 
 __all__: list[str] = []
 
@@ -28,7 +28,7 @@ __all__: list[str] = []
     "mismatched (paired, but the shapes disagree after the rule) and warnings.",
 )
 def pair(session, args: argparse.Namespace) -> Table:
-    from modelshell.pairing import make_plan  # numpy, only once models are paired
+    from modelshell.transfer.plan import make_plan  # numpy, only once models are paired
 
     plan = make_plan(session.model(args.a), session.model(args.b), args.a, args.b)
     return _plan_table(plan, f"{args.a} -> {args.b}")
@@ -57,6 +57,7 @@ def _plan_footer(plan: TransferPlan) -> list[str]:
                             ("mismatched", plan.mismatched)):
         lines += [f"{label}: {p.name}: {p.reason}" for p in problems]
     lines += [f"warning: {w}" for w in plan.warnings]
+    lines += [f"note: {n}" for n in plan.notes]
     return lines
 
 
@@ -77,7 +78,7 @@ def _plan_footer(plan: TransferPlan) -> list[str]:
     "(they are counted; `pair SRC DST` lists them).",
 )
 def copy(session, args: argparse.Namespace) -> Table | Message:
-    from modelshell.pairing import converted_values, make_plan
+    from modelshell.transfer.plan import converted_values, make_plan
 
     source, destination = session.model(args.src), session.model(args.dst)
     plan = make_plan(source, destination, args.src, args.dst)
@@ -121,7 +122,7 @@ def copy(session, args: argparse.Namespace) -> Table | Message:
     "integers when they start with an embedding. A mismatch fails the line (exit status 1 in `run`).",
 )
 def verify(session, args: argparse.Namespace) -> Table | Failed:
-    from modelshell.verification import verify as run_verification
+    from modelshell.transfer.verify import verify as run_verification
 
     result = run_verification(session.model(args.a), session.model(args.b), args.atol, args.rtol,
                               args.input, args.seed, args.layers)

@@ -19,7 +19,10 @@ from modelshell.errors import ModelshellError
 if TYPE_CHECKING:  # numpy costs ~0.15 s to import; the shell's start-up does not need it
     import numpy as np
 
-__all__ = ["TensorInfo", "LayerNode", "Layer", "ModelHandle", "tree_from_names", "count_params", "layers_from_tensors"]
+__all__ = [
+    "TensorInfo", "LayerNode", "Layer", "LayerCall", "InputSlot", "ModelHandle", "tree_from_names", "count_params",
+    "layers_from_tensors",
+]
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,33 @@ class Layer:
     kind: str
     roles: dict[str, TensorInfo]
     config: dict[str, Any] = field(default_factory=dict)
+    lineage: tuple[str, ...] = ()  # the class names of its MRO, most derived first (kinds.kind_of reads it)
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """What one layer did in a traced forward pass: when it first ran, and the shapes it saw.
+
+    ``flattened`` is the shape of the feature map (batch first, in the framework's own layout: torch
+    ``(N, C, H, W)``, Keras ``(N, H, W, C)``) that the layer's input is a flattening of, when it is one;
+    that is where torch and Keras order a Dense layer's inputs differently, and only a trace can tell it
+    from a global pool (whose output has the same number of features as the channels)."""
+
+    path: str
+    order: int
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shape: tuple[int, ...] | None
+    flattened: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class InputSlot:
+    """One input a model takes: its argument or input name ("" for a lone positional input), its shape
+    (None for a size the model does not fix) and dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
 
 
 def layers_from_tensors(tensors: list[TensorInfo]) -> list[Layer]:
@@ -192,15 +222,30 @@ class ModelHandle(ABC):
         so the memory of what is written is given back as the write goes."""
         raise ModelshellError(f"cannot write weights into a {self.class_name}")
 
-    def forward(self, inputs: list["np.ndarray"]) -> Any:
-        """Run the model in inference mode; the outputs as nested lists/dicts of numpy arrays."""
+    def forward(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]") -> Any:
+        """Run the model in inference mode; the outputs as nested lists/dicts of numpy arrays. ``inputs`` is
+        a list (positional) or a dict by input name (keyword arguments for torch, a dict for Keras)."""
         raise ModelshellError(f"a {self.class_name} has no architecture to run", "load or build the model itself")
 
-    def forward_with_taps(self, inputs: list["np.ndarray"], paths: list[str]) -> tuple[Any, dict[str, Any]]:
-        """``forward``, also recording the output of each layer in ``paths`` (as ``layers()`` names them),
-        for ``verify --layers``."""
+    def forward_with_taps(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]",
+                          paths: list[str]) -> tuple[Any, dict[str, Any]]:
+        """``forward``, also recording (as copies) the output of each layer in ``paths`` (as ``layers()``
+        names them), for ``verify --layers``."""
+        raise ModelshellError(f"a {self.class_name} has no layers to run", "load or build the model itself")
+
+    def trace(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]") -> dict[str, LayerCall]:
+        """One forward pass with hooks: each layer (by ``layers()`` path, sub-layers without tensors too)
+        that ran, with its execution order and shapes."""
         raise ModelshellError(f"a {self.class_name} has no layers to run", "load or build the model itself")
 
     def input_spec(self) -> list[tuple[tuple[int | None, ...], str]] | None:
         """Shapes (None for unknown, such as the batch) and dtypes of the inputs, where the model knows."""
         return None
+
+    def input_slots(self) -> list[InputSlot] | None:
+        """The inputs by name, where the model says (a Keras dict input, a torch ``forward`` signature);
+        None where it does not."""
+        spec = self.input_spec()
+        if spec is None:
+            return None
+        return [InputSlot("", shape, dtype) for shape, dtype in spec]

@@ -25,7 +25,7 @@ from absl import logging as _absl_logging  # noqa: E402
 _absl_logging.set_verbosity(_absl_logging.ERROR)
 
 from modelshell.errors import ModelshellError, first_line  # noqa: E402
-from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo  # noqa: E402
+from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo  # noqa: E402
 from modelshell.frameworks.copying import copy_into  # noqa: E402
 from modelshell.resources import check_fits, unpacked_zip_size  # noqa: E402
 
@@ -124,15 +124,19 @@ class KerasModel(ModelHandle):
                 return np.array(variable.numpy() if hasattr(variable, "numpy") else variable)
         raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
 
-    def layers(self, tensors: list[TensorInfo] | None = None) -> list[Layer]:
+    def layers(self, tensors: list[TensorInfo] | None = None, whole_attention: bool = True) -> list[Layer]:
+        """``whole_attention`` False: a MultiHeadAttention's query/key/value/output projections are
+        layers of their own (EinsumDense), to pair with a torch model's separate Linear projections."""
         infos: dict[int, TensorInfo] = {}
         for variable, info in zip(self.obj.weights, self.tensors() if tensors is None else tensors):
             infos.setdefault(id(variable), info)
         found: list[Layer] = []
 
         def visit(layer: Any, path: str) -> None:
-            kind = type(layer).__name__
-            whole = _WHOLE_LAYERS.get(kind)
+            kind, lineage = type(layer).__name__, tuple(cls.__name__ for cls in type(layer).__mro__)
+            whole = next((_WHOLE_LAYERS[n] for n in lineage if n in _WHOLE_LAYERS), None)
+            if whole is not None and not whole_attention and "MultiHeadAttention" in lineage:
+                whole = None
             inner: set[int] = set()
             if whole is None:
                 for name, child in _sublayers(layer):
@@ -141,7 +145,7 @@ class KerasModel(ModelHandle):
             own = [v for v in layer.weights if id(v) not in inner and id(v) in infos]
             if own:
                 roles = {_role(v, whole or 1): infos.pop(id(v)) for v in own}
-                found.append(Layer(path, kind, roles, _config(layer)))
+                found.append(Layer(path, kind, roles, _config(layer), lineage))
 
         visit(self.obj, "")
         return found
@@ -175,10 +179,83 @@ class KerasModel(ModelHandle):
             # --stats only read these, and a later assign does not change a snapshot.
             yield np.asarray(_snapshot(variables[name]))
 
-    def forward(self, inputs: list[np.ndarray]) -> Any:
+    def forward(self, inputs) -> Any:
+        if isinstance(inputs, dict):
+            return _to_numpy(self.obj(dict(inputs), training=False))
         return _to_numpy(self.obj(inputs[0] if len(inputs) == 1 else list(inputs), training=False))
 
-    def forward_with_taps(self, inputs: list[np.ndarray], paths: list[str]) -> tuple[Any, dict[str, Any]]:
+    def trace(self, inputs) -> dict[str, LayerCall]:
+        """Every layer's first call in order, with shapes, by wrapping each layer's ``call`` on the instance
+        for one eager call. A Dense layer whose input is the very tensor some layer made from a 4-d
+        input of the same size (Flatten, Reshape) takes a flattened map; a global pool makes a (N, C)
+        tensor from a map of another size, so it is never mistaken for one."""
+        calls: dict[str, LayerCall] = {}
+        made_from_map: dict[int, tuple[tuple[int, ...], Any]] = {}  # id(output) -> (4-d input shape, output)
+
+        def wrap(layer: Any, path: str, call: Any):
+            def traced(*args: Any, **kwargs: Any) -> Any:
+                output = call(*args, **kwargs)
+                tensors = [a for a in args if hasattr(a, "shape") and hasattr(a, "dtype")]
+                shapes = tuple(_shape(t) for t in tensors)
+                first_out = next(iter(_leaves(output)), None)
+                if tensors and first_out is not None and len(shapes[0]) == 4 \
+                        and int(np.prod(shapes[0][1:])) == int(np.prod(_shape(first_out)[1:])):
+                    made_from_map[id(first_out)] = (shapes[0], first_out)
+                if path not in calls:
+                    flattened = made_from_map.get(id(tensors[0]), (None,))[0] if tensors else None
+                    if flattened is not None and len(shapes[0]) != 2:
+                        flattened = None
+                    calls[path] = LayerCall(path, len(calls), shapes,
+                                            None if first_out is None else _shape(first_out), flattened)
+                return output
+            return traced
+
+        layers = self._all_layers()
+        for path, layer in layers:
+            object.__setattr__(layer, "call", wrap(layer, path, layer.call))
+        try:
+            self.forward(inputs)
+        finally:
+            for _, layer in layers:
+                object.__delattr__(layer, "call")
+        return calls
+
+    def _all_layers(self) -> list[tuple[str, Any]]:
+        """Every sub-layer once, by the path ``layers()`` names it with."""
+        found: list[tuple[str, Any]] = []
+        seen: set[int] = set()
+
+        def visit(layer: Any, path: str) -> None:
+            for name, child in _sublayers(layer):
+                if id(child) in seen:
+                    continue
+                seen.add(id(child))
+                child_path = f"{path}/{name}" if path else name
+                found.append((child_path, child))
+                visit(child, child_path)
+
+        visit(self.obj, "")
+        return found
+
+    def input_slots(self) -> list[InputSlot] | None:
+        """A functional model's inputs by name when it takes a dict (keras-hub's ``token_ids``,
+        ``padding_mask``...), or a transformers TF model's ``input_signature``; else the input spec."""
+        struct = getattr(self.obj, "_inputs_struct", None)
+        if isinstance(struct, dict):
+            return [InputSlot(name, tuple(None if d is None else int(d) for d in t.shape), _dtype_name(t))
+                    for name, t in struct.items()]
+        signature = getattr(type(self.obj), "input_signature", None)
+        if signature is not None:
+            try:
+                specs = self.obj.input_signature
+            except Exception:  # noqa: BLE001 - a property of someone else's class
+                specs = None
+            if isinstance(specs, dict):
+                return [InputSlot(name, tuple(None if d is None else int(d) for d in spec.shape),
+                                  spec.dtype.name) for name, spec in specs.items()]
+        return super().input_slots()
+
+    def forward_with_taps(self, inputs, paths: list[str]) -> tuple[Any, dict[str, Any]]:
         """Keras has no forward hooks: each tapped layer's ``call`` is wrapped on the instance for the
         duration of one eager call, then the class's own ``call`` is visible again."""
         taps: dict[str, Any] = {}
@@ -308,6 +385,18 @@ def _to_numpy(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_numpy(v) for v in value]
     return np.asarray(keras.ops.convert_to_numpy(value)) if hasattr(value, "shape") else value
+
+
+def _shape(tensor: Any) -> tuple[int, ...]:
+    return tuple(-1 if d is None else int(d) for d in tensor.shape)
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value] if hasattr(value, "shape") and hasattr(value, "dtype") else []
 
 
 def _tapped(layer: Any, call: Any, taps: dict[str, Any], path: str):

@@ -5,6 +5,7 @@ time a torch model is loaded or wrapped.
 """
 from __future__ import annotations
 
+import inspect
 import pickle
 import warnings
 import zipfile
@@ -22,7 +23,7 @@ import torch  # noqa: E402
 
 from modelshell.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
-from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, tree_from_names
+from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, tree_from_names
 from modelshell.frameworks.copying import lend_copy_kernel
 from modelshell.pickle_scan import describe, scan_torch_file
 from modelshell.resources import check_fits, unpacked_zip_size
@@ -119,9 +120,9 @@ class TorchModule(ModelHandle):
         for path, module in self.obj.named_modules():
             if any(path.startswith(prefix) for prefix in whole):
                 continue
-            kind = _kind(module)
+            kind, lineage = _kind(module), _lineage(module)
             prefix = f"{path}." if path else ""
-            if kind in _WHOLE_MODULES:
+            if _WHOLE_MODULES & set(lineage):
                 whole.append(prefix)
                 roles = {n[len(prefix):]: t for n, t in infos.items() if n.startswith(prefix)}
             else:
@@ -129,7 +130,7 @@ class TorchModule(ModelHandle):
                 own += [n for n, _ in module.named_buffers(recurse=False)]
                 roles = {n: infos[prefix + n] for n in own if prefix + n in infos}
             if roles:
-                found.append(Layer(path, kind, roles, _config(module)))
+                found.append(Layer(path, kind, roles, _config(module), lineage))
         return found
 
     def write(self, values: dict[str, np.ndarray]) -> None:
@@ -151,29 +152,124 @@ class TorchModule(ModelHandle):
                     tensor.detach().copy_(backup)
                 raise
 
-    def forward(self, inputs: list[np.ndarray]):
+    def forward(self, inputs):
         return self.forward_with_taps(inputs, [])[0]
 
-    def forward_with_taps(self, inputs: list[np.ndarray], paths: list[str]):
+    def forward_with_taps(self, inputs, paths: list[str]):
         modules = dict(self.obj.named_modules())
         taps: dict[str, Any] = {}
         hooks = [modules[p].register_forward_hook(_recorder(taps, p)) for p in paths if p in modules]
-        was_training = self.obj.training
-        self.obj.eval()
         try:
-            with torch.no_grad():
-                outputs = _to_numpy(self.obj(*[self._input_tensor(x) for x in inputs]))
+            outputs = _to_numpy(self._call(inputs))
         finally:
-            self.obj.train(was_training)
             for hook in hooks:
                 hook.remove()
         return outputs, taps
 
+    def trace(self, inputs) -> dict[str, LayerCall]:
+        """Every module's first call in order, with shapes. A Linear's input that shares its storage (and
+        size) with a 4-d map some module took or gave is a flattening of that map: ``torch.flatten`` and
+        ``view`` make views, while a pool, even a functional one, makes a new tensor."""
+        calls: dict[str, LayerCall] = {}
+        maps: dict[tuple[int, int, int], tuple[int, ...]] = {}  # (storage, offset, numel) -> 4-d shape
+        alive: list[torch.Tensor] = []  # held, so no later tensor can take a recorded map's memory
+
+        def note_map(tensor: Any, rank: int) -> None:
+            if isinstance(tensor, torch.Tensor) and tensor.dim() == rank and tensor.device.type != "meta":
+                alive.append(tensor)
+                maps.setdefault(_storage_key(tensor), tuple(tensor.shape))
+
+        def flattening_of(tensor: torch.Tensor) -> tuple[int, ...] | None:
+            """The map this 2-d input is a flattening of: one it shares storage with, else (a flatten of a
+            tensor in another memory format copies) one it equals value for value, row by row."""
+            found = maps.get(_storage_key(tensor))
+            if found is not None:
+                return found
+            rows = tensor.shape[0]
+            for candidate in reversed(alive[-16:]):
+                if candidate.numel() == tensor.numel() and candidate.shape[0] == rows and \
+                        torch.equal(candidate.reshape(rows, -1), tensor):
+                    return tuple(candidate.shape)
+            return None
+
+        def hook(path: str):
+            def record(module, args, output) -> None:
+                # (N, C, H, W) maps anywhere; (N, C, L) ones only around 1-d layers (Conv1d, MaxPool1d...),
+                # since elsewhere a 3-d tensor is a sequence of features that a Linear reads as it is.
+                rank = 3 if "1d" in type(module).__name__ else 4
+                tensors = [a for a in args if isinstance(a, torch.Tensor)]
+                for tensor in tensors:
+                    note_map(tensor, rank)
+                first_out = next(iter(_tensor_leaves(output)), None)
+                note_map(first_out, rank)
+                if path in calls:
+                    return
+                flattened = None
+                if tensors and tensors[0].dim() == 2 and tensors[0].device.type != "meta":
+                    flattened = flattening_of(tensors[0])
+                calls[path] = LayerCall(path, len(calls), tuple(tuple(t.shape) for t in tensors),
+                                        None if first_out is None else tuple(first_out.shape), flattened)
+            return record
+
+        hooks = [m.register_forward_hook(hook(p)) for p, m in self.obj.named_modules() if p]
+        try:
+            self._call(inputs)
+        finally:
+            for handle in hooks:
+                handle.remove()
+        return calls
+
+    def _call(self, inputs) -> Any:
+        """The module in eval mode, without gradients, on positional or named inputs."""
+        was_training = self.obj.training
+        self.obj.eval()
+        try:
+            with torch.no_grad():
+                if isinstance(inputs, Mapping):
+                    return self.obj(**{k: self._input_tensor(v) for k, v in inputs.items()})
+                return self.obj(*[self._input_tensor(x) for x in inputs])
+        finally:
+            self.obj.train(was_training)
+
+    def input_slots(self) -> list[InputSlot] | None:
+        """The named inputs of ``forward`` that a caller must or usually gives (``input_ids``,
+        ``attention_mask``, ``pixel_values``...), when it has more than one or a telling name."""
+        try:
+            parameters = list(inspect.signature(self.obj.forward).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        known = [n for n in named if n in _KNOWN_INPUTS]
+        if not known:
+            return None
+        return [InputSlot(n, (None,) * _KNOWN_INPUTS[n][0], _KNOWN_INPUTS[n][1]) for n in known]
+
     def _input_tensor(self, array: np.ndarray) -> torch.Tensor:
         """A float input in the model's own float dtype (a bfloat16 or float64 model gets its own)."""
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        tensor = torch.from_numpy(np.array(array, order="C"))  # a copy with plain strides, whatever it came from
         own = next((p.dtype for p in self.obj.parameters() if p.is_floating_point()), None)
         return tensor.to(own) if own is not None and tensor.is_floating_point() else tensor
+
+
+# The named inputs a model's ``forward`` may take that verify knows how to fill: rank and dtype.
+_KNOWN_INPUTS = {
+    "input_ids": (2, "int64"), "attention_mask": (2, "int64"), "token_type_ids": (2, "int64"),
+    "pixel_values": (4, "float32"), "input_values": (2, "float32"),
+}
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[int, int, int]:
+    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.numel())
+
+
+def _tensor_leaves(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _tensor_leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensor_leaves(v)]
+    return []
 
 
 class TorchStateDict(ModelHandle):
@@ -225,6 +321,12 @@ def _kind(module: torch.nn.Module) -> str:
     return getattr(module, "original_name", None) or type(module).__name__
 
 
+def _lineage(module: torch.nn.Module) -> tuple[str, ...]:
+    """Class names from the module's own to ``Module``: a subclass pairs as the layer it extends."""
+    names = [_kind(module)] + [cls.__name__ for cls in type(module).__mro__]
+    return tuple(dict.fromkeys(names))
+
+
 def _config(module: torch.nn.Module) -> dict[str, Any]:
     config = {}
     for key in _CONFIG_KEYS:
@@ -258,7 +360,8 @@ def _check_values(values: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[i
 
 def _recorder(taps: dict[str, Any], path: str):
     def record(module, args, output) -> None:
-        taps[path] = _to_numpy(output)
+        # A copy: an in-place activation after this layer (ReLU(inplace=True)) would change a view.
+        taps.setdefault(path, _to_numpy(output, copy=True))
 
     return record
 
@@ -276,14 +379,14 @@ _WIDENED = {getattr(torch, name) for name in (
     "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz") if hasattr(torch, name)}
 
 
-def _to_numpy(value: Any) -> Any:
+def _to_numpy(value: Any, copy: bool = False) -> Any:
     """Outputs as plain nested data: tensors to arrays, tuples to lists, mappings (ModelOutput too) to dicts."""
     if isinstance(value, torch.Tensor):
-        return _array(value)
+        return _array(value).copy() if copy else _array(value)
     if isinstance(value, Mapping):
-        return {str(k): _to_numpy(v) for k, v in value.items()}
+        return {str(k): _to_numpy(v, copy) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_numpy(v) for v in value]
+        return [_to_numpy(v, copy) for v in value]
     return value
 
 

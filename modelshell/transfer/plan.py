@@ -8,15 +8,18 @@ a pairing; they are checked after it, through the rule, and a disagreement is re
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from modelshell import layouts
-from modelshell.errors import ModelshellError
+from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo
+from modelshell.transfer import rules as layouts
+from modelshell.transfer.kinds import kind_of
 
 __all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "make_plan", "converted_values"]
 
@@ -87,6 +90,7 @@ class TransferPlan:
     unexpected: list[Problem]
     mismatched: list[Problem]
     warnings: list[str]
+    notes: list[str] = field(default_factory=list)  # how the plan was made (not traced, guessed...)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -97,19 +101,26 @@ class TransferPlan:
             "unexpected": [p.as_json() for p in self.unexpected],
             "mismatched": [p.as_json() for p in self.mismatched],
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
         }
 
 
 # --- the plan ------------------------------------------------------------------------------------------
-def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B") -> TransferPlan:
-    """Pair A's tensors with B's (A is the source when the plan is copied)."""
+def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B",
+              traces: tuple[dict | None, dict | None] | None = None) -> TransferPlan:
+    """Pair A's tensors with B's (A is the source when the plan is copied). Both models are traced once
+    on the seeded input when they can run, so layers pair in the order they execute and the flatten
+    permutation is applied only where a flattened feature map really feeds a Linear/Dense."""
     a_tensors, b_tensors = a.tensors(), b.tensors()  # listed once: the layers and the warnings both read them
-    a_layers, b_layers = a.layers(a_tensors), b.layers(b_tensors)
+    a_layers, b_layers = _layers(a, a_tensors, b), _layers(b, b_tensors, a)
     if a.framework != b.framework:
         a_layers, b_layers = _merge_separable(a, a_layers, b_layers), _merge_separable(b, b_layers, a_layers)
     a_layers = _keras_file_layers(a, a_layers, b.framework, b_layers)
     b_layers = _keras_file_layers(b, b_layers, a.framework, a_layers)
-    context = _Context(a, b, a_layers, b_layers)
+    notes: list[str] = []
+    a_trace, b_trace = traces if traces is not None else trace_both(a, b, a_layers, b_layers, notes)
+    a_layers, b_layers = _in_execution_order(a_layers, a_trace), _in_execution_order(b_layers, b_trace)
+    context = _Context(a, b, a_layers, b_layers, (a_trace, b_trace), notes)
     matched = _align(a_layers, b_layers, context)
     plan = TransferPlan(a_name, b_name, [], [], [], [], [], [])
     used_a, used_b = set(), set()
@@ -128,7 +139,63 @@ def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "
             reason = f"no layer of {a_name} pairs with {_describe(layer)}"
             plan.missing += [Problem(t.name, reason) for t in layer.roles.values()]
     plan.warnings += _warnings(plan, a.framework, [(a_name, a_tensors), (b_name, b_tensors)])
+    plan.notes += notes
     return plan
+
+
+def trace_both(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer],
+               notes: list[str]) -> tuple[dict | None, dict | None]:
+    """Each model's trace on the seeded input ``verify`` uses, or None for one that cannot run (a
+    weights-only file; a model whose input cannot be made up, said in ``notes``)."""
+    if not (a.has_architecture or b.has_architecture):
+        return None, None
+    from modelshell.transfer.inputs import paired_inputs
+
+    try:
+        inputs = paired_inputs(a, b, a_layers, b_layers)
+    except ModelshellError as exc:
+        notes.append(f"not traced (layers pair in registration order): {exc.message}")
+        return None, None
+    traces = []
+    for handle, given in ((a, inputs.a), (b, inputs.b)):
+        if not handle.has_architecture:
+            traces.append(None)
+            continue
+        try:
+            traces.append(handle.trace(given))
+        except Exception as exc:  # noqa: BLE001 - a model that cannot run on made-up input still pairs
+            notes.append(f"{handle.class_name} could not be traced ({type(exc).__name__}: {first_line(exc)[:120]}); "
+                         "its layers pair in registration order")
+            traces.append(None)
+    return traces[0], traces[1]
+
+
+def _layers(handle: ModelHandle, tensors: list[TensorInfo], other: ModelHandle) -> list[Layer]:
+    """The handle's layers with their kinds resolved through their lineage (a subclass of a known layer
+    is that kind). A Keras attention layer is whole only against a torch ``MultiheadAttention``; against
+    separate Linear projections (transformers) its projections pair one by one."""
+    if handle.framework == "keras" and handle.has_architecture and other.framework == "torch":
+        whole = any("MultiheadAttention" in (layer.lineage or (layer.kind,)) for layer in other.layers())
+        layers = handle.layers(tensors, whole_attention=whole)
+    else:
+        layers = handle.layers(tensors)
+    return [dataclasses.replace(layer, kind=kind_of(layer)) if layer.kind else layer for layer in layers]
+
+
+def _in_execution_order(layers: list[Layer], trace: dict | None) -> list[Layer]:
+    """Layers in the order they first ran (creation and registration order are not execution order:
+    keras-hub builds a block's norms before its dense layers, Keras ResNet its shortcut conv first);
+    layers that did not run keep their place after those that did."""
+    if not trace:
+        return layers
+    ran = [layer for layer in layers if _call_of(layer, trace) is not None]
+    idle = [layer for layer in layers if _call_of(layer, trace) is None]
+    return sorted(ran, key=lambda layer: _call_of(layer, trace).order) + idle
+
+
+def _call_of(layer: Layer, trace: dict) -> Any:
+    """The trace entry of a layer; a merged separable pair answers for its first conv."""
+    return next((trace[path] for path in layer.path.split("+") if path in trace), None)
 
 
 def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.ndarray]:
@@ -211,13 +278,14 @@ def _add_identity_pairs(plan: TransferPlan, match: LayerMatch, where: str) -> No
 class _Context:
     """Decides whether two layers pair (and under which rule), with what it knows of both models."""
 
-    def __init__(self, a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer]) -> None:
+    def __init__(self, a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer],
+                 traces: tuple[dict | None, dict | None] = (None, None), notes: list[str] | None = None) -> None:
         self.a, self.b = a, b
         self.same = a.framework == b.framework
         self.direction = None if self.same else f"{a.framework}->{b.framework}"
-        torch_layers = a_layers if a.framework == "torch" else b_layers
-        self.flatten = _flatten_channels(torch_layers)
+        self.flatten = {} if self.same else _flatten_points(a, b, a_layers, b_layers, traces, notes)
         self._cache: dict[tuple, tuple[layouts.LayerRule | None, bool]] = {}
+        self._fit_cache: dict[tuple[int, int], bool] = {}
 
     def compatible(self, la: Layer, lb: Layer) -> bool:
         key = (la.kind, lb.kind, _signature(la), _signature(lb), self.flatten.get(id(la)), self.flatten.get(id(lb)),
@@ -235,6 +303,20 @@ class _Context:
         t, k = (la, lb) if self.a.framework == "torch" else (lb, la)
         rule = _find_rule(t, k, self.flatten.get(id(t)))
         return rule, rule is not None
+
+    def weight(self, la: Layer, lb: Layer) -> float:
+        """How much pairing two compatible layers is worth in the order alignment: one, more where the
+        names share tokens, and one more where every shape fits through the rule (of two Linear layers
+        that could take a Dense's place, the one whose shapes fit it)."""
+        return 1 + _similarity(la.path, lb.path) + (1 if self.fits(la, lb) else 0)
+
+    def fits(self, la: Layer, lb: Layer) -> bool:
+        key = (id(la), id(lb))
+        if key not in self._fit_cache:
+            plan = TransferPlan("A", "B", [], [], [], [], [], [])
+            _add_tensor_pairs(plan, self.match(la, lb))
+            self._fit_cache[key] = not plan.mismatched
+        return self._fit_cache[key]
 
     def match(self, la: Layer, lb: Layer) -> LayerMatch:
         self.compatible(la, lb)
@@ -330,6 +412,38 @@ def _identity_roles(la: Layer, lb: Layer) -> tuple[dict[str, TensorInfo], dict[s
 
 def _signature(layer: Layer) -> tuple[int, ...]:
     return tuple(len(t.shape) for t in layer.roles.values())
+
+
+def _flatten_points(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer],
+                    traces: tuple[dict | None, dict | None], notes: list[str] | None) -> dict[int, tuple]:
+    """For each torch Linear (by ``id``) whose input is a flattened (C, H, W) map with H*W > 1: the
+    channels C and the spatial size, as ``_flatten_channels`` gives them. Read from a trace: the torch
+    model's where it ran, else the Keras model's (its Dense fed by a flattened (H, W, C) map, paired by
+    order with the torch Linear); only where neither ran, guessed from the shapes (and said)."""
+    torch_side = 0 if a.framework == "torch" else 1
+    torch_layers, keras_layers = (a_layers, b_layers) if torch_side == 0 else (b_layers, a_layers)
+    torch_trace, keras_trace = traces[torch_side], traces[1 - torch_side]
+    if torch_trace is not None:
+        return {id(layer): _flat(call.flattened[1], math.prod(call.flattened[2:]), len(call.flattened) - 2)
+                for layer in torch_layers
+                if (call := _call_of(layer, torch_trace)) is not None and layer.kind == "Linear"
+                and call.flattened is not None and math.prod(call.flattened[2:]) > 1}
+    if keras_trace is not None:
+        flat_dense = [call.flattened for layer in keras_layers if layer.kind == "Dense"
+                      if (call := _call_of(layer, keras_trace)) is not None]
+        linears = [layer for layer in torch_layers if (layer.kind or _guess_torch_kind(layer)) == "Linear"]
+        return {id(linear): _flat(shape[-1], math.prod(shape[1:-1]), len(shape) - 2)
+                for linear, shape in zip(linears, flat_dense)
+                if shape is not None and math.prod(shape[1:-1]) > 1}
+    found = _flatten_channels(torch_layers)
+    if found and notes is not None:
+        notes.append("neither model could run, so where a Linear follows a flattened feature map is guessed "
+                     "from the shapes; `verify` cannot check it")
+    return found
+
+
+def _flat(channels: int, spatial: int, rank: int) -> tuple:
+    return (channels, spatial, *(("1d",) if rank == 1 else ()))
 
 
 def _flatten_channels(torch_layers: list[Layer]) -> dict[int, tuple]:
@@ -490,12 +604,12 @@ def _order_alignment(rest_a: list[int], rest_b: list[int], a_layers: list[Layer]
             best = max(score[x + 1, y], score[x, y + 1])
             lb = b_layers[rest_b[y]]
             if context.compatible(la, lb):
-                best = max(best, score[x + 1, y + 1] + 1 + _similarity(la.path, lb.path))
+                best = max(best, score[x + 1, y + 1] + context.weight(la, lb))
             score[x, y] = best
     pairs, x, y = [], 0, 0
     while x < n and y < m:
         la, lb = a_layers[rest_a[x]], b_layers[rest_b[y]]
-        if context.compatible(la, lb) and score[x, y] == score[x + 1, y + 1] + 1 + _similarity(la.path, lb.path):
+        if context.compatible(la, lb) and score[x, y] == score[x + 1, y + 1] + context.weight(la, lb):
             pairs.append((rest_a[x], rest_b[y]))
             x, y = x + 1, y + 1
         elif score[x, y] == score[x + 1, y]:

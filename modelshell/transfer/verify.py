@@ -96,7 +96,7 @@ def verify(a: ModelHandle, b: ModelHandle, atol: float = 1e-4, rtol: float = 1e-
 def _paired_paths(a: ModelHandle, b: ModelHandle) -> list[tuple[str, str]]:
     """The paired layers, by the same pairing ``copy`` uses; a torch depthwise + pointwise pair is tapped
     at its pointwise conv, whose output is the separable layer's."""
-    from modelshell.pairing import make_plan
+    from modelshell.transfer.plan import make_plan
 
     return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in make_plan(a, b).matches]
 
