@@ -96,11 +96,12 @@ def pairs_by_name(plan: dict) -> dict[str, str]:
     return {p["a"]: p["b"] for p in plan["pairs"] if isinstance(p["a"], str)}
 
 
-def assert_copy_makes_equal(s: Session, src: str, dst: str, out_src, out_dst, x: np.ndarray) -> dict:
+def assert_copy_makes_equal(s: Session, src: str, dst: str, out_src, out_dst, x: np.ndarray,
+                            options: str = "") -> dict:
     before = out_dst(x)
     expected = out_src(x)
     assert np.abs(before - expected).max() > 1e-2, "the twins must differ before the copy"
-    data = run_ok(s, f"copy {src} {dst} --json")
+    data = run_ok(s, f"copy {src} {dst} --json {options}".rstrip())
     np.testing.assert_allclose(out_dst(x), expected, **TOL)
     return data
 
@@ -260,8 +261,12 @@ def test_renamed_layers_and_extra_layers_are_reported_and_the_rest_copied():
     assert plan["mismatched"] == []
 
     bn_before = [np.array(v.numpy()) for v in k.get_layer("extra_bn").weights]
+    strict = s.run_line("copy t k")  # strict by default: the unpaired tensors refuse the copy, and say so
+    assert not strict.ok and "6 tensors do not pair: extra_bn/gamma (dst)" in strict.error
+    assert "--partial copies what pairs" in strict.error
     x = images()
-    data = assert_copy_makes_equal(s, "t", "k", lambda x: torch_out(t, x), lambda x: keras_out(k, x), x)
+    data = assert_copy_makes_equal(s, "t", "k", lambda x: torch_out(t, x), lambda x: keras_out(k, x), x,
+                                   "--partial")
     assert data["tensors"] == 6 and [p["name"] for p in data["missing"]] == [p["name"] for p in plan["missing"]]
     for before, v in zip(bn_before, k.get_layer("extra_bn").weights):
         np.testing.assert_array_equal(v.numpy(), before)  # nothing from torch: kept as it was
@@ -272,7 +277,7 @@ def test_renamed_layers_and_extra_layers_are_reported_and_the_rest_copied():
     back = run_ok(s, "pair k t --json")
     assert [p["name"] for p in back["missing"]] == ["aux.weight", "aux.bias"]
     assert [p["name"] for p in back["unexpected"]] == [p["name"] for p in plan["missing"]]
-    assert_copy_makes_equal(s, "k", "t", lambda x: keras_out(k, x), lambda x: torch_out(t, x), x)
+    assert_copy_makes_equal(s, "k", "t", lambda x: keras_out(k, x), lambda x: torch_out(t, x), x, "--partial")
     for name, value in torch_values(t.aux).items():
         np.testing.assert_array_equal(value, aux_before[name])
 
@@ -409,7 +414,7 @@ def test_pair_json_schema():
     t.c2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16))  # pairs with extra_bn
     s = bind(t=t, k=k)
     plan = run_ok(s, "pair t k --json")
-    assert set(plan) == {"a", "b", "pairs", "missing", "unexpected", "mismatched", "warnings"}
+    assert set(plan) == {"a", "b", "pairs", "missing", "unexpected", "mismatched", "warnings", "notes"}
     assert (plan["a"], plan["b"]) == ("t", "k")
     assert plan["pairs"]
     for p in plan["pairs"]:

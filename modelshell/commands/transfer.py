@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelshell.commands.format import count_text, shape_text
 from modelshell.commands.registry import arg, command
@@ -64,26 +64,42 @@ def _plan_footer(plan: TransferPlan) -> list[str]:
 @command(
     "copy",
     "transfer",
-    "copy SRC's weights into DST by the pairing, all or nothing",
+    "copy SRC's weights into DST by the pairing, all or nothing, then prove it",
     args=[
         arg("src", metavar="SRC", help="the model to read"),
         arg("dst", metavar="DST", help="the model to write"),
         arg("--dry-run", action="store_true", help="show the plan, write nothing"),
+        arg("--partial", action="store_true", help="copy what pairs and list the rest, instead of refusing"),
+        arg("--no-verify", action="store_true", help="do not run both models afterwards to compare them"),
     ],
-    examples=["copy keras_model torch_model", "copy torch_model keras_model --dry-run"],
+    examples=["copy keras_model torch_model", "copy torch_model keras_model --dry-run",
+              "copy big small --partial"],
     json=True,
     listing=True,
-    details="Every tensor is converted and its shape checked before the first write, so a copy that "
-    "cannot be done leaves DST exactly as it was. DST tensors with nothing from SRC keep their values "
-    "(they are counted; `pair SRC DST` lists them).",
+    details="Strict, as load_state_dict(strict=True): every tensor of DST must get a value and every tensor of "
+    "SRC be used, except tensors the framework derives (integer counters and index tables such as "
+    "num_batches_tracked or relative_position_index, listed with why); anything else refuses the copy and "
+    "lists what is left, unless --partial. Every tensor is converted and its shape checked before the first "
+    "write, so a refused copy leaves DST exactly as it was. Between two models that can run, the copy is "
+    "then checked layer by layer on the seeded input `verify` uses: it ends with `outputs agree` or "
+    "`outputs differ from layer X` with the likely cause, and a difference fails the line (exit status 1 "
+    "in `run`) unless --no-verify.",
 )
-def copy(session, args: argparse.Namespace) -> Table | Message:
-    from modelshell.transfer.plan import converted_values, make_plan
+def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
+    from modelshell.transfer.plan import converted_values, make_plan, refuse_mismatched
 
     source, destination = session.model(args.src), session.model(args.dst)
     plan = make_plan(source, destination, args.src, args.dst)
     if args.dry_run:
         return _plan_table(plan, f"plan: {args.src} -> {args.dst} (dry run, nothing written)")
+    refuse_mismatched(plan)
+    derived, left = _left_over(plan, source, destination)
+    if left and not args.partial:
+        shown = "; ".join(f"{p.name} ({side})" for side, p in left[:4])
+        more = f" and {len(left) - 4} more" if len(left) > 4 else ""
+        raise ModelshellError(
+            f"cannot copy {args.src} into {args.dst}: {len(left)} tensors do not pair: {shown}{more}; "
+            "nothing was copied", f"`pair {args.src} {args.dst}` shows why; --partial copies what pairs")
     values = converted_values(plan, source)
     if not values:
         raise ModelshellError(f"nothing in {args.src} pairs with {args.dst}; nothing was copied",
@@ -91,13 +107,107 @@ def copy(session, args: argparse.Namespace) -> Table | Message:
     tensors, params = len(values), sum(int(v.size) for v in values.values())
     destination.write(values)  # consumes values, giving their memory back as it goes
     destination.changed = True
-    notes = [f"; {len(plan.missing)} tensors of {args.dst} got nothing and kept their values"] if plan.missing else []
-    notes += [f"; warning: {w}" for w in plan.warnings]
+    notes = [f"; {len(left)} tensors did not pair and kept their values (--partial)"] if left else []
+    if derived:
+        notes.append(f"; not copied, derived by the framework: {', '.join(derived[:6])}"
+                     + (f" and {len(derived) - 6} more" if len(derived) > 6 else ""))
+    notes += [f"; warning: {w}" for w in _grouped(plan.warnings)]
     text = f"copied {tensors} tensors ({count_text(params)} parameters) from {args.src} into {args.dst}"
-    return Message(text + "".join(notes), data={
-        "src": args.src, "dst": args.dst, "tensors": tensors, "params": params,
-        "missing": [p.as_json() for p in plan.missing], "warnings": plan.warnings,
-    })
+    data = {"src": args.src, "dst": args.dst, "tensors": tensors, "params": params,
+            "missing": [p.as_json() for side, p in left if side == "dst"],
+            "unexpected": [p.as_json() for side, p in left if side == "src"], "derived": derived,
+            "warnings": plan.warnings}
+    if args.no_verify or not (source.has_architecture and destination.has_architecture):
+        return Message(text + "".join(notes), data=data)
+    verdict, ok = _check_copy(source, destination, plan, partial=bool(left))
+    data["verified"] = ok
+    message = Message(text + "".join(notes) + "; " + verdict, data=data)
+    if ok is False:
+        return Failed([message], f"{args.dst} does not compute what {args.src} does after the copy: {verdict}")
+    return message
+
+
+_DERIVED_KINDS = "iub"  # integer and boolean tensors: counters and index tables the framework computes
+
+
+def _left_over(plan, source, destination) -> tuple[list[str], list[tuple[str, Any]]]:
+    """What a strict copy cannot leave unpaired: DST tensors that get no value and SRC tensors that are
+    not used. Tensors the framework derives (integer counters such as ``num_batches_tracked``, index
+    tables such as ``relative_position_index``) and aliases of a tied tensor are let through, the former
+    listed."""
+    infos = {("dst", t.name): t for t in destination.tensors()} | {("src", t.name): t for t in source.tensors()}
+    derived, left = [], []
+    for side, problems in (("dst", plan.missing), ("src", plan.unexpected)):
+        for problem in problems:
+            info = infos.get((side, problem.name))
+            if info is not None and info.tied_to is not None:
+                continue
+            if info is not None and _is_derived(info):
+                derived.append(problem.name)
+            else:
+                left.append((side, problem))
+    return derived, left
+
+
+def _is_derived(info) -> bool:
+    import numpy as np
+
+    try:
+        return np.dtype(info.dtype).kind in _DERIVED_KINDS
+    except TypeError:
+        return False
+
+
+def _check_copy(source, destination, plan, partial: bool = False) -> tuple[str, bool | None]:
+    """Run both models layer by layer on the seeded input: ``outputs agree (max abs diff ...)``, or where
+    they part and the warning that likely explains it. None when the models cannot be run on a made-up
+    input (said, not hidden). After a partial copy the models differ by design: only the paired layers
+    are held to agree."""
+    from modelshell.transfer.verify import verify as run_verification
+
+    tolerance = _tolerance(source, destination)
+    try:
+        result = run_verification(source, destination, tolerance, tolerance, layers=True, plan=plan)
+    except ModelshellError as exc:
+        return f"not verified: {exc.message}", None
+    where = result.first_divergence
+    if partial and result.layers and not where:
+        return f"every paired layer agrees (max abs diff {max(o.max_abs_diff for o in result.layers):.3g})", True
+    if result.ok and not partial:
+        return f"outputs agree (max abs diff {result.max_abs_diff:.3g})", True
+    parts = set(where.split(" ~ ")) if where else set()
+    cause = next((w for w in plan.warnings if w.split()[0].rstrip(":") in parts), None)
+    where = where and " ~ ".join(part or "(top)" for part in where.split(" ~ "))
+    verdict = f"outputs differ (max abs diff {result.max_abs_diff:.3g})"
+    if where:
+        verdict += f" from layer {where}"
+    if cause:
+        verdict += f"; likely cause: {cause}"
+    return verdict, False
+
+
+# The check after a copy allows for the precision of the least precise float dtype either model holds.
+_TOLERANCES = {"float64": 1e-4, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+
+
+def _tolerance(*handles) -> float:
+    dtypes = {t.dtype for handle in handles for t in handle.tensors()}
+    return max((_TOLERANCES[d] for d in dtypes if d in _TOLERANCES), default=1e-4)
+
+
+def _grouped(warnings: list[str]) -> list[str]:
+    """One line for many warnings that say the same thing of different layers (121 BatchNorm layers with
+    the same epsilon difference)."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for warning in warnings:
+        shape = re.sub(r"^\S+ (.*?) but \S+ ", r"\1 but ", warning)
+        groups.setdefault(shape, []).append(warning)
+    lines = []
+    for shape, members in groups.items():
+        lines.append(members[0] if len(members) == 1 else f"{len(members)} layers: {shape}")
+    return lines
 
 
 @command(

@@ -21,7 +21,8 @@ from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo
 from modelshell.transfer import rules as layouts
 from modelshell.transfer.kinds import kind_of
 
-__all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "make_plan", "converted_values"]
+__all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "make_plan", "converted_values", "refuse_mismatched",
+           "trace_both"]
 
 _CONV_KINDS = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3}
 _FLATTEN_RESETS = {"Linear", "LSTM", "GRU", "RNN", "Embedding", "MultiheadAttention", "LayerNorm"}
@@ -203,10 +204,7 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
 
     Values may be views of the source's arrays (a transpose is one): every adapter's ``write`` copies
     them into the destination, so the weights are not held a third time on the way."""
-    if plan.mismatched:
-        first = plan.mismatched[0]
-        more = f" (and {len(plan.mismatched) - 1} more)" if len(plan.mismatched) > 1 else ""
-        raise ModelshellError(f"cannot copy: {first.name}: {first.reason}{more}", f"`pair {plan.a} {plan.b}` shows all")
+    refuse_mismatched(plan)
     values: dict[str, np.ndarray] = {}
     arrays_in_order = source.iter_arrays([t.name for match in plan.matches for t in match.a_roles.values()])
     for match in plan.matches:
@@ -221,6 +219,14 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
             if target is not None and target.tied_to is None:  # a tied alias is written through its first name
                 values[target.name] = array
     return values
+
+
+def refuse_mismatched(plan: TransferPlan) -> None:
+    """A pair whose shapes disagree through its rule refuses the whole copy, with the first reason."""
+    if plan.mismatched:
+        first = plan.mismatched[0]
+        more = f" (and {len(plan.mismatched) - 1} more)" if len(plan.mismatched) > 1 else ""
+        raise ModelshellError(f"cannot copy: {first.name}: {first.reason}{more}", f"`pair {plan.a} {plan.b}` shows all")
 
 
 def _add_tensor_pairs(plan: TransferPlan, match: LayerMatch) -> None:

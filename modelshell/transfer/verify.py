@@ -7,19 +7,15 @@ model starts with convolutions, and integers when it starts with an embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
-from modelshell.frameworks.base import Layer, ModelHandle
+from modelshell.errors import ModelshellError
+from modelshell.frameworks.base import ModelHandle
+from modelshell.transfer.inputs import paired_inputs, to_other_layout
 
 __all__ = ["OutputComparison", "Verification", "verify"]
-
-_CHANNEL_KINDS = ("Conv", "DepthwiseConv", "SeparableConv")
-_DEFAULT_BATCH = 2
-_DEFAULT_LENGTH = 8
 
 
 @dataclass(frozen=True)
@@ -70,35 +66,56 @@ class Verification:
 
 
 def verify(a: ModelHandle, b: ModelHandle, atol: float = 1e-4, rtol: float = 1e-4,
-           input_file: str | None = None, seed: int = 0, layers: bool = False) -> Verification:
-    """Both models in inference mode on the same input; every output leaf compared, and with ``layers``
-    every paired layer's output too."""
+           input_file: str | None = None, seed: int = 0, layers: bool = False,
+           plan: Any = None) -> Verification:
+    """Both models in inference mode on the same input; every output leaf compared (by name where the
+    outputs are named), and with ``layers`` every paired layer's output too (``plan`` is the pairing to
+    follow, made here when not given)."""
     a_layers, b_layers = a.layers(), b.layers()
-    channels = _layouts_differ(a, b, a_layers, b_layers)
-    inputs_a = _load_inputs(input_file) if input_file else _random_inputs(a, b, a_layers, b_layers, seed, channels)
-    inputs_b = [_to_other_layout(x, a.framework, channels) for x in inputs_a]
-    paths = _paired_paths(a, b) if layers else []
-    out_a, taps_a = _run(a, inputs_a, [p for p, _ in paths])
-    out_b, taps_b = _run(b, inputs_b, [q for _, q in paths])
-    leaves_a, leaves_b = _leaves(out_a), _leaves(out_b)
-    if len(leaves_a) != len(leaves_b):
-        raise ModelshellError(f"the models give {len(leaves_a)} and {len(leaves_b)} outputs; nothing to compare")
-    comparisons = [
-        _compare(name, x, y, a.framework, channels, atol, rtol) for (name, x), (_, y) in zip(leaves_a, leaves_b)
-    ]
+    inputs = paired_inputs(a, b, a_layers, b_layers, seed, input_file)
+    channels = inputs.channels
+    paths = _paired_paths(a, b, plan) if layers else []
+    out_a, taps_a = _run(a, inputs.a, [p for p, _ in paths])
+    out_b, taps_b = _run(b, inputs.b, [q for _, q in paths])
+    pairs = _output_pairs(_leaves(out_a), _leaves(out_b))
+    comparisons = [_compare(name, x, y, a.framework, channels, atol, rtol) for name, x, y in pairs]
     per_layer = [
         _compare(f"{p} ~ {q}", _first_leaf(taps_a[p]), _first_leaf(taps_b[q]), a.framework, channels, atol, rtol)
         for p, q in paths if p in taps_a and q in taps_b
     ]
-    return Verification(comparisons, [tuple(x.shape) for x in inputs_a], atol, rtol, per_layer)
+    return Verification(comparisons, inputs.shapes, atol, rtol, per_layer)
 
 
-def _paired_paths(a: ModelHandle, b: ModelHandle) -> list[tuple[str, str]]:
+# Output names that mean the same thing in transformers and keras-hub.
+_SAME_OUTPUT = {"last_hidden_state": "sequence_output", "pooler_output": "pooled_output"}
+
+
+def _output_pairs(leaves_a: list[tuple[str, np.ndarray]],
+                  leaves_b: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Outputs side by side: by position when both give the same number of them, else by name (``logits``
+    with ``logits``, ``last_hidden_state`` with keras-hub's ``sequence_output``)."""
+    if len(leaves_a) == len(leaves_b):
+        return [(name, x, y) for (name, x), (_, y) in zip(leaves_a, leaves_b)]
+    by_name = {_canonical(name): value for name, value in leaves_b}
+    pairs = [(name, x, by_name[_canonical(name)]) for name, x in leaves_a if _canonical(name) in by_name]
+    if not pairs:
+        raise ModelshellError(f"the models give {len(leaves_a)} and {len(leaves_b)} outputs, none by the same "
+                              "name; nothing to compare")
+    return pairs
+
+
+def _canonical(name: str) -> str:
+    last = name.rpartition(".")[2]
+    return _SAME_OUTPUT.get(last, last)
+
+
+def _paired_paths(a: ModelHandle, b: ModelHandle, plan: Any = None) -> list[tuple[str, str]]:
     """The paired layers, by the same pairing ``copy`` uses; a torch depthwise + pointwise pair is tapped
     at its pointwise conv, whose output is the separable layer's."""
     from modelshell.transfer.plan import make_plan
 
-    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in make_plan(a, b).matches]
+    plan = plan or make_plan(a, b)
+    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in plan.matches]
 
 
 def _first_leaf(output: Any) -> np.ndarray:
@@ -107,7 +124,7 @@ def _first_leaf(output: Any) -> np.ndarray:
     return leaves[0][1] if leaves else np.zeros(0)
 
 
-def _run(handle: ModelHandle, inputs: list[np.ndarray], taps: list[str]) -> tuple[Any, dict[str, Any]]:
+def _run(handle: ModelHandle, inputs: Any, taps: list[str]) -> tuple[Any, dict[str, Any]]:
     try:
         if taps:
             return handle.forward_with_taps(inputs, taps)
@@ -115,85 +132,18 @@ def _run(handle: ModelHandle, inputs: list[np.ndarray], taps: list[str]) -> tupl
     except ModelshellError:
         raise
     except Exception as exc:  # noqa: BLE001 - a forward pass failing on the input is the user's to see
-        shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-        raise ModelshellError(f"running {handle.class_name} on input {shapes} failed: {first_line(exc)}",
-                              "pass an input that fits with --input FILE.npy") from exc
+        given = inputs.items() if isinstance(inputs, dict) else enumerate(inputs)
+        shapes = ", ".join(f"{k}={tuple(x.shape)}" if isinstance(k, str) else str(tuple(x.shape)) for k, x in given)
+        raise ModelshellError(f"running {handle.class_name} on input {shapes} failed: {type(exc).__name__}: "
+                              f"{_framework_message(exc)}", "pass an input that fits with --input FILE.npy") from exc
 
 
-def _layouts_differ(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer]) -> bool:
-    """True when one model is torch and the other Keras and they start with a convolution: then torch
-    wants channels first (N, C, H, W) and Keras channels last (N, H, W, C)."""
-    if {a.framework, b.framework} != {"torch", "keras"}:
-        return False
-    first = [layers[0].kind for layers in (a_layers, b_layers) if layers]
-    return any(kind.startswith(_CHANNEL_KINDS) for kind in first)
-
-
-def _to_other_layout(x: np.ndarray, framework: str, channels: bool) -> np.ndarray:
-    if not channels or x.ndim < 3:
-        return x
-    moved = np.moveaxis(x, 1, -1) if framework == "torch" else np.moveaxis(x, -1, 1)
-    return np.ascontiguousarray(moved)
-
-
-def _random_inputs(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer], seed: int,
-                   channels: bool) -> list[np.ndarray]:
-    """Inputs in A's layout, from A's input spec, else B's (converted), else A's first layer."""
-    rng = np.random.default_rng(seed)
-    for handle, layers in ((a, a_layers), (b, b_layers)):
-        spec = handle.input_spec()
-        if spec:
-            arrays = [_random_array(rng, shape, dtype, layers) for shape, dtype in spec]
-            if handle is b:
-                arrays = [_to_other_layout(x, b.framework, channels) for x in arrays]
-            return arrays
-    for layers in (a_layers, b_layers):
-        guessed = _shape_from_first_layer(layers)
-        if guessed:
-            return [_random_array(rng, *guessed, layers)]
-    raise ModelshellError("cannot tell the input shape of either model", "pass one with --input FILE.npy (in the first model's layout)")
-
-
-def _random_array(rng: np.random.Generator, shape: tuple, dtype: str, layers: list[Layer]) -> np.ndarray:
-    concrete = tuple(_DEFAULT_BATCH if i == 0 and d is None else (_DEFAULT_LENGTH if d is None else d)
-                     for i, d in enumerate(shape))
-    vocabulary = _vocabulary(layers)
-    if vocabulary or "int" in dtype:
-        return rng.integers(0, vocabulary or 10, size=concrete).astype("int64" if "int" not in dtype else dtype)
-    return rng.standard_normal(concrete).astype(dtype if dtype.startswith("float") else "float32")
-
-
-def _vocabulary(layers: list[Layer]) -> int:
-    if layers and layers[0].kind == "Embedding":
-        return next(iter(layers[0].roles.values())).shape[0]
-    return 0
-
-
-def _shape_from_first_layer(layers: list[Layer]) -> tuple[tuple, str] | None:
-    """A torch module does not know its input shape, but its first layer often tells enough."""
-    if not layers:
-        return None
-    first = layers[0]
-    config = first.config
-    if first.kind == "Linear":
-        return (None, config["in_features"]), "float32"
-    if first.kind == "Embedding":
-        return (None, None), "int64"
-    if first.kind in ("LSTM", "GRU", "RNN") and config.get("batch_first"):
-        return (None, None, config["input_size"]), "float32"
-    return None
-
-
-def _load_inputs(path: str) -> list[np.ndarray]:
-    file = Path(path)
-    try:
-        loaded = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ModelshellError(f"cannot read the input {file}: {first_line(exc)}", "give a .npy or .npz file") from exc
-    if isinstance(loaded, np.ndarray):
-        return [loaded]
-    with loaded:
-        return [loaded[key] for key in loaded.files]
+def _framework_message(exc: BaseException) -> str:
+    """The framework's own words: the first lines that say something (Keras wraps the cause in a
+    "Exception encountered when calling layer" preamble)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception encountered", "Arguments received", "•"))]
+    return " ".join((useful or lines or [type(exc).__name__])[:2])[:300]
 
 
 def _leaves(output: Any, name: str = "output") -> list[tuple[str, np.ndarray]]:
@@ -214,9 +164,13 @@ def _compare(name: str, x: np.ndarray, y: np.ndarray, a_framework: str, channels
     if channels and y.ndim >= 3:
         # Always the other layout first: when the channels equal a spatial size, both layouts have the
         # same shape and only the moved one compares like with like.
-        moved = _to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels)
+        moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels)
         if moved.shape == x.shape:
             y, note = moved, "channels moved"
+    if x.shape != y.shape and x.size == y.size and x.shape[:1] == y.shape[:1] and x.ndim > 1:
+        # The same values, grouped otherwise: a Keras EinsumDense gives (N, T, heads, size) where a torch
+        # Linear gives (N, T, heads * size).
+        y, note = y.reshape(x.shape), "reshaped"
     if x.shape != y.shape:
         return OutputComparison(name, tuple(x.shape), float("inf"), float("inf"), False,
                                 f"shapes differ: {tuple(x.shape)} and {tuple(y.shape)}")
