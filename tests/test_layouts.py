@@ -172,6 +172,25 @@ def _mha_keras(layer: keras.layers.Layer, x: np.ndarray) -> Any:
     return layer(x, x, training=False)
 
 
+def _hf_conv1d() -> nn.Module:
+    from transformers.pytorch_utils import Conv1D  # GPT-2's projection: weight (in, out)
+
+    return Conv1D(4, 6)
+
+
+def _heads_out(layer: keras.layers.Layer, x: np.ndarray) -> Any:  # (N, T, H, D) -> (N, T, H*D), as torch gives it
+    y = layer(x, training=False)
+    return keras.ops.reshape(y, (x.shape[0], x.shape[1], -1))
+
+
+def _heads_in(layer: keras.layers.Layer, x: np.ndarray) -> Any:  # (N, T, H*D) -> (N, T, H, D), as Keras takes it
+    return layer(keras.ops.reshape(x, (x.shape[0], x.shape[1], 2, 3)), training=False)
+
+
+def _as_1x1_map(layer: keras.layers.Layer, x: np.ndarray) -> Any:  # (N, C) -> (N, 1, 1, C) and back
+    return keras.ops.reshape(layer(keras.ops.reshape(x, (x.shape[0], 1, 1, -1)), training=False), (x.shape[0], -1))
+
+
 TWINS = [
     Twin("linear", lambda: nn.Linear(6, 4), lambda: L.Dense(4), (None, 6), normal(3, 6)),
     Twin("conv1d", lambda: nn.Conv1d(3, 4, 3), lambda: L.Conv1D(4, 3), (None, 7, 3), normal(2, 3, 7), True),
@@ -241,6 +260,21 @@ TWINS = [
         lambda: L.MultiHeadAttention(num_heads=2, key_dim=3), (None, 4, 6), normal(2, 4, 6),
         params={"H": 2}, torch_call=_mha_torch, keras_call=_mha_keras,
     ),
+    Twin(
+        "linear_einsum_heads", lambda: nn.Linear(6, 6),
+        lambda: L.EinsumDense("abc,cde->abde", output_shape=(None, 2, 3), bias_axes="de"),
+        (None, 4, 6), normal(2, 4, 6), params={"H": 2}, keras_call=_heads_out,
+    ),
+    Twin(
+        "linear_einsum_merge", lambda: nn.Linear(6, 5),
+        lambda: L.EinsumDense("abcd,cde->abe", output_shape=(None, 5), bias_axes="e"),
+        (None, 4, 6), normal(2, 4, 6), params={"H": 2}, keras_call=_heads_in,
+    ),
+    Twin("hf_conv1d", _hf_conv1d, lambda: L.Dense(4), (None, 6), normal(3, 6)),
+    Twin("linear_conv1x1", lambda: nn.Linear(3, 4), lambda: L.Conv2D(4, 1), (None, 3), normal(2, 3),
+         keras_call=_as_1x1_map),
+    Twin("rms_norm", lambda: nn.RMSNorm(6, eps=1e-6), lambda: L.RMSNormalization(epsilon=1e-6), (None, 3, 6),
+         normal(2, 3, 6)),
 ]
 for _t in TWINS:
     _t.id = _t.id or _t.key

@@ -144,7 +144,7 @@ class KerasModel(ModelHandle):
                     inner |= {id(v) for v in child.weights}
             own = [v for v in layer.weights if id(v) not in inner and id(v) in infos]
             if own:
-                roles = {_role(v, whole or 1): infos.pop(id(v)) for v in own}
+                roles = _roles(layer, own, whole or 1, infos)
                 found.append(Layer(path, kind, roles, _config(layer), lineage))
 
         visit(self.obj, "")
@@ -190,10 +190,12 @@ class KerasModel(ModelHandle):
         input of the same size (Flatten, Reshape) takes a flattened map; a global pool makes a (N, C)
         tensor from a map of another size, so it is never mistaken for one."""
         calls: dict[str, LayerCall] = {}
+        started: dict[str, int] = {}
         made_from_map: dict[int, tuple[tuple[int, ...], Any]] = {}  # id(output) -> (4-d input shape, output)
 
         def wrap(layer: Any, path: str, call: Any):
             def traced(*args: Any, **kwargs: Any) -> Any:
+                started.setdefault(path, len(started))  # a block starts before what it calls
                 output = call(*args, **kwargs)
                 tensors = [a for a in args if hasattr(a, "shape") and hasattr(a, "dtype")]
                 shapes = tuple(_shape(t) for t in tensors)
@@ -205,7 +207,7 @@ class KerasModel(ModelHandle):
                     flattened = made_from_map.get(id(tensors[0]), (None,))[0] if tensors else None
                     if flattened is not None and len(shapes[0]) != 2:
                         flattened = None
-                    calls[path] = LayerCall(path, len(calls), shapes,
+                    calls[path] = LayerCall(path, started[path], shapes,
                                             None if first_out is None else _shape(first_out), flattened)
                 return output
             return traced
@@ -377,6 +379,22 @@ def _config(layer: Any) -> dict[str, Any]:
 
 def _role(variable: Any, parts: int) -> str:
     return "/".join(_variable_name(variable).split("/")[-parts:])
+
+
+def _roles(layer: Any, variables: list[Any], parts: int, infos: dict[int, TensorInfo]) -> dict[str, TensorInfo]:
+    """Each variable's role in its layer: the last ``parts`` parts of its name, or, where two would share
+    one (a transformers TF block that makes ``word_embeddings/weight`` and ``position_embeddings/weight``
+    itself), the part of the name after the layer's own."""
+    short = [_role(v, parts) for v in variables]
+    if len(set(short)) == len(short):
+        return {role: infos.pop(id(v)) for role, v in zip(short, variables)}
+    found = {}
+    for variable in variables:
+        name = _variable_name(variable)
+        marker = f"{layer.name}/"
+        role = name.rpartition(marker)[2] if marker in name else name
+        found[role if role not in found else name] = infos.pop(id(variable))
+    return found
 
 
 def _to_numpy(value: Any) -> Any:

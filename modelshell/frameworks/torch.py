@@ -207,11 +207,19 @@ class TorchModule(ModelHandle):
                 flattened = None
                 if tensors and tensors[0].dim() == 2 and tensors[0].device.type != "meta":
                     flattened = flattening_of(tensors[0])
-                calls[path] = LayerCall(path, len(calls), tuple(tuple(t.shape) for t in tensors),
+                calls[path] = LayerCall(path, started[path], tuple(tuple(t.shape) for t in tensors),
                                         None if first_out is None else tuple(first_out.shape), flattened)
             return record
 
-        hooks = [m.register_forward_hook(hook(p)) for p, m in self.obj.named_modules() if p]
+        def start(path: str):
+            def record(module, args) -> None:
+                started.setdefault(path, len(started))
+            return record
+
+        started: dict[str, int] = {}  # the order in which modules start (a block before what it calls)
+        named = [(p, m) for p, m in self.obj.named_modules() if p]
+        hooks = [m.register_forward_pre_hook(start(p)) for p, m in named]
+        hooks += [m.register_forward_hook(hook(p)) for p, m in named]
         try:
             self._call(inputs)
         finally:

@@ -9,6 +9,7 @@ a pairing; they are checked after it, through the rule, and a disagreement is re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo
 from modelshell.transfer import rules as layouts
-from modelshell.transfer.kinds import kind_of
+from modelshell.transfer.kinds import kind_of, known_kinds
 
 __all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "make_plan", "converted_values", "refuse_mismatched",
            "trace_both"]
@@ -180,7 +181,49 @@ def _layers(handle: ModelHandle, tensors: list[TensorInfo], other: ModelHandle) 
         layers = handle.layers(tensors, whole_attention=whole)
     else:
         layers = handle.layers(tensors)
-    return [dataclasses.replace(layer, kind=kind_of(layer)) if layer.kind else layer for layer in layers]
+    resolved = [dataclasses.replace(layer, kind=kind_of(layer)) if layer.kind else layer for layer in layers]
+    leaves = [leaf for layer in resolved for leaf in _leaves_of(layer)]
+    # A layer of a kind no rule knows (a library's own norm or embedding) pairs by its tensors, as a
+    # weights-only file's layers do; its class name stays in its lineage for messages.
+    return [dataclasses.replace(layer, kind="") if layer.kind and layer.kind not in known_kinds() else layer
+            for layer in leaves]
+
+
+LEAF = "Leaf"  # the lineage of a tensor a block owns directly, paired on its own
+
+
+def _leaves_of(layer: Layer) -> list[Layer]:
+    """A layer of a kind no rule knows is usually a block that owns tensors directly (an embedding table
+    made with ``add_weight``, a class token, a layer scale): when its tensors are not the roles of any
+    rule (``weight``, ``bias``, ``kernel``...), each becomes a leaf of its own, to pair with a layer or a
+    leaf of the other model by name, order and shape. A custom layer with ordinary roles (transformers'
+    ``TFConv1D`` with ``weight`` and ``bias``) stays whole, and pairs by its tensors."""
+    if not layer.kind or layer.kind in known_kinds() or set(layer.roles) <= _rule_role_names():
+        return [layer]
+    separator = "/" if "/" in layer.path or any("/" in r for r in layer.roles) else "."
+    leaves = []
+    for role, tensor in layer.roles.items():
+        path = separator.join(p for p in (layer.path, role.replace("/", separator)) if p)
+        leaves.append(Layer(path, "", {role.rpartition("/")[2]: tensor}, {}, (LEAF,)))
+    return leaves
+
+
+@functools.lru_cache(maxsize=1)
+def _rule_role_names() -> frozenset[str]:
+    return frozenset(r.name for rule in layouts.RULES for side in ("torch", "keras") for r in rule.roles(side))
+
+
+def _is_leaf(layer: Layer) -> bool:
+    return layer.lineage == (LEAF,)
+
+
+def _by_tensors(layer: Layer) -> bool:
+    """A leaf, or a live layer whose kind no rule knows (its lineage says what it was)."""
+    return _is_leaf(layer) or (not layer.kind and bool(layer.lineage))
+
+
+def _unit_shapes(layer: Layer) -> list[tuple[int, ...]]:
+    return [_unit_shape(t.shape) for t in layer.roles.values()]
 
 
 def _in_execution_order(layers: list[Layer], trace: dict | None) -> list[Layer]:
@@ -195,8 +238,15 @@ def _in_execution_order(layers: list[Layer], trace: dict | None) -> list[Layer]:
 
 
 def _call_of(layer: Layer, trace: dict) -> Any:
-    """The trace entry of a layer; a merged separable pair answers for its first conv."""
-    return next((trace[path] for path in layer.path.split("+") if path in trace), None)
+    """The trace entry of a layer; a merged separable pair answers for its first conv, and a leaf (a
+    tensor a block owns) for the block."""
+    found = next((trace[path] for path in layer.path.split("+") if path in trace), None)
+    if found is None and _is_leaf(layer):
+        path = layer.path
+        while path and path not in trace:
+            path = re.sub(r"[./]?[^./]*$", "", path)
+        found = trace.get(path)
+    return found
 
 
 def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.ndarray]:
@@ -209,8 +259,9 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
     arrays_in_order = source.iter_arrays([t.name for match in plan.matches for t in match.a_roles.values()])
     for match in plan.matches:
         arrays = {role: next(arrays_in_order) for role in match.a_roles}
-        if match.rule is None:
-            out = arrays
+        if match.rule is None:  # as is, or with unit axes added or dropped (leaves of blocks)
+            out = {role: np.reshape(array, match.b_roles[role].shape) if role in match.b_roles else array
+                   for role, array in arrays.items()}
         else:
             expect = {role: t.shape for role, t in match.b_roles.items()}
             out = layouts.convert(match.rule, arrays, match.direction, expect=expect, copy=False, **match.dims)
@@ -266,14 +317,24 @@ def _add_tensor_pairs(plan: TransferPlan, match: LayerMatch) -> None:
             plan.missing.append(Problem(target.name, f"{where}: nothing in {match.a_kind or 'A'} produces {role}"))
 
 
+def _unit_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape without its unit axes: ``(1, N, E)`` and ``(N, E)``, ``(C, 1, 1)`` and ``(C,)`` hold the
+    same values in the same order. Data is never reshaped across axes that are not units."""
+    return tuple(d for d in shape if d != 1)
+
+
 def _add_identity_pairs(plan: TransferPlan, match: LayerMatch, where: str) -> None:
     for role, source in match.a_roles.items():
         target = match.b_roles.get(role)
         if target is None:
             plan.unexpected.append(Problem(source.name, f"{where}: B's layer has no {role}"))
             continue
-        plan.pairs.append(TensorPair((source.name,), (target.name,), (source.shape,), (target.shape,), "as is"))
-        if source.shape != target.shape:
+        units = source.shape != target.shape and _unit_shape(source.shape) == _unit_shape(target.shape)
+        transform = "as is" if not units else ("drop unit axes" if len(source.shape) > len(target.shape)
+                                               else "add unit axes" if len(source.shape) < len(target.shape)
+                                               else "move unit axes")
+        plan.pairs.append(TensorPair((source.name,), (target.name,), (source.shape,), (target.shape,), transform))
+        if source.shape != target.shape and not units:
             plan.mismatched.append(Problem(target.name, f"{where}: shapes {source.shape} and {target.shape} differ"))
     for role, target in match.b_roles.items():
         if role not in match.a_roles:
@@ -307,14 +368,20 @@ class _Context:
                 return None, kinds and all(len(la.roles[r].shape) == len(lb.roles[r].shape) for r in la.roles)
             return None, kinds and _signature(la) == _signature(lb)
         t, k = (la, lb) if self.a.framework == "torch" else (lb, la)
+        if _by_tensors(la) and _by_tensors(lb):
+            # Two tensors owned by blocks, or two layers of kinds no rule knows (a library's own RMS norm
+            # on each side): the same values in the same order, unit axes aside; the check after a copy
+            # proves it.
+            return None, _unit_shapes(la) == _unit_shapes(lb)
         rule = _find_rule(t, k, self.flatten.get(id(t)))
         return rule, rule is not None
 
     def weight(self, la: Layer, lb: Layer) -> float:
-        """How much pairing two compatible layers is worth in the order alignment: one, more where the
-        names share tokens, and one more where every shape fits through the rule (of two Linear layers
-        that could take a Dense's place, the one whose shapes fit it)."""
-        return 1 + _similarity(la.path, lb.path) + (1 if self.fits(la, lb) else 0)
+        """How much pairing two compatible layers is worth in the order alignment: two where every shape
+        fits through the rule, a quarter where it does not (such a pair is still reported, as mismatched,
+        rather than left out), and a little more where the names share tokens. So of two Embedding
+        layers that could take one's place, the one whose shapes fit wins, whatever the order."""
+        return (2 if self.fits(la, lb) else 0.25) + _similarity(la.path, lb.path)
 
     def fits(self, la: Layer, lb: Layer) -> bool:
         key = (id(la), id(lb))
@@ -359,9 +426,11 @@ def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | N
         return None
     if torch_layer.kind in ("Linear", "") and any(r.after_flatten for r in candidates):
         candidates = [r for r in candidates if r.after_flatten == after or not r.keras_kind == "Dense"]
-    for rule in candidates:
-        if _fits(rule, "torch", torch_layer) and _fits(rule, "keras", keras_layer):
-            return rule
+    fitting = [r for r in candidates if _fits(r, "torch", torch_layer) and _fits(r, "keras", keras_layer)]
+    if fitting:
+        # Of the rules whose roles and ranks fit, the first whose shapes agree through it (a kernel
+        # (E, H, D) splits a Linear's outputs into heads, (H, D, E) merges its inputs): else the first.
+        return next((r for r in fitting if _shapes_agree(r, torch_layer, keras_layer)), fitting[0])
     if torch_layer.kind and keras_layer.kind:
         # Both kinds known and covered by a rule, but a tensor's rank differs (a GRU with reset_after=False
         # has a 1-d bias): pair them anyway, so the shape check reports it and copy refuses, instead of
@@ -370,6 +439,16 @@ def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | N
             if _fits(rule, "torch", torch_layer, ranks=False) and _fits(rule, "keras", keras_layer, ranks=False):
                 return rule
     return None
+
+
+def _shapes_agree(rule: layouts.LayerRule, torch_layer: Layer, keras_layer: Layer) -> bool:
+    try:
+        torch_roles, keras_roles = _rule_roles(rule, "torch", torch_layer), _rule_roles(rule, "keras", keras_layer)
+        dims = layouts.known_dims(rule, "keras", {r: t.shape for r, t in keras_roles.items()})
+        expected = layouts.expected_shapes(rule, {r: t.shape for r, t in torch_roles.items()}, "torch->keras", **dims)
+    except ModelshellError:
+        return False
+    return all(expected.get(r) == t.shape for r, t in keras_roles.items())
 
 
 def _is_separable(layer: Layer, rule: layouts.LayerRule) -> bool:
@@ -565,14 +644,31 @@ def _tokens(path: str) -> tuple[str, ...]:
 
 def _align(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> list[tuple[int, int]]:
     """Pairs (i, j) of layers: equal names first (they survive reordering), then the rest in order."""
-    if len(a_layers) == len(b_layers) and all(context.compatible(x, y) for x, y in zip(a_layers, b_layers)) \
-            and not _names_cross(a_layers, b_layers):
+    if len(a_layers) == len(b_layers) and not _names_cross(a_layers, b_layers) \
+            and all(context.compatible(x, y) and context.fits(x, y) for x, y in zip(a_layers, b_layers)):
         return list(zip(range(len(a_layers)), range(len(b_layers))))  # the common case, in linear time
     anchors = _name_anchors(a_layers, b_layers, context)
     rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in anchors}]
     rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in anchors}]
     ordered = _order_alignment(rest_a, rest_b, a_layers, b_layers, context)
-    return sorted(anchors + ordered)
+    return sorted(anchors + ordered + _unique_fits(anchors + ordered, a_layers, b_layers, context))
+
+
+def _unique_fits(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers: list[Layer],
+                 context: _Context) -> list[tuple[int, int]]:
+    """Layers the order left unpaired because two libraries run them in another order (transformers adds
+    token types before positions, keras-hub after): among what is left, a layer that fits exactly one
+    layer of the other model, which fits it alone too, pairs with it."""
+    left_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in paired}]
+    left_b = [j for j in range(len(b_layers)) if j not in {j for _, j in paired}]
+    fit = {(i, j) for i in left_a for j in left_b
+           if context.compatible(a_layers[i], b_layers[j]) and context.fits(a_layers[i], b_layers[j])}
+    found = []
+    for i in left_a:
+        partners = [j for j in left_b if (i, j) in fit]
+        if len(partners) == 1 and sum((k, partners[0]) in fit for k in left_a) == 1:
+            found.append((i, partners[0]))
+    return found
 
 
 def _names_cross(a_layers: list[Layer], b_layers: list[Layer]) -> bool:
@@ -631,7 +727,9 @@ def _similarity(a: str, b: str) -> float:
 
 
 def _describe(layer: Layer) -> str:
-    return f"{layer.path or '(top)'} ({layer.kind or 'weights only'})"
+    kind = layer.kind or ("a tensor of a block" if _is_leaf(layer) else layer.lineage[0] if layer.lineage
+                          else "weights only")
+    return f"{layer.path or '(top)'} ({kind})"
 
 
 # --- warnings -------------------------------------------------------------------------------------------

@@ -769,6 +769,42 @@ def _flatten_rule(key: str, syms: tuple[str, ...], steps: tuple[Step, Step]) -> 
     )
 
 
+def _reshaped(src: str, dst: str, name: str, shape: Callable[[Dims], tuple[int, ...]], *, transpose: bool = False) -> Step:
+    """A step that (transposes and) reshapes into a shape of the rule's symbols: only where the rule says
+    the axes are one (a Linear's outputs are an EinsumDense's heads x head size), never to make a fit."""
+    def fn(a: Sequence[np.ndarray | None], d: Dims) -> tuple[np.ndarray]:
+        value = a[0].T if transpose else a[0]
+        return (value.reshape(shape(d)),)
+
+    return Step((src,), (dst,), name, fn)
+
+
+def _einsum(key: str, heads_out: bool) -> LayerRule:
+    """torch ``Linear`` against a Keras ``EinsumDense`` that splits its outputs into heads (``abc,cde->abde``,
+    kernel ``(E, H, D)``: attention's query, key, value, also grouped-query k/v with H the KV heads) or
+    merges its inputs from heads (``abcd,cde->abe``, kernel ``(H, D, E)``: attention's output)."""
+    if heads_out:
+        t_roles = (Role("weight", ("H*D", "E")), Role("bias", ("H*D",), optional=True))
+        k_roles = (Role("kernel", ("E", "H", "D")), Role("bias", ("H", "D"), optional=True))
+        to_k = (_reshaped("weight", "kernel", ".T.reshape(E,H,D)", lambda d: (d["E"], d["H"], d["D"]), transpose=True),
+                _reshaped("bias", "bias", "reshape(H,D)", lambda d: (d["H"], d["D"])))
+        to_t = (_reshaped("kernel", "weight", "reshape(E,H*D).T", lambda d: (d["H"] * d["D"], d["E"]), transpose=False),
+                _reshaped("bias", "bias", "reshape(H*D)", lambda d: (d["H"] * d["D"],)))
+        to_t = (Step(("kernel",), ("weight",), "reshape(E,H*D).T",
+                     lambda a, d: (a[0].reshape(d["E"], d["H"] * d["D"]).T,)), to_t[1])
+    else:
+        t_roles = (Role("weight", ("E", "H*D")), Role("bias", ("E",), optional=True))
+        k_roles = (Role("kernel", ("H", "D", "E")), Role("bias", ("E",), optional=True))
+        to_k = (_reshaped("weight", "kernel", ".T.reshape(H,D,E)", lambda d: (d["H"], d["D"], d["E"]), transpose=True),
+                _same("bias", "bias"))
+        to_t = (Step(("kernel",), ("weight",), "reshape(H*D,E).T",
+                     lambda a, d: (a[0].reshape(d["H"] * d["D"], d["E"]).T,)), _same("bias", "bias"))
+    return LayerRule(
+        key, "Linear", "EinsumDense", ("Linear",), t_roles, k_roles, to_k, to_t,
+        notes=("the heads H and head size D come from the EinsumDense kernel",),
+    )
+
+
 _BN_NOTES = ("epsilon defaults differ (Keras 1e-3, torch 1e-5); Keras momentum = 1 - torch momentum",)
 
 #: Every rule, in the order of LAYOUTS.md.
@@ -837,6 +873,33 @@ RULES: tuple[LayerRule, ...] = (
     _MHA,
     _flatten_rule("flatten_linear", ("C", "H", "W"), _FLAT2),
     _flatten_rule("flatten_linear_1d", ("C", "L"), _FLAT1),
+    _einsum("linear_einsum_heads", heads_out=True),
+    _einsum("linear_einsum_merge", heads_out=False),
+    LayerRule(
+        "hf_conv1d", "transformers Conv1D", "Dense", ("Conv1D",),
+        (Role("weight", ("in", "out")), Role("bias", ("out",), optional=True)),
+        (Role("kernel", ("in", "out")), Role("bias", ("out",), optional=True)),
+        (_same("weight", "kernel"), _same("bias", "bias")),
+        (_same("kernel", "weight"), _same("bias", "bias")),
+        notes=("transformers' Conv1D (GPT-2) stores its weight (in, out), as a Dense kernel: no transpose, "
+               "even when square",),
+    ),
+    LayerRule(
+        "linear_conv1x1", "Linear", "Conv2D", ("Linear",),
+        (Role("weight", ("out", "in")), Role("bias", ("out",), optional=True)),
+        (Role("kernel", ("1", "1", "in", "out")), Role("bias", ("out",), optional=True)),
+        (Step(("weight",), ("kernel",), ".T[None, None]", lambda a, d: (a[0].T[None, None],)), _same("bias", "bias")),
+        (Step(("kernel",), ("weight",), "[0, 0].T", lambda a, d: (a[0][0, 0].T,)), _same("bias", "bias")),
+        notes=("a head after a keepdims pool: a 1x1 convolution is a Linear on every position",),
+    ),
+    LayerRule(
+        "rms_norm", "RMSNorm", "RMSNormalization", ("RMSNorm",),
+        (Role("weight", ("C",)),),
+        (Role("scale", ("C",)),),
+        (_same("weight", "scale"),),
+        (_same("scale", "weight"),),
+        notes=("compare epsilon",),
+    ),
 )
 
 _BY_KEY = {r.key: r for r in RULES}
