@@ -463,7 +463,10 @@ def _fits(rule: layouts.LayerRule, side: str, layer: Layer, ranks: bool = True) 
     """The layer's tensors can be this rule's roles: by name when the names are the rule's, else by
     order (weights-only files name Keras variables 0, 1, ...); ranks must agree (unless ``ranks`` is
     False); a depthwise rule needs a depthwise torch conv (groups == in_channels)."""
-    if side == "torch" and rule.key.startswith("depthwise") != _is_depthwise(layer):
+    # A depthwise torch conv (groups == in_channels) pairs with DepthwiseConv2D by the depthwise rule, or
+    # with a grouped Conv2D(groups=C) by the plain one (its kernel is (kh, kw, 1, C*M)); a depthwise rule
+    # never takes a plain conv.
+    if side == "torch" and rule.key.startswith("depthwise") and not _is_depthwise(layer):
         return False
     try:
         roles = _rule_roles(rule, side, layer)
