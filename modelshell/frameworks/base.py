@@ -8,6 +8,7 @@ which framework is behind it.
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # numpy costs ~0.15 s to import; the shell's start-up does no
 
 __all__ = [
     "TensorInfo", "LayerNode", "Layer", "LayerCall", "InputSlot", "ModelHandle", "tree_from_names", "count_params",
-    "layers_from_tensors",
+    "layers_from_tensors", "keras_snake_case",
 ]
 
 
@@ -117,6 +118,14 @@ class InputSlot:
     name: str
     shape: tuple[int | None, ...]
     dtype: str
+    required: bool = True  # False for a keyword argument the model may go without (torch, transformers TF)
+
+
+def keras_snake_case(class_name: str) -> str:
+    """Keras's ``to_snake_case``: the name Keras makes for a layer of this class (``Conv2D`` ->
+    ``conv2d``), which weights files and automatic layer names use."""
+    kind = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", class_name))
+    return re.sub("([a-z])([A-Z])", r"\1_\2", kind).lower()
 
 
 def layers_from_tensors(tensors: list[TensorInfo]) -> list[Layer]:

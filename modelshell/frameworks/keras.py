@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -25,7 +26,9 @@ from absl import logging as _absl_logging  # noqa: E402
 _absl_logging.set_verbosity(_absl_logging.ERROR)
 
 from modelshell.errors import ModelshellError, first_line  # noqa: E402
-from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo  # noqa: E402
+from modelshell.frameworks.base import (  # noqa: E402
+    InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, keras_snake_case,
+)
 from modelshell.frameworks.copying import copy_into  # noqa: E402
 from modelshell.resources import check_fits, unpacked_zip_size  # noqa: E402
 
@@ -50,9 +53,11 @@ def _sublayers(layer: Any) -> list[tuple[str, Any]]:
     """Direct sub-layers with the names pairing should see, without the InputLayer that Keras adds to
     Sequential models (as summary() does).
 
-    A sub-layer held by an attribute is named by it (``self.conv1 = Conv2D(...)`` is ``conv1``, a list
-    ``self.blocks`` gives ``blocks.0``), as a torch module's children are: the layer's own name is often
-    Keras's automatic ``conv2d_3``, which says nothing about which torch layer it is."""
+    A sub-layer is named by its own name when someone gave it one (transformers' TF classes name their
+    layers as the torch twins' attributes: ``attention``, ``output``, ``layer_._0``), else by the attribute
+    that holds it (``self.conv1 = Conv2D(...)`` is ``conv1``, a list ``self.blocks`` gives ``blocks.0``),
+    as a torch module's children are: Keras's automatic ``conv2d_3`` says nothing about which torch
+    layer it is."""
     attributes: dict[int, str] = {}
     for attribute, value in vars(layer).items():
         if attribute.startswith("_"):
@@ -61,10 +66,15 @@ def _sublayers(layer: Any) -> list[tuple[str, Any]]:
         for index, item in items:
             attributes.setdefault(id(item), attribute if index is None else f"{attribute}.{index}")
     return [
-        (attributes.get(id(child), child.name), child)
+        (child.name if id(child) not in attributes or not _automatic_name(child) else attributes[id(child)], child)
         for child in layer._flatten_layers(include_self=False, recursive=False)
         if type(child).__name__ != "InputLayer"
     ]
+
+
+def _automatic_name(layer: Any) -> bool:
+    """Whether Keras made the layer's name from its class (``dense``, ``conv2d_3``)."""
+    return re.fullmatch(rf"{re.escape(keras_snake_case(type(layer).__name__))}(_\d+)?", layer.name) is not None
 
 
 class KerasModel(ModelHandle):
@@ -254,7 +264,7 @@ class KerasModel(ModelHandle):
                 specs = None
             if isinstance(specs, dict):
                 return [InputSlot(name, tuple(None if d is None else int(d) for d in spec.shape),
-                                  spec.dtype.name) for name, spec in specs.items()]
+                                  spec.dtype.name, required=i == 0) for i, (name, spec) in enumerate(specs.items())]
         return super().input_slots()
 
     def forward_with_taps(self, inputs, paths: list[str]) -> tuple[Any, dict[str, Any]]:
@@ -381,19 +391,26 @@ def _role(variable: Any, parts: int) -> str:
     return "/".join(_variable_name(variable).split("/")[-parts:])
 
 
+def _after_part(name: str, part: str) -> str:
+    """What follows the last path part equal to ``part`` (``.../embeddings/position_embeddings/embeddings``
+    after ``embeddings`` is ``position_embeddings/embeddings``), or the whole name."""
+    parts = name.split("/")
+    last = max((i for i, p in enumerate(parts[:-1]) if p == part), default=None)
+    return name if last is None else "/".join(parts[last + 1:])
+
+
 def _roles(layer: Any, variables: list[Any], parts: int, infos: dict[int, TensorInfo]) -> dict[str, TensorInfo]:
-    """Each variable's role in its layer: the last ``parts`` parts of its name, or, where two would share
-    one (a transformers TF block that makes ``word_embeddings/weight`` and ``position_embeddings/weight``
-    itself), the part of the name after the layer's own."""
+    """Each variable's role in its layer: the last ``parts`` parts of its name, or the part after the
+    layer's own name where the layer made variables under scopes of its own (a transformers TF block's
+    ``word_embeddings/weight`` and ``position_embeddings/embeddings``), or where two would share one."""
     short = [_role(v, parts) for v in variables]
-    if len(set(short)) == len(short):
+    relative = [_after_part(_variable_name(v), layer.name) for v in variables]
+    scoped = parts == 1 and any("/" in r for r in relative) and len(set(relative)) == len(relative)
+    if len(set(short)) == len(short) and not scoped:
         return {role: infos.pop(id(v)) for role, v in zip(short, variables)}
     found = {}
-    for variable in variables:
-        name = _variable_name(variable)
-        marker = f"{layer.name}/"
-        role = name.rpartition(marker)[2] if marker in name else name
-        found[role if role not in found else name] = infos.pop(id(variable))
+    for role, variable in zip(relative, variables):
+        found[role if role not in found else _variable_name(variable)] = infos.pop(id(variable))
     return found
 
 

@@ -250,7 +250,7 @@ class TorchModule(ModelHandle):
         known = [n for n in named if n in _KNOWN_INPUTS]
         if not known:
             return None
-        return [InputSlot(n, (None,) * _KNOWN_INPUTS[n][0], _KNOWN_INPUTS[n][1]) for n in known]
+        return [InputSlot(n, (None,) * _KNOWN_INPUTS[n][0], _KNOWN_INPUTS[n][1], required=n == known[0]) for n in known]
 
     def _input_tensor(self, array: np.ndarray) -> torch.Tensor:
         """A float input in the model's own float dtype (a bfloat16 or float64 model gets its own)."""

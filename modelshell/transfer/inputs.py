@@ -69,8 +69,12 @@ def _named(a: ModelHandle, b: ModelHandle, slots_a: list[InputSlot], slots_b: li
     for role in dict.fromkeys([*roles_a, *roles_b]):
         shared = role in roles_a and role in roles_b
         values[role] = _value(role, shared, rng, length, layers, slots_a + slots_b)
-    inputs_a = {s.name: _as_taken(values[role], s, a.framework) for role, s in roles_a.items()}
-    inputs_b = {s.name: _as_taken(values[role], s, b.framework) for role, s in roles_b.items()}
+    # An input only one model takes is left out where it may be (a keyword argument: GPT-2's
+    # token_type_ids of zeros would still add an embedding), and given its neutral value where it must.
+    inputs_a = {s.name: _as_taken(values[role], s, a.framework) for role, s in roles_a.items()
+                if s.required or role in roles_b}
+    inputs_b = {s.name: _as_taken(values[role], s, b.framework) for role, s in roles_b.items()
+                if s.required or role in roles_a}
     shapes = [tuple(v.shape) for v in inputs_a.values()]
     channels = any(role == "pixels" and _layout(roles_a[role], a.framework) != _layout(roles_b[role], b.framework)
                    for role in roles_a if role in roles_b)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from modelshell.errors import ModelshellError, first_line
-from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo
+from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo, keras_snake_case
 from modelshell.transfer import rules as layouts
 from modelshell.transfer.kinds import kind_of, known_kinds
 
@@ -267,8 +267,13 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
             out = {role: np.reshape(array, match.b_roles[role].shape) if role in match.b_roles else array
                    for role, array in arrays.items()}
         else:
-            expect = {role: t.shape for role, t in match.b_roles.items()}
+            src_side, dst_side = match.direction.split("->")
+            ranked = _rule_shapes(match.rule, src_side, match.a_roles)
+            arrays = {role: np.reshape(array, ranked[role]) for role, array in arrays.items()}
+            expect = _rule_shapes(match.rule, dst_side, match.b_roles)
             out = layouts.convert(match.rule, arrays, match.direction, expect=expect, copy=False, **match.dims)
+            out = {role: np.reshape(array, match.b_roles[role].shape) if role in match.b_roles else array
+                   for role, array in out.items()}
         for role, array in out.items():
             target = match.b_roles.get(role)
             if target is not None and target.tied_to is None:  # a tied alias is written through its first name
@@ -289,13 +294,13 @@ def _add_tensor_pairs(plan: TransferPlan, match: LayerMatch) -> None:
     if match.rule is None:
         _add_identity_pairs(plan, match, where)
         return
-    shapes = {role: t.shape for role, t in match.a_roles.items()}
+    src_side, dst_side = match.direction.split("->")
+    shapes = _rule_shapes(match.rule, src_side, match.a_roles)
     try:
         expected = layouts.expected_shapes(match.rule, shapes, match.direction, **match.dims)
     except layouts.LayoutError as exc:
         plan.mismatched += [Problem(t.name, f"{where}: {exc.one_line()}") for t in match.a_roles.values()]
         return
-    src_side = match.direction.split("->")[0]
     produced = set()
     for step in match.rule.steps(match.direction):
         sources = [match.a_roles[r] for r in step.sources if r in match.a_roles]
@@ -312,13 +317,28 @@ def _add_tensor_pairs(plan: TransferPlan, match: LayerMatch) -> None:
             tuple(t.shape for t in sources), tuple(t.shape for t in targets), label if step.targets else "dropped",
         ))
         for role, target in zip([r for r in step.targets if r in match.b_roles], targets):
-            if role in expected and expected[role] != target.shape:
+            if role in expected and expected[role] != target.shape and \
+                    expected[role] != _to_rank(target.shape, len(expected[role])):
                 plan.mismatched.append(Problem(
                     target.name, f"{where}: the rule makes {expected[role]} from A, but B's is {target.shape}",
                 ))
     for role, target in match.b_roles.items():
         if role not in produced or role not in expected:
             plan.missing.append(Problem(target.name, f"{where}: nothing in {match.a_kind or 'A'} produces {role}"))
+
+
+def _to_rank(shape: tuple[int, ...], rank: int) -> tuple[int, ...]:
+    """``shape`` with unit axes dropped, leading ones first, until it has ``rank`` axes (a transformers TF
+    bias ``(1, C)`` is a rule's ``(C,)``); unchanged when it cannot get there by dropping units."""
+    shape = tuple(shape)
+    while len(shape) > rank and 1 in shape:
+        shape = shape[:shape.index(1)] + shape[shape.index(1) + 1:]
+    return shape
+
+
+def _rule_shapes(rule: layouts.LayerRule, side: str, roles: dict[str, TensorInfo]) -> dict[str, tuple[int, ...]]:
+    """The roles' shapes as the rule's ranks have them (unit axes a library adds dropped)."""
+    return {r: _to_rank(t.shape, len(rule.role(side, r).shape)) for r, t in roles.items()}
 
 
 def _unit_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -403,7 +423,7 @@ class _Context:
             return LayerMatch(la.path, lb.path, la.kind, lb.kind, None, None, a_roles, b_roles)
         a_side, b_side = self.direction.split("->")
         a_roles, b_roles = _rule_roles(rule, a_side, la), _rule_roles(rule, b_side, lb)
-        dims = layouts.known_dims(rule, b_side, {r: t.shape for r, t in b_roles.items()})
+        dims = layouts.known_dims(rule, b_side, _rule_shapes(rule, b_side, b_roles))
         label = ""
         torch_layer, keras_layer = (la, lb) if a_side == "torch" else (lb, la)
         flat = self.flatten.get(id(torch_layer))
@@ -430,6 +450,9 @@ def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | N
         return None
     if torch_layer.kind in ("Linear", "") and any(r.after_flatten for r in candidates):
         candidates = [r for r in candidates if r.after_flatten == after or not r.keras_kind == "Dense"]
+    if _is_depthwise(torch_layer) and keras_layer.config.get("groups") != torch_layer.config.get("groups"):
+        # A depthwise conv is a grouped Conv2D(groups=C) or a DepthwiseConv2D, never a plain Conv2D.
+        candidates = [r for r in candidates if r.key.startswith("depthwise") or not r.key.startswith("conv")]
     fitting = [r for r in candidates if _fits(r, "torch", torch_layer) and _fits(r, "keras", keras_layer)]
     if fitting:
         # Of the rules whose roles and ranks fit, the first whose shapes agree through it (a kernel
@@ -448,11 +471,11 @@ def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | N
 def _shapes_agree(rule: layouts.LayerRule, torch_layer: Layer, keras_layer: Layer) -> bool:
     try:
         torch_roles, keras_roles = _rule_roles(rule, "torch", torch_layer), _rule_roles(rule, "keras", keras_layer)
-        dims = layouts.known_dims(rule, "keras", {r: t.shape for r, t in keras_roles.items()})
-        expected = layouts.expected_shapes(rule, {r: t.shape for r, t in torch_roles.items()}, "torch->keras", **dims)
+        dims = layouts.known_dims(rule, "keras", _rule_shapes(rule, "keras", keras_roles))
+        expected = layouts.expected_shapes(rule, _rule_shapes(rule, "torch", torch_roles), "torch->keras", **dims)
     except ModelshellError:
         return False
-    return all(expected.get(r) == t.shape for r, t in keras_roles.items())
+    return all(expected.get(r) == shape for r, shape in _rule_shapes(rule, "keras", keras_roles).items())
 
 
 def _is_separable(layer: Layer, rule: layouts.LayerRule) -> bool:
@@ -472,7 +495,8 @@ def _fits(rule: layouts.LayerRule, side: str, layer: Layer, ranks: bool = True) 
         roles = _rule_roles(rule, side, layer)
     except ModelshellError:
         return False
-    return not ranks or all(len(t.shape) == len(rule.role(side, r).shape) for r, t in roles.items())
+    return not ranks or all(len(_to_rank(t.shape, len(rule.role(side, r).shape))) == len(rule.role(side, r).shape)
+                            for r, t in roles.items())
 
 
 def _is_depthwise(layer: Layer) -> bool:
@@ -565,13 +589,7 @@ def _guess_torch_kind(layer: Layer) -> str:
     return {2: "Linear", 3: "Conv1d", 4: "Conv2d", 5: "Conv3d"}.get(len(weight.shape), "")
 
 
-def _snake(kind: str) -> str:
-    """Keras's ``to_snake_case``: the name a Keras 3 weights file gives a layer of this class."""
-    kind = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", kind))
-    return re.sub("([a-z])([A-Z])", r"\1_\2", kind).lower()
-
-
-_KERAS_KIND_OF_NAME = {_snake(r.keras_kind): r.keras_kind for r in layouts.RULES}
+_KERAS_KIND_OF_NAME = {keras_snake_case(r.keras_kind): r.keras_kind for r in layouts.RULES}
 
 
 def _keras_file_layers(handle: ModelHandle, layers: list[Layer], other_framework: str,
@@ -678,24 +696,40 @@ def _unique_fits(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers:
     return found
 
 
+def _relative_tokens(layers: list[Layer]) -> list[tuple[str, ...]]:
+    """Each layer's name tokens without the leading tokens every layer of the model shares."""
+    every = [_tokens(layer.path) for layer in layers]
+    if len(every) < 2:
+        return every
+    common = 0
+    while all(len(t) > common + 1 for t in every) and len({t[common] for t in every}) == 1:
+        common += 1
+    return [t[common:] for t in every]
+
+
 def _names_cross(a_layers: list[Layer], b_layers: list[Layer]) -> bool:
     """True when order would pair a layer with one of another name while its own name is found on the
     other side (torch registers ``head`` first, Keras calls it last): two Linear(8, 8) swapped fit every
     shape and give wrong numbers, so names must decide."""
-    a_tokens, b_tokens = [_tokens(x.path) for x in a_layers], [_tokens(y.path) for y in b_layers]
+    a_tokens, b_tokens = _relative_tokens(a_layers), _relative_tokens(b_layers)
     a_set, b_set = set(a_tokens), set(b_tokens)
     return any(ta != tb and ((ta and ta in b_set) or (tb and tb in a_set)) for ta, tb in zip(a_tokens, b_tokens))
 
 
 def _name_anchors(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> list[tuple[int, int]]:
+    """Layers whose names, below each model's own prefix (transformers TF nests everything in ``vit/``
+    or ``bert/``), are the same and unique: ``encoder.layer.0.attention.attention.query`` and
+    ``vit/encoder/layer_._0/attention/attention/query``. Names hold where execution order does not
+    (transformers' torch ViT computes the key before the query, its TF twin the query first)."""
     by_tokens: dict[tuple[str, ...], list[int]] = {}
-    for j, layer in enumerate(b_layers):
-        by_tokens.setdefault(_tokens(layer.path), []).append(j)
+    a_tokens, b_tokens = _relative_tokens(a_layers), _relative_tokens(b_layers)
+    for j, tokens in enumerate(b_tokens):
+        by_tokens.setdefault(tokens, []).append(j)
     anchors, taken = [], set()
     for i, layer in enumerate(a_layers):
-        same = [j for j in by_tokens.get(_tokens(layer.path), []) if j not in taken]
-        fitting = [j for j in same if context.compatible(layer, b_layers[j])]
-        if len(fitting) == 1 and _tokens(layer.path):
+        same = [j for j in by_tokens.get(a_tokens[i], []) if j not in taken]
+        fitting = [j for j in same if context.compatible(layer, b_layers[j]) and context.fits(layer, b_layers[j])]
+        if len(fitting) == 1 and a_tokens[i]:
             anchors.append((i, fitting[0]))
             taken.add(fitting[0])
     return anchors
