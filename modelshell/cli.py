@@ -134,9 +134,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _new_session(debug: bool, demo: bool):
+    from modelshell.output import LiveOutput
     from modelshell.session import Session
 
     session = Session(debug=debug)
+    session.output = LiveOutput()  # a Python line's output shows as it is written, in the shell and in scripts
     if demo:
         load_demo(session)
     return session

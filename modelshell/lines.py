@@ -41,6 +41,6 @@ def complete_inputs(lines: Iterable[str], needs_more: Callable[[str], bool]) -> 
 def _continues(buffer: list[str], line: str, needs_more: Callable[[str], bool]) -> bool:
     """Whether ``line`` belongs to the input in ``buffer``: it must if the buffer cannot end here (even a
     blank line would leave it incomplete), and it does if it is indented or is ``else:`` and the like."""
-    if needs_more("\n".join(buffer) + "\n"):
+    if needs_more("\n".join(buffer) + "\n") or buffer[-1].endswith("\\"):  # a backslash joins the next line
         return True
     return bool(line.strip()) and bool(line[0].isspace() or _CONTINUES_BLOCK.match(line))

@@ -70,11 +70,10 @@ def run_interactive(session: Session) -> int:
     while True:
         try:
             text = prompt.prompt(prompt_message(session))
-            while session.needs_more(text):
+            while session.needs_more(text):  # as the REPL: a blank line ends a block, not a string or bracket
                 more = prompt.prompt(CONTINUATION)
-                if not more.strip():
-                    break
                 text += "\n" + more
+            text = text.removesuffix("\n")  # the blank line that ended a block
         except KeyboardInterrupt:
             continue
         except EOFError:
@@ -91,7 +90,9 @@ def _run_and_show(session: Session, printer: Printer, text: str) -> Outcome:
     the interrupt into an error line); one that comes in between, or while the output is drawn, only
     cuts the output short: the prompt comes back either way."""
     try:
-        with spinner(printer.console, text):
+        with spinner(printer.console, text) as stop_spinner:
+            if session.output is not None:
+                session.output.before_write = stop_spinner  # the line's own output takes the screen
             outcome = session.run_line(text)
         printer.show(outcome)
         return outcome

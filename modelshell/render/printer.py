@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 from modelshell.render.json import to_json_line
@@ -38,13 +39,14 @@ class Printer:
     ``run``, pipes, ``--json`` and transcripts never page."""
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None, interactive: bool = False,
-                 width: int | None = None, ascii_only: bool = False) -> None:
+                 width: int | None = None, ascii_only: bool = False, streamed_too: bool = False) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.width = width
         self._console: Console | None = None
         self.interactive = interactive
         self.ascii_only = ascii_only
+        self.streamed_too = streamed_too  # draw text that was written out live as well (transcripts)
 
     @property
     def console(self) -> "Console":
@@ -57,6 +59,9 @@ class Printer:
     def show(self, outcome: Outcome) -> None:
         if not outcome.results and not outcome.error and not outcome.traceback:
             return
+        if not self.streamed_too:
+            outcome = replace(outcome, results=[r for r in outcome.results
+                                                if not (isinstance(r, Text) and r.streamed)])
         from modelshell.render.rich import to_renderable
 
         may_page = self.interactive and outcome.page and self.console.is_terminal
