@@ -109,7 +109,9 @@ class Session:
 
     def _lookup(self, name: str) -> ModelHandle:
         if name not in self.namespace:
-            raise ModelshellError(f"no model named {name!r}", "`models` lists the models; `load PATH` adds one")
+            close = difflib.get_close_matches(name, self.model_names(), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ModelshellError(f"no model named {name!r}", hint + "`models` lists the models; `load PATH` adds one")
         obj = self.namespace[name]
         handle = self.handles.get(name)
         if handle is not None and handle.obj is obj:
