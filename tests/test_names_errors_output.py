@@ -192,3 +192,29 @@ def test_input_works_in_the_shell(term_plain):
     term_plain.enter("name")
     term_plain.wait_for_text("'Ada'\nms>")
     assert term_plain.after("name") == ["'Ada'", "ms>"]
+
+
+def test_breakpoint_and_getpass_work_in_the_shell(term_plain):
+    term_plain.enter("def f(x): y = x * 2; breakpoint(); return y")
+    term_plain.enter("")
+    term_plain.wait_for_prompt()
+    term_plain.enter("f(21)")
+    term_plain.wait_for(lambda lines: lines[-1] == "(Pdb)", what="the pdb prompt")
+    term_plain.enter("p y + 1")
+    term_plain.wait_for(lambda lines: lines[-2:] == ["43", "(Pdb)"], what="pdb's answer")
+    term_plain.enter("c")
+    term_plain.wait_for(lambda lines: lines[-2:] == ["42", "ms>"], what="the value after pdb")
+    term_plain.enter("import getpass; secret = getpass.getpass('secret? ')")
+    term_plain.wait_for(lambda lines: lines[-1] == "secret?", what="getpass's prompt")
+    term_plain.enter("hidden")
+    term_plain.wait_for_prompt()
+    assert "hidden" not in term_plain.text()  # not echoed
+    term_plain.enter("secret")
+    term_plain.wait_for(lambda lines: lines[-2:] == ["'hidden'", "ms>"], what="the secret's value")
+
+
+def test_the_last_three_values_are_kept_as_in_ipython(session):
+    for value in ("1", "'two'", "[3]"):
+        assert session.run_line(value).ok
+    assert _printed(session.run_line("(_, __, ___)")) == "([3], 'two', 1)\n"
+    assert session.run_line("x = 4").ok and _printed(session.run_line("_")) == "([3], 'two', 1)\n"  # no value, no move
