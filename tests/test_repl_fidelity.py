@@ -14,6 +14,9 @@ Normalisations, the only differences allowed (each one is a documented modelshel
    REPL writes before the class's name in a traceback; modelshell's namespace module is left out the same
    way the REPL leaves out ``__main__``. The reference's ``__console__.`` is dropped.
 
+In the shell, lines are typed without their leading spaces: the shell's one multi-line buffer indents
+(and dedents) each line itself, so the same code reaches the REPL and the shell.
+
 Every snippet ends with a blank line, as the REPL needs after a block; an error, where a snippet has one,
 is its last input (a pipe stops at the first error, as ``run`` does without ``--keep-going``).
 """
@@ -28,6 +31,7 @@ import shlex
 import subprocess
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -179,7 +183,8 @@ def reference_outputs() -> list[str]:
     outputs = []
     for snippet in CORPUS:
         start = console.printed.tell()
-        with contextlib.redirect_stdout(console.printed):
+        with contextlib.redirect_stdout(console.printed), warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # `None()` warns as it compiles; not output
             for line in _inputs(snippet):
                 console.push(line)
         outputs.append(_normalised(console.printed.getvalue()[start:]))
@@ -260,12 +265,11 @@ _PROMPT_LINE = re.compile(r"^(ms>|\.\.>)( |$)")
 
 
 def _type_input(pane: TermPane, line: str) -> None:
-    """One line and Enter, then wait until the shell has taken it: one prompt line more, and an empty
-    prompt (``ms>`` or ``..>``) waiting at the bottom."""
-    before = sum(1 for shown in pane.lines() if _PROMPT_LINE.match(shown))
-    pane.enter(line)
-    pane.wait_for(lambda lines: sum(1 for shown in lines if _PROMPT_LINE.match(shown)) > before
-                  and lines[-1] in ("ms>", "..>"), what=f"the shell to take {line!r}")
+    """One line (without its indentation: the shell indents) and Enter, then wait until the shell has
+    taken it: the screen changed, and an empty prompt (``ms>`` or ``..>``) waits at the bottom."""
+    before = pane.lines()
+    pane.enter(line.lstrip())
+    pane.wait_for(lambda lines: lines != before and lines[-1] in ("ms>", "..>"), what=f"the shell to take {line!r}")
 
 
 def test_the_shell_prints_what_the_repl_prints(expected):
