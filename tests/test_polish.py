@@ -60,3 +60,16 @@ def test_the_transcript_plugin_runs_only_where_a_project_asks(tmp_path):
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["modelshell.pytest_plugin"]\n')
     in_conftest = pytest()
     assert in_conftest.returncode == 0 and "1 passed" in in_conftest.stdout, in_conftest.stdout
+
+
+def test_a_long_name_folds_after_a_separator_not_mid_word():
+    from modelshell.results import Column, Outcome, Table
+
+    names = ["encoder/block_11/attention/query_projection/kernel", "encoder/block_11/attention/output/bias"]
+    table = Table("t", [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("note")],
+                  [[name, "(768, 768)", "a tensor of the encoder's attention"] for name in names])
+    lines = outcome_text(Outcome(results=[table]), width=40).splitlines()
+    assert lines[3].startswith(" ----")
+    assert [line.split()[0] for line in lines[4:]] == [  # without this, `encoder/bloc`, `k_11/attenti`, ...
+        "encoder/", "block_11/", "attention/", "query_", "projection/", "kernel",
+        "encoder/", "block_11/", "attention/", "output/bias"]
