@@ -69,7 +69,10 @@ def _prompt_session(session: Session) -> PromptSession:
 
 
 def _continuation(width: int, line_number: int, wrap_count: int) -> str:
-    """``..> `` before each further line of a block, padded to the prompt's width so the code lines up."""
+    """``..> `` before each further line of a block, padded to the prompt's width so the code lines up;
+    nothing before the rest of a line too long for the screen, which goes on at the left edge."""
+    if wrap_count:
+        return ""
     return CONTINUATION.rstrip().ljust(max(width - 1, 3)) + " "
 
 
