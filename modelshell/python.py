@@ -14,6 +14,7 @@ traceback is kept for ``%tb``.
 from __future__ import annotations
 
 import codeop
+import linecache
 import sys
 import traceback
 from types import CodeType, TracebackType
@@ -21,9 +22,10 @@ from typing import Any
 
 from modelshell.errors import first_line
 
-__all__ = ["PythonLines", "FILENAME", "error_line"]
+__all__ = ["PythonLines", "FILENAME", "INPUT_NAME", "error_line", "formatted_traceback"]
 
 FILENAME = "<modelshell>"
+INPUT_NAME = "modelshell-input"  # the file name of a traceback's frames in a line typed: <modelshell-input-3>
 _NAMESPACE_MODULE = "__modelshell__"  # the session namespace's __name__; its classes are named bare
 
 
@@ -33,6 +35,7 @@ class PythonLines:
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.namespace = namespace
         self._compiler = codeop.CommandCompiler()
+        self._inputs = 0
 
     def incomplete(self, source: str) -> bool:
         """True while ``source`` is the start of an input the REPL would wait for more of (``for ...:``,
@@ -47,12 +50,21 @@ class PythonLines:
         """The code of one complete input, as the REPL compiles it once the blank line after it came.
         Raises SyntaxError (and its IndentationError) with the REPL's message."""
         compiler = self._compiler.compiler  # a codeop.Compile: it keeps the __future__ flags seen so far
+        filename = self._remember(source)
         try:
-            return compiler(source + "\n", FILENAME, "single", incomplete_input=False)
+            return compiler(source + "\n", filename, "single", incomplete_input=False)
         except SyntaxError as exc:
             if "multiple statements" not in str(exc):
                 raise
-        return compiler(source + "\n", FILENAME, "exec", incomplete_input=False)
+        return compiler(source + "\n", filename, "exec", incomplete_input=False)
+
+    def _remember(self, source: str) -> str:
+        """A name of its own for each input, with its lines in ``linecache`` (as IPython keeps its cells),
+        so that a traceback shows the source line of each frame, functions defined lines ago too."""
+        self._inputs += 1
+        filename = f"<{INPUT_NAME}-{self._inputs}>"
+        linecache.cache[filename] = (len(source), None, (source + "\n").splitlines(True), filename)
+        return filename
 
     def run(self, code: CodeType) -> None:
         """Run compiled code in the namespace with this session's display hook."""
