@@ -295,8 +295,9 @@ def _raise_if_unknown_command(source: str, namespace: dict[str, Any]) -> None:
 
 
 def _python_help(*args: Any, **kwargs: Any) -> None:
-    """Python's ``help(obj)``. Bare ``help()`` would start pydoc's interactive helper, whose ``help>``
-    prompt cannot be seen while a Python line's output is captured: the shell would seem to hang."""
+    """Python's ``help(obj)``. Bare ``help()`` would start pydoc's interactive helper, a prompt of its own
+    inside the shell's (in a script or a pipe it would read the next lines as topics); the commands'
+    ``help`` is what a bare ``help`` means here, so it points there."""
     if not args and not kwargs:
         print("`help` (no parentheses) lists modelshell's commands; help(obj) shows Python's help on obj.")
         return
