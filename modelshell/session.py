@@ -13,7 +13,6 @@ import keyword
 import os
 import re
 import shlex
-import sys
 import traceback
 from collections.abc import Mapping
 from typing import Any

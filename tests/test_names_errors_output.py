@@ -9,11 +9,8 @@ real terminal under tmux.
 from __future__ import annotations
 
 import io
-import os
 import re
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 from prompt_toolkit.completion import CompleteEvent
@@ -24,7 +21,7 @@ from modelshell.output import LiveOutput
 from modelshell.prompt_look import ShellLexer
 from modelshell.results import Message, Table, Text
 from modelshell.session import Session
-from tmux_terminal import MODELSHELL, STARTUP_TIMEOUT, TermPane
+from tmux_terminal import MODELSHELL
 
 TIMEOUT = 120
 

@@ -32,7 +32,6 @@ import subprocess
 import sys
 import traceback
 import warnings
-from pathlib import Path
 
 import pytest
 
