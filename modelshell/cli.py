@@ -74,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         return _interact(session) if outcome.ok else 1
     args = _shell_parser().parse_args(argv)
     session = _new_session(args.debug, args.demo)
+    # The `loaded ...` notices of the files named here go to stderr: stdout is what the lines print, so a
+    # stream of `--json` lines stays pure JSON Lines.
     preload = [f"load {shlex.quote(path)}" for path in args.paths]
     if not sys.stdin.isatty():
-        return run_lines(session, [*preload, *sys.stdin], keep_going=False)
-    run_lines(session, preload, keep_going=True)  # errors are printed; the shell opens all the same
+        status = run_lines(session, preload, keep_going=False, out=sys.stderr)
+        return status or run_lines(session, sys.stdin, keep_going=False)
+    run_lines(session, preload, keep_going=True, out=sys.stderr)  # errors are printed; the shell opens all the same
     return _interact(session)
 
 
@@ -135,9 +138,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _new_session(debug: bool, demo: bool):
+    from modelshell.output import LiveOutput
     from modelshell.session import Session
 
     session = Session(debug=debug)
+    session.output = LiveOutput()  # a Python line's output shows as it is written, in the shell and in scripts
     if demo:
         from modelshell.errors import ModelshellError
 
@@ -175,12 +180,13 @@ def load_demo(session) -> list[str]:
     return notes
 
 
-def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<stdin>") -> int:
-    """Run lines as a script. Exit status 1 at the first failing line, or at the end with ``keep_going``."""
+def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<stdin>", out=None) -> int:
+    """Run lines as a script. Exit status 1 at the first failing line, or at the end with ``keep_going``.
+    ``out``: where results go (stdout unless told)."""
     from modelshell.lines import complete_inputs
     from modelshell.render import Printer
 
-    printer = Printer()
+    printer = Printer(out=out)
     failed = False
     try:
         for number, text in complete_inputs(lines, session.needs_more):

@@ -27,7 +27,7 @@ from prompt_toolkit.filters import Condition
 from modelshell.commands import COMMANDS
 from modelshell.commands.format import shape_text
 from modelshell.commands.inspect import resolve_dotted
-from modelshell.session import is_command_line
+from modelshell.session import is_command_line, shadows
 
 if TYPE_CHECKING:
     from modelshell.session import Session
@@ -82,18 +82,25 @@ class SessionCompleter(Completer):
     def _complete(self, before: str, after: str) -> Iterable[Completion]:
         if before.lstrip().startswith("?"):
             return self._help_suffix(before.lstrip()[1:].lstrip())
+        forced = before.lstrip().startswith("%")  # `%NAME`: always the command, as a line runs it
+        if forced:
+            before = before.replace("%", " ", 1)
         first = _FIRST_WORD.fullmatch(before)
         if first:
-            return self._first_word(first.group(1) or "")
-        if is_command_line(before):
+            return self._first_word(first.group(1) or "", forced)
+        if is_command_line(before, None if forced else self.session.namespace):
             return self._arguments(before)
         return self._python(before, after)
 
     # --- the first word: a command, or the start of a Python line ------------------------------
-    def _first_word(self, word: str) -> list[Completion]:
-        found = [Completion(n, -len(word), display_meta=c.summary)
+    def _first_word(self, word: str, forced: bool = False) -> list[Completion]:
+        namespace = self.session.namespace
+        found = [Completion(n, -len(word), display_meta=c.summary if forced or not shadows(n, namespace)
+                            else f"your variable (`%{n}` runs the command)")
                  for n, c in COMMANDS.items() if n.startswith(word)]
-        names = [n for n in _python_names(self.session.namespace) if n not in COMMANDS]
+        if forced:
+            return found
+        names = [n for n in _python_names(namespace) if n not in COMMANDS]
         return found + [Completion(n, -len(word)) for n in _visible(word, names)]
 
     # --- command arguments -------------------------------------------------------------------

@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["complete_inputs"]
+__all__ = ["complete_inputs", "after_enter", "dedent_continuation", "INDENT"]
 
 _CONTINUES_BLOCK = re.compile(r"^(else|elif|except|finally)\b")
+_ENDS_BODY = re.compile(r"^\s*(pass|return|raise|break|continue)\b")
+INDENT = "    "
 
 
 def complete_inputs(lines: Iterable[str], needs_more: Callable[[str], bool]) -> Iterator[tuple[int, str]]:
@@ -41,6 +43,41 @@ def complete_inputs(lines: Iterable[str], needs_more: Callable[[str], bool]) -> 
 def _continues(buffer: list[str], line: str, needs_more: Callable[[str], bool]) -> bool:
     """Whether ``line`` belongs to the input in ``buffer``: it must if the buffer cannot end here (even a
     blank line would leave it incomplete), and it does if it is indented or is ``else:`` and the like."""
-    if needs_more("\n".join(buffer) + "\n"):
+    if needs_more("\n".join(buffer) + "\n") or buffer[-1].endswith("\\"):  # a backslash joins the next line
         return True
     return bool(line.strip()) and bool(line[0].isspace() or _CONTINUES_BLOCK.match(line))
+
+
+def after_enter(text: str, needs_more: Callable[[str], bool]) -> str | None:
+    """What Enter does at the end of ``text`` in the shell's one multi-line buffer, as in the REPL: None
+    when the input is complete and runs (a command, a finished statement, an error to show, or a block
+    whose last line is left empty), else the newline and indentation to insert (four spaces more after a
+    ``:``, four fewer after ``return``, ``pass`` and the like)."""
+    *before, last = text.split("\n")
+    if not last.strip():
+        return None if not before or not needs_more("\n".join(before) + "\n") else "\n" + _indent(last)
+    if not needs_more(text):
+        return None
+    indent = _indent(last)
+    if last.rstrip().endswith(":"):
+        indent += INDENT
+    elif _ENDS_BODY.match(last):
+        indent = indent[:-len(INDENT)] if indent.endswith(INDENT) else ""
+    return "\n" + indent
+
+
+def dedent_continuation(text: str) -> str:
+    """``text`` with its last line moved one level out when it is ``else:``, ``except ...:`` and the like
+    typed at the indentation of the line before it (where Enter put the cursor): it continues the
+    statement that opened the block, not the block's body."""
+    lines = text.split("\n")
+    if len(lines) < 2 or not _CONTINUES_BLOCK.match(lines[-1].lstrip()):
+        return text
+    indent, previous = _indent(lines[-1]), _indent(lines[-2])
+    if not indent.endswith(INDENT) or len(indent) < len(previous):
+        return text
+    return "\n".join(lines[:-1] + [lines[-1][len(INDENT):]])
+
+
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]

@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -30,18 +30,20 @@ _LABEL_WIDTH = 50
 
 
 @contextlib.contextmanager
-def spinner(console: Console, line: str, delay: float = DELAY) -> Iterator[None]:
+def spinner(console: Console, line: str, delay: float = DELAY) -> Iterator[Callable[[], None]]:
     """Show a spinner labelled with what runs while the body runs longer than ``delay`` seconds.
 
     The body runs in the calling (main) thread, so Ctrl-C still interrupts it; the spinner is drawn from
-    a thread of its own and is always erased before this returns, interrupted or not."""
+    a thread of its own and is always erased before this returns, interrupted or not. The body is given
+    a function that erases it for good: called before the line writes anything of its own, so that the
+    spinner shows only while nothing has been written, and never draws over output."""
     if not console.is_terminal or _wants_json(line):
-        yield
+        yield lambda: None
         return
     status = _Status(console, label(line), delay)
     status.start()
     try:
-        yield
+        yield status.stop
     finally:
         status.stop()
 

@@ -57,7 +57,7 @@ class ShellLexer(Lexer):
     def lex_document(self, document: Document) -> Callable[[int], StyleAndTextTuples]:
         if not document.text.strip():
             return lambda number: []
-        if not is_command_line(document.text):
+        if not is_command_line(document.text, self.session.namespace):  # a bound name is Python
             return self._python_lexer().lex_document(document)
         models = set(self.session.model_names())
         lines = [_command_tokens(line, models) for line in document.lines]

@@ -1,7 +1,9 @@
 """A pytest plugin: every ``modelshell`` block of a transcript under a ``transcripts`` folder is a test.
 
-Registered as a ``pytest11`` entry point, so ``pytest transcripts/`` (and ``make test``) replays the
-tutorials; a failing block is reported by file and line with the unified diff of what changed.
+Active only where a project asks for it, with ``-p modelshell.pytest_plugin`` or a conftest line
+``pytest_plugins = ["modelshell.pytest_plugin"]``: not in every pytest run of every environment modelshell
+is installed in. This repository asks in pyproject.toml, so ``make test`` replays the tutorials; a failing
+block is reported by file and line with the unified diff of what changed.
 """
 from __future__ import annotations
 

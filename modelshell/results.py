@@ -62,11 +62,14 @@ class Tree:
 
 @dataclass
 class Text:
-    """Free text such as ``doc`` output or what a Python line printed. ``page`` asks for a pager when long."""
+    """Free text such as ``doc`` output or what a Python line printed. ``page`` asks for a pager when long.
+    ``streamed``: the text went out as it was written (a Python line's live output); a printer that
+    shows the outcome afterwards leaves it out, a transcript keeps it."""
 
     text: str
     page: bool = False
     data: Any = None
+    streamed: bool = False
 
 
 @dataclass

@@ -6,15 +6,12 @@ transcript replay all feed lines to ``Session.run_line`` and draw the ``Outcome`
 from __future__ import annotations
 
 import builtins
-import codeop
 import contextlib
 import difflib
 import gc
-import io
 import keyword
 import re
 import shlex
-import sys
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -25,9 +22,11 @@ from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks import quiet
 from modelshell.frameworks.detect import framework_of, wrap_object
-from modelshell.results import Failed, Outcome, Text
+from modelshell.output import LiveOutput, captured
+from modelshell.python import PythonLines, error_line, formatted_traceback
+from modelshell.results import Failed, Message, Outcome, Text
 
-__all__ = ["Session", "is_command_line"]
+__all__ = ["Session", "is_command_line", "shadows"]
 
 _WORD = re.compile(r"^\s*([A-Za-z_]\w*)(.*)$", re.DOTALL)
 # What makes `NAME rest` Python although NAME is a command: right after the name (no space) anything does
@@ -39,18 +38,32 @@ _PYTHON_AFTER_SPACE = re.compile(
     rf"^\s+(?:[=<>!]=?|{_OPERATOR}=|{_OPERATOR}\s|[(\[,;:]|(?:and|or|in|is|not|if)\s)"
 )
 _HELP_SUFFIX = re.compile(r"^\s*\?\s*([A-Za-z_][\w.]*)\s*$|^\s*([A-Za-z_][\w.]*)\s*\?\s*$")
+# `%NAME args` always runs the command NAME, as IPython's magics; `%tb` is short for `%traceback`.
+_FORCED = re.compile(r"^\s*%([A-Za-z_]\w*)(.*)$", re.DOTALL)
+_FORCED_ALIASES = {"tb": "traceback"}
 
 
-def is_command_line(text: str) -> bool:
+def is_command_line(text: str, namespace: Mapping[str, Any] | None = None) -> bool:
     """True when the line is a shell command rather than Python: its first word is a command name,
-    followed by nothing or by arguments (not by ``=``, ``(``, `` * 2``, ... which make it Python)."""
+    followed by nothing or by arguments (not by ``=``, ``(``, `` * 2``, ... which make it Python), or the
+    line is ``%COMMAND ...``. Names first, as in IPython: a bare name bound in ``namespace`` is Python (it
+    shows the variable) even where a command has that name."""
+    forced = _FORCED.match(text)
+    if forced:
+        return _FORCED_ALIASES.get(forced.group(1), forced.group(1)) in COMMANDS
     match = _WORD.match(text)
     if not match or match.group(1) not in COMMANDS:
         return False
     rest = match.group(2)
     if not rest.strip():
-        return True
+        return namespace is None or not shadows(match.group(1), namespace)
     return rest[0].isspace() and not _PYTHON_AFTER_SPACE.match(rest)
+
+
+def shadows(name: str, namespace: Mapping[str, Any]) -> bool:
+    """True when ``name`` is a command the user bound as a variable: the bare name shows the variable
+    (``%NAME`` runs the command). What the session binds itself (Python's ``help``) does not count."""
+    return name in COMMANDS and name in namespace and namespace[name] is not _SESSION_BINDINGS.get(name)
 
 
 class Session:
@@ -69,9 +82,11 @@ class Session:
         self.recorder = None  # a transcript.Recorder while `record` is on
         self.trust = False  # `trust on`: every following load is as if given --trust
         self.recent: list[str] = []  # model names, the one a command used last first (`models` marks two)
-        self.namespace: dict[str, Any] = {
-            "__name__": "__modelshell__", "__builtins__": builtins, "help": _python_help,
-        }
+        self.namespace: dict[str, Any] = {"__name__": "__modelshell__", "__builtins__": builtins, **_SESSION_BINDINGS}
+        self.python = PythonLines(self.namespace)
+        self.output: LiveOutput | None = None  # None: a Python line's output is only kept in its outcome
+        self.last_traceback: str | None = None  # the last error's, for `traceback` (`%tb`)
+        self._shadow_noted: set[str] = set()  # command names bound as variables, told once about `%NAME`
 
     # --- models -----------------------------------------------------------------------------------
     def add(self, name: str, handle: ModelHandle) -> None:
@@ -93,7 +108,9 @@ class Session:
 
     def _lookup(self, name: str) -> ModelHandle:
         if name not in self.namespace:
-            raise ModelshellError(f"no model named {name!r}", "`models` lists the models; `load PATH` adds one")
+            close = difflib.get_close_matches(name, self.model_names(), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ModelshellError(f"no model named {name!r}", hint + "`models` lists the models; `load PATH` adds one")
         obj = self.namespace[name]
         handle = self.handles.get(name)
         if handle is not None and handle.obj is obj:
@@ -130,12 +147,9 @@ class Session:
 
         Compiled as the Python REPL does ("single"): a compound statement stays open until a blank line,
         so ``for ...:`` and one body line do not run before the user could type a second one."""
-        if is_command_line(text) or not text.strip():
+        if is_command_line(text, self.namespace) or not text.strip():
             return False
-        try:
-            return codeop.compile_command(text, "<modelshell>", "single") is None
-        except (SyntaxError, ValueError, OverflowError):
-            return False
+        return self.python.incomplete(text)
 
     def run_line(self, text: str) -> Outcome:
         """Run one complete input (a command, or Python that may span lines) and say what it produced."""
@@ -152,18 +166,21 @@ class Session:
         if stripped in ("quit", "exit"):
             return Outcome(exit_requested=True)
         try:
+            forced = _FORCED.match(stripped)
+            if forced:
+                return self._run_forced(*forced.groups())
             help_match = _HELP_SUFFIX.match(stripped)
             if help_match:
                 target = help_match.group(1) or help_match.group(2)
                 if target in COMMANDS and target not in self.namespace:  # `weights?` asks about the command
                     return self._run_command("help", [target])
                 return self._run_command("doc", [target])
-            if is_command_line(stripped):
+            if is_command_line(stripped, self.namespace):
                 name, rest = _WORD.match(stripped).groups()  # any whitespace, a tab too, ends the name
                 return self._run_command(name, _split_args(rest))
             return self._run_python(text)
         except ModelshellError as exc:
-            return Outcome(ok=False, error=exc.one_line(), traceback=self._traceback(),
+            return Outcome(ok=False, error=exc.one_line(), traceback=self._keep_traceback(traceback.format_exc()),
                            missing=getattr(exc, "package", None))
         except KeyboardInterrupt:
             return Outcome(ok=False, error="interrupted")
@@ -171,15 +188,27 @@ class Session:
             package = quiet.missing_framework(exc)
             if package is not None:  # a command reached for a framework that is not installed
                 missing = quiet.MissingFrameworkError(package, f"`{stripped.split()[0]}`")
-                return Outcome(ok=False, error=missing.one_line(), traceback=self._traceback(), missing=package)
+                return Outcome(ok=False, error=missing.one_line(),
+                               traceback=self._keep_traceback(traceback.format_exc()), missing=package)
             return Outcome(
                 ok=False,
-                error=f"internal error: {type(exc).__name__}: {first_line(exc)} (run with --debug for details)",
-                traceback=self._traceback(),
+                error=f"internal error: {type(exc).__name__}: {first_line(exc)} (`%tb` shows the traceback)",
+                traceback=self._keep_traceback(traceback.format_exc()),
             )
 
-    def _traceback(self) -> str | None:
-        return traceback.format_exc() if self.debug else None
+    def _keep_traceback(self, text: str) -> str | None:
+        """Keep an error's traceback for `%tb`; it is printed with the error line only with --debug."""
+        self.last_traceback = text
+        return text if self.debug else None
+
+    def _run_forced(self, word: str, rest: str) -> Outcome:
+        """``%NAME args``: the command NAME, whatever the namespace binds to that name."""
+        name = _FORCED_ALIASES.get(word, word)
+        if name not in COMMANDS:
+            close = _close_command(name)
+            hint = f"did you mean `%{close}`? `help` lists the commands" if close else "`help` lists the commands"
+            raise ModelshellError(f"no command {name!r} to run with %", hint)
+        return self._run_command(name, _split_args(rest))
 
     def _run_command(self, name: str, argv: list[str]) -> Outcome:
         command = COMMANDS[name]
@@ -200,42 +229,44 @@ class Session:
 
     def _run_python(self, source: str) -> Outcome:
         try:
-            code = _compile(source)
-        except ModelshellError:
+            code = self.python.compile(source)
+        except (SyntaxError, ValueError, OverflowError) as exc:  # ValueError: a NUL byte; Overflow: a huge literal
             _raise_if_unknown_command(source, self.namespace)
-            raise
-        captured = io.StringIO()
+            return self._python_failed(Outcome(), exc, source)
+        kept: list[str] = []
         outcome = Outcome()
-        old_hook = sys.displayhook
-        sys.displayhook = self._display
         try:
-            with contextlib.redirect_stdout(captured):
-                exec(code, self.namespace)  # noqa: S102 - running the user's Python is the point
+            with captured(kept, self.output):
+                self.python.run(code)
         except SystemExit:
             outcome.exit_requested = True
         except KeyboardInterrupt:
             outcome.ok, outcome.error = False, "interrupted"
         except Exception as exc:  # noqa: BLE001 - user code errors are reported like the Python REPL does
-            outcome.ok = False
-            outcome.error = f"{type(exc).__name__}: {first_line(exc)}" if str(exc) else type(exc).__name__
-            if isinstance(exc, NameError) and _close_command(getattr(exc, "name", None) or ""):
-                outcome.error += f" (did you mean the command `{_close_command(exc.name)}`?)"
-            outcome.missing = quiet.missing_framework(exc)
-            if outcome.missing:
-                outcome.error += f" ({quiet.EXTRAS[outcome.missing][1]})"
-            outcome.traceback = self._traceback()
-        finally:
-            sys.displayhook = old_hook
-        if captured.getvalue():
-            outcome.results.insert(0, Text(captured.getvalue()))
+            self._python_failed(outcome, exc, source)
+        if kept:
+            outcome.results.insert(0, Text("".join(kept), streamed=self.output is not None))
+        self._note_shadowing(outcome)
         return outcome
 
-    def _display(self, value: Any) -> None:
-        """Like the Python REPL: show an expression's repr and keep the value in ``_``."""
-        if value is None:
-            return
-        self.namespace["_"] = value
-        print(repr(value))
+    def _python_failed(self, outcome: Outcome, exc: BaseException, source: str) -> Outcome:
+        """The REPL's last traceback line as the error; the whole traceback kept for `%tb`."""
+        outcome.ok = False
+        outcome.error = error_line(exc, source)
+        if isinstance(exc, NameError) and _close_command(getattr(exc, "name", None) or ""):
+            outcome.error += f" (did you mean the command `{_close_command(exc.name)}`?)"
+        outcome.missing = quiet.missing_framework(exc)
+        if outcome.missing:
+            outcome.error += f" ({quiet.EXTRAS[outcome.missing][1]})"
+        outcome.traceback = self._keep_traceback(formatted_traceback(exc, own_frames=__file__))
+        return outcome
+
+    def _note_shadowing(self, outcome: Outcome) -> None:
+        """Once a session, for each command name a Python line binds: the bare name now shows the value."""
+        for name in COMMANDS:
+            if name not in self._shadow_noted and shadows(name, self.namespace):
+                self._shadow_noted.add(name)
+                outcome.results.append(Message(f"note: `{name}` now shows your variable; `%{name}` runs the command"))
 
 
 @contextlib.contextmanager
@@ -251,18 +282,6 @@ def _collector_paused():
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _compile(source: str):
-    try:
-        return compile(source, "<modelshell>", "single")
-    except SyntaxError as exc:
-        if "multiple statements" not in str(exc):
-            raise ModelshellError(f"SyntaxError: {exc.msg}" + (f" (line {exc.lineno})" if exc.lineno else "")) from exc
-    try:
-        return compile(source, "<modelshell>", "exec")
-    except SyntaxError as exc:
-        raise ModelshellError(f"SyntaxError: {exc.msg} (line {exc.lineno})") from exc
 
 
 def _close_command(word: str) -> str | None:
@@ -284,12 +303,16 @@ def _raise_if_unknown_command(source: str, namespace: dict[str, Any]) -> None:
 
 
 def _python_help(*args: Any, **kwargs: Any) -> None:
-    """Python's ``help(obj)``. Bare ``help()`` would start pydoc's interactive helper, whose ``help>``
-    prompt cannot be seen while a Python line's output is captured: the shell would seem to hang."""
+    """Python's ``help(obj)``. Bare ``help()`` would start pydoc's interactive helper, a prompt of its own
+    inside the shell's (in a script or a pipe it would read the next lines as topics); the commands'
+    ``help`` is what a bare ``help`` means here, so it points there."""
     if not args and not kwargs:
         print("`help` (no parentheses) lists modelshell's commands; help(obj) shows Python's help on obj.")
         return
     builtins.help(*args, **kwargs)
+
+
+_SESSION_BINDINGS = {"help": _python_help}
 
 
 def _a(noun: str) -> str:

@@ -6,10 +6,13 @@ from pathlib import Path
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.document import Document
+from prompt_toolkit.filters import is_searching
 from prompt_toolkit.history import FileHistory, InMemoryHistory, ThreadedHistory
 from prompt_toolkit.key_binding import KeyBindings
 
 from modelshell.completion import SessionCompleter, menu_while_typing
+from modelshell.lines import after_enter, dedent_continuation
 from modelshell.prompt_look import ShellLexer, prompt_message, shell_style, toolbar_text
 from modelshell.progress import spinner
 from modelshell.render import Printer
@@ -49,6 +52,7 @@ def _prompt_session(session: Session) -> PromptSession:
         toolbar_shown[0] = not toolbar_shown[0]
 
     toolbar_shown = [False]  # off at first: the screen is the user's; F2 shows models and framework versions
+    _block_bindings(bindings, session)
     return PromptSession(
         completer=SessionCompleter(session),
         complete_while_typing=menu_while_typing,  # a menu pops up by itself only after `name.` in Python
@@ -59,7 +63,46 @@ def _prompt_session(session: Session) -> PromptSession:
         include_default_pygments_style=False,
         key_bindings=bindings,
         bottom_toolbar=lambda: toolbar_text(session) if toolbar_shown[0] else None,
+        multiline=True,  # a block is one buffer: every line can be edited before it runs; Enter decides
+        prompt_continuation=_continuation,
     )
+
+
+def _continuation(width: int, line_number: int, wrap_count: int) -> str:
+    """``..> `` before each further line of a block, padded to the prompt's width so the code lines up;
+    nothing before the rest of a line too long for the screen, which goes on at the left edge."""
+    if wrap_count:
+        return ""
+    return CONTINUATION.rstrip().ljust(max(width - 1, 3)) + " "
+
+
+def _block_bindings(bindings: KeyBindings, session: Session) -> None:
+    """Enter in the one multi-line buffer, as ptpython and IPython have it: at the end of a complete input
+    it runs the input (a block once its last line is left empty, which is then dropped); otherwise it
+    starts a new line, indented for the block. In the middle of a block it splits the line there.
+    Escape then Enter runs the buffer as it is."""
+
+    @bindings.add("enter", filter=~is_searching)
+    def _enter(event) -> None:
+        buffer = event.current_buffer
+        document = buffer.document
+        if "\n" in document.text and not document.is_cursor_at_the_end:
+            buffer.insert_text("\n" + document.leading_whitespace_in_current_line)
+            return
+        if document.text != dedent_continuation(document.text):  # `else:` where the body's lines start
+            buffer.document = document = Document(dedent_continuation(document.text))
+        inserted = after_enter(document.text, session.needs_more)
+        if inserted is not None:
+            buffer.insert_text(inserted)
+            return
+        *before, last = document.text.split("\n")
+        if before and not last.strip():
+            buffer.document = Document("\n".join(before))
+        buffer.validate_and_handle()
+
+    @bindings.add("escape", "enter", filter=~is_searching)
+    def _run_as_it_is(event) -> None:
+        event.current_buffer.validate_and_handle()
 
 
 def run_interactive(session: Session) -> int:
@@ -69,12 +112,7 @@ def run_interactive(session: Session) -> int:
     printer.console.print("modelshell: `help` lists the commands; any other line is Python. F2 shows a toolbar; Ctrl-D quits.")
     while True:
         try:
-            text = prompt.prompt(prompt_message(session))
-            while session.needs_more(text):
-                more = prompt.prompt(CONTINUATION)
-                if not more.strip():
-                    break
-                text += "\n" + more
+            text = prompt.prompt(prompt_message(session))  # a whole block: see _block_bindings
         except KeyboardInterrupt:
             continue
         except EOFError:
@@ -91,7 +129,9 @@ def _run_and_show(session: Session, printer: Printer, text: str) -> Outcome:
     the interrupt into an error line); one that comes in between, or while the output is drawn, only
     cuts the output short: the prompt comes back either way."""
     try:
-        with spinner(printer.console, text):
+        with spinner(printer.console, text) as stop_spinner:
+            if session.output is not None:
+                session.output.before_write = stop_spinner  # the line's own output takes the screen
             outcome = session.run_line(text)
         printer.show(outcome)
         return outcome

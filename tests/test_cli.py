@@ -168,12 +168,16 @@ def test_preloaded_file_is_named_by_its_stem(tmp_path):
 
     torch.manual_seed(0)
     torch.save(torch.nn.Linear(3, 4).state_dict(), tmp_path / "tiny.pt")
-    done = cli_run(str(tmp_path / "tiny.pt"), stdin="models --json\nweights tiny\n")
+    done = cli_run(str(tmp_path / "tiny.pt"), stdin="models --json\nweights tiny --json\n")
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0] == f"loaded tiny: torch state dict, no architecture, 16 parameters, from {tmp_path / 'tiny.pt'}"
-    assert [m["name"] for m in json.loads(lines[1])["models"]] == ["tiny"]
-    assert "weight   (4, 3)" in done.stdout and "bias     (4,)" in done.stdout
+    # The notice goes to stderr: stdout is pure JSON Lines, one object a line.
+    assert done.stderr == f"loaded tiny: torch state dict, no architecture, 16 parameters, from {tmp_path / 'tiny.pt'}\n"
+    models, weights = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [m["name"] for m in models["models"]] == ["tiny"]
+    assert done.stdout.count("\n") == 2 and "weight" in json.dumps(weights)
+    table = cli_run(str(tmp_path / "tiny.pt"), stdin="weights tiny\n")
+    assert "weight   (4, 3)" in table.stdout and "bias     (4,)" in table.stdout
+    assert table.stdout.splitlines() == [line.rstrip() for line in table.stdout.splitlines()]  # no trailing spaces
 
 
 def test_preloaded_path_that_is_missing_fails_with_exit_1(tmp_path):

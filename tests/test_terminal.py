@@ -84,12 +84,12 @@ def test_tab_completes_commands_and_model_names(term_shell):
 def test_python_block_runs_after_a_blank_line(term_shell):
     term_shell.enter("for i in range(2):")
     term_shell.wait_for(lambda lines: lines[-1] == "..>", what="the continuation prompt")
-    term_shell.enter("    print(i)")
+    term_shell.enter("print(i)")  # indented by the shell
     # The block stays open for more lines, as in the Python REPL, until an empty line.
-    term_shell.wait_for(lambda lines: lines[-2:] == ["..>     print(i)", "..>"], what="a second continuation")
+    term_shell.wait_for(lambda lines: lines[-2:] == ["..>        print(i)", "..>"], what="a second continuation")
     term_shell.keys("Enter")
     term_shell.wait_for_prompt()
-    assert term_shell.after("for i in range(2):") == ["..>     print(i)", "..>", "0", "1", "ms>"]
+    assert term_shell.after("for i in range(2):") == ["..>        print(i)", "0", "1", "ms>"]
 
 
 def test_python_values_and_long_output(term_shell):
@@ -146,8 +146,15 @@ def test_history_is_kept_across_sessions_searchable_and_suggested(tmp_path):
     second = TermPane(shlex.quote(MODELSHELL), data_home)
     try:
         second.wait_for_prompt(timeout=STARTUP_TIMEOUT)
-        second.keys("Up")  # the previous session's line comes back
-        second.wait_for(lambda lines: lines[-1] == "ms> print('remembered' + '!')", what="the recalled line")
+        # The previous session's line comes back. History is read in a thread, so that a long one does not
+        # hold the prompt up: an Up pressed before it is read finds nothing yet, and is pressed again.
+        def recalled(lines):
+            if lines[-1] != "ms> print('remembered' + '!')":
+                second.keys("Up")
+                return False
+            return True
+
+        second.wait_for(recalled, what="the recalled line")
         second.keys("C-u")
         second.type("print('rem")  # the rest is suggested from history, in grey, and Right accepts it
         grey_rest = "\x1b[38;5;241membered' + '!')"

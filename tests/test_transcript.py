@@ -493,13 +493,16 @@ def test_record_errors_are_one_line(tmp_path):
 
 # --- the pytest plugin ----------------------------------------------------------------------------------
 def test_pytest_collects_transcript_blocks(tmp_path):
+    """With the plugin asked for (`-p`), as a project does; tests/test_polish.py checks it is off otherwise."""
     _write(tmp_path / "passing", "good.md", GOOD)
-    passing = _run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "passing/transcripts", cwd=tmp_path)
+    passing = _run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "modelshell.pytest_plugin",
+                   "passing/transcripts", cwd=tmp_path)
     assert passing.returncode == 0, passing.stdout + passing.stderr
     assert "3 passed" in passing.stdout and "failed" not in passing.stdout
 
     _write(tmp_path / "failing", "bad.md", BAD)
-    failing = _run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "failing/transcripts", cwd=tmp_path)
+    failing = _run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "modelshell.pytest_plugin",
+                   "failing/transcripts", cwd=tmp_path)
     assert failing.returncode == 1, failing.stdout + failing.stderr
     out = failing.stdout
     assert "3 failed" in out  # every block has one difference: 151, the shape, the failing line

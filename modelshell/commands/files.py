@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import keyword
 from pathlib import Path
 
 from modelshell import loaders
@@ -52,9 +53,14 @@ def load(session, args: argparse.Namespace) -> Message:
 def _alias(words: list[str]) -> str | None:
     if not words:
         return None
-    if len(words) != 2 or words[0] != "as" or not words[1].isidentifier():
+    if len(words) != 2 or words[0] != "as":
         raise ModelshellError(f"expected `as NAME` after the path, got {' '.join(words)!r}", "see `help load`")
-    return words[1]
+    name = words[1]
+    if not name.isidentifier() or keyword.iskeyword(name):
+        why = "a Python keyword" if keyword.iskeyword(name) else "not a valid Python identifier"
+        raise ModelshellError(f"{name!r} cannot name a model: it is {why}",
+                              "a name is letters, digits and _, not starting with a digit, e.g. `as net_3`")
+    return name
 
 
 @command(

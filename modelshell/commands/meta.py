@@ -73,9 +73,11 @@ _RECENT_MARKS = {1: "*", 2: "+"}  # the two models a command used last: the usua
     json=True,
     listing=True,
 )
-def models(session, args: argparse.Namespace) -> Table:
+def models(session, args: argparse.Namespace) -> Table | Message:
     found = []
     names = session.model_names()
+    if not names:  # the message alone: a table header over no rows says nothing
+        return Message("no models yet: `load PATH` adds one, or `help load`", data={"models": []})
     recent = [n for n in session.recent if n in names][:2]
     for name in names:
         handle = session.model(name, used=False)
@@ -85,7 +87,7 @@ def models(session, args: argparse.Namespace) -> Table:
     rows = [[_RECENT_MARKS.get(m["recent"], ""), m["name"], m["framework"], m["class"], count_text(m["params"]),
              m["source"]] for m in found]
     trusted = [m["name"] for m in found if m["trusted"]]
-    footer = [] if found else ["no models yet: `load PATH` adds one, or `help load`"]
+    footer = []
     if recent:
         footer.append("* used last, + the one before")
     if trusted:  # a line of its own, not a column: the table keeps its width at 100 columns
@@ -98,6 +100,20 @@ def models(session, args: argparse.Namespace) -> Table:
         footer=footer,
         data={"models": found},
     )
+
+
+@command(
+    "traceback",
+    "session",
+    "the full traceback of the last error (a Python line's or a command's); `%tb` for short",
+    examples=["traceback", "%tb"],
+    details="Errors show one line; this shows the whole traceback of the last one, in the session, "
+    "without restarting with --debug.",
+)
+def traceback_(session, args: argparse.Namespace) -> Text | Message:
+    if session.last_traceback is None:
+        return Message("no error yet in this session")
+    return Text(session.last_traceback.rstrip("\n"), page=True)
 
 
 @command(

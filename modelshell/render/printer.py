@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 from modelshell.render.json import to_json_line
@@ -38,13 +39,14 @@ class Printer:
     ``run``, pipes, ``--json`` and transcripts never page."""
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None, interactive: bool = False,
-                 width: int | None = None, ascii_only: bool = False) -> None:
+                 width: int | None = None, ascii_only: bool = False, streamed_too: bool = False) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.width = width
         self._console: Console | None = None
         self.interactive = interactive
         self.ascii_only = ascii_only
+        self.streamed_too = streamed_too  # draw text that was written out live as well (transcripts)
 
     @property
     def console(self) -> "Console":
@@ -57,6 +59,9 @@ class Printer:
     def show(self, outcome: Outcome) -> None:
         if not outcome.results and not outcome.error and not outcome.traceback:
             return
+        if not self.streamed_too:
+            outcome = replace(outcome, results=[r for r in outcome.results
+                                                if not (isinstance(r, Text) and r.streamed)])
         from modelshell.render.rich import to_renderable
 
         may_page = self.interactive and outcome.page and self.console.is_terminal
@@ -71,19 +76,29 @@ class Printer:
                 self._write(text, may_page and result.page)
             elif isinstance(result, Message):
                 # A message keeps its one line (paths in it too) however narrow the console.
-                self.console.print(to_renderable(result, self.ascii_only), soft_wrap=True)
+                self._print(to_renderable(result, self.ascii_only), soft_wrap=True)
             elif may_page:
                 with self.console.capture() as capture:  # drawn once, then shown or paged
                     self.console.print(to_renderable(result, self.ascii_only))
                 self._write(capture.get(), page=True)
             else:
-                self.console.print(to_renderable(result, self.ascii_only))
+                self._print(to_renderable(result, self.ascii_only))
         self.out.flush()
         if outcome.traceback:
             self.err.write(outcome.traceback)
         if outcome.error:
             self.err.write(f"error: {outcome.error}\n")
             self.err.flush()
+
+    def _print(self, renderable, soft_wrap: bool = False) -> None:
+        """Drawn on a terminal as rich draws it; into a pipe or file without the spaces rich pads each line
+        of a table with, which a script reading the lines back would have to strip."""
+        if self.console.is_terminal:
+            self.console.print(renderable, soft_wrap=soft_wrap)
+            return
+        with self.console.capture() as capture:
+            self.console.print(renderable, soft_wrap=soft_wrap)
+        self.out.write("\n".join(line.rstrip() for line in capture.get().split("\n")))
 
     def _write(self, text: str, page: bool) -> None:
         """``text`` as it is, or in the pager when asked to and taller than the screen (less the prompt

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 
 from rich import box
@@ -20,6 +21,7 @@ from modelshell.results import Histogram, Message, Result, Table, Text, Tree, Tr
 __all__ = ["to_renderable"]
 
 # SIMPLE_HEAD (a rule under the header, nothing else) in ASCII, for transcripts.
+_AFTER_SEPARATOR = re.compile(r"(?<=[/._])")
 _ASCII_SIMPLE_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
 
 
@@ -107,8 +109,25 @@ def _rich_table(result: Table, ascii_only: bool, limits: list[int | None],
         table.add_column(column.header, justify=column.justify, no_wrap=column.no_wrap and limit is None,
                          max_width=limit, overflow="fold", width=widths[i] if widths else None)
     for row in result.rows:  # cells are text, never markup: a doc line's "[batch, time]" stays as it is
-        table.add_row(*(RichText(cell) for cell in row))
+        table.add_row(*(RichText(_broken_at_separators(cell, limit) if limit else cell)
+                        for cell, limit in zip(row, limits)))
     return table
+
+
+def _broken_at_separators(cell: str, width: int) -> str:
+    """A name wider than its column, broken after a ``/``, ``.`` or ``_`` where the width allows, so that
+    ``lenet5/conv2d_1/kernel`` folds as ``lenet5/`` + ``conv2d_1/kernel``, not mid-word; a part still
+    too wide is folded by rich. Text with spaces is left to rich, which wraps at them."""
+    if cell_len(cell) <= width or any(char.isspace() for char in cell):
+        return cell
+    lines, line = [], ""
+    for part in _AFTER_SEPARATOR.split(cell):
+        if line and cell_len(line) + cell_len(part) > width:
+            lines.append(line)
+            line = part
+        else:
+            line += part
+    return "\n".join(lines + [line])
 
 
 def _tree(result: Tree, ascii_only: bool) -> RenderableType:

@@ -27,7 +27,7 @@ class _AsciiBuffer(io.StringIO):
 def outcome_text(outcome: Outcome, width: int = DEFAULT_WIDTH) -> str:
     """What the line printed, stdout and the error line together, as a transcript shows it."""
     buffer = _AsciiBuffer()
-    Printer(out=buffer, err=buffer, width=width, ascii_only=True).show(outcome)
+    Printer(out=buffer, err=buffer, width=width, ascii_only=True, streamed_too=True).show(outcome)
     lines = [line.rstrip() for line in buffer.getvalue().splitlines()]
     while lines and not lines[-1]:
         lines.pop()
