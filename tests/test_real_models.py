@@ -168,3 +168,18 @@ def test_torchvision_imports_beside_cpu_torch() -> None:
     tv = rm.import_torchvision()
     assert hasattr(torch.ops.torchvision, "nms")
     assert tv.models.resnet18(weights=None).eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 1000)
+
+
+@pytest.mark.xfail(strict=True, reason="issue #12: torch layer outputs are recorded as views that "
+                   "ReLU(inplace=True) overwrites")
+def test_verify_layers_agrees_after_a_right_copy_of_a_model_with_inplace_activations() -> None:
+    c = Copy("tv-vgg16", T2K)  # torchvision's VGG16 features: every ReLU is in place
+    assert c.outcome.ok, c.outcome.error
+    session = Session()
+    session.namespace["t"], session.namespace["k"] = c.torch_model, c.keras_model
+    outcome = session.run_line("verify t k --layers")
+    assert outcome.ok, outcome.error
+    data = outcome.results[0].data
+    assert data["ok"] and data["layers"], data
+    assert [layer["name"] for layer in data["layers"] if not layer["ok"]] == []
+    assert data["first_divergence"] is None
