@@ -14,6 +14,11 @@ torchvision against keras.applications. `same_function=False` marks the pairs th
 against v1, the asymmetric padding of Keras' MobileNets): modelshell must refuse those or say where they
 diverge, never copy them in silence.
 
+`prepare` gives both models of a pair ready to compare: every tensor that starts constant made random
+(`perturb_constants`), so that a tensor a copy skips or swaps shows, and batch norms set to the
+statistics of a batch (`calibrate_norms`), so that the outputs depend on the input at all (with random
+running statistics a MobileNet's output is the same for every input to 1e-7, and any copy "agrees").
+
 Run it as a script (`python tests/real_models.py [NAME ...]`) for the matrix of what modelshell's `copy`
 does today on every pair and direction: refused / ported OK / WRONG (silent).
 """
@@ -568,35 +573,35 @@ PAIRS: dict[str, ModelPair] = {p.name: p for p in HF_PAIRS + KERAS_HUB_PAIRS + V
 # Weights that start constant, made random
 
 
-def perturb_constants(model: Any, rng: np.random.Generator) -> int:
+def perturb_constants(model: Any, rng: np.random.Generator | None = None) -> int:
     """Give random values to every floating tensor of a torch or Keras model that holds one value (biases,
     norm gamma/beta, running mean/variance, layer scales) and to class/mask tokens, so that a tensor a copy
     skips or swaps cannot pass. Variances and tensors of ones get U(0.5, 1.5), the rest N(0, 0.2).
     Returns how many tensors changed."""
-    if isinstance(model, torch.nn.Module):
-        items = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
-        arrays = [(n, t.detach().numpy()) for n, t in items]
+    rng = rng if rng is not None else np.random.default_rng(0)
+    is_torch = isinstance(model, torch.nn.Module)
+    if is_torch:
+        tensors = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
     else:
-        items = [(getattr(v, "path", v.name), v) for v in model.weights if "float" in str(v.dtype)]
-        arrays = [(n, np.asarray(v.numpy())) for n, v in items]
+        tensors = [(getattr(v, "path", v.name), v) for v in model.weights if "float" in str(v.dtype)]
     changed = 0
-    for (name, target), (_, value) in zip(items, arrays):
-        token = any(w in name.lower() for w in ("cls_token", "class_token", "mask_token"))
-        if value.size == 0 or (value.size > 1 and value.min() != value.max() and not token):
-            continue
-        if value.size == 1 and not any(w in name.lower() for w in ("bias", "beta", "gamma", "scale")):
-            continue
+    for name, tensor in tensors:
+        value = tensor.detach().numpy() if is_torch else np.asarray(tensor.numpy())
         lowered = name.lower()
-        if "var" in lowered or (value.size and np.all(value == 1)):
-            new = rng.uniform(0.5, 1.5, value.shape)
+        token = any(w in lowered for w in ("cls_token", "class_token", "mask_token"))
+        if value.size == 0 or not (token or value.min() == value.max()):
+            continue
+        if value.size == 1 and not any(w in lowered for w in ("bias", "beta", "gamma", "scale")):
+            continue  # a lone number that is not an affine term (a temperature, a step count)
+        if "var" in lowered or np.all(value == 1):
+            new = rng.uniform(0.5, 1.5, value.shape).astype(value.dtype)
         else:
-            new = rng.normal(0.0, 0.2, value.shape)
-        new = new.astype(value.dtype)
-        if isinstance(model, torch.nn.Module):
+            new = rng.normal(0.0, 0.2, value.shape).astype(value.dtype)
+        if is_torch:
             with torch.no_grad():
-                target.copy_(torch.from_numpy(new))
+                tensor.copy_(torch.from_numpy(new))
         else:
-            target.assign(new)
+            tensor.assign(new)
         changed += 1
     return changed
 
@@ -723,15 +728,20 @@ def copy_outcome(pair: ModelPair, direction: str, seed: int = 0) -> tuple[str, s
 
 
 def main(names: list[str]) -> None:
+    counts: dict[str, int] = {}
     for name in names or list(PAIRS):
+        pair = PAIRS[name]
         for direction in (T2K, K2T):
             start = time.perf_counter()
             try:
-                status, detail = copy_outcome(PAIRS[name], direction)
+                status, detail = copy_outcome(pair, direction)
             except Exception as e:  # a pair that does not build or run here is reported, not hidden
                 status, detail = "ERROR", f"{type(e).__name__}: {str(e).splitlines()[0][:100]}"
+            counts[status] = counts.get(status, 0) + 1
             took = time.perf_counter() - start
-            print(f"{name:24} {direction:13} {status:8} {took:5.1f}s  {detail}", flush=True)
+            kind = "" if pair.same_function else " (differs)"
+            print(f"{name + kind:34} {direction:13} {status:8} {took:5.1f}s  {detail}", flush=True)
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
 if __name__ == "__main__":
