@@ -12,7 +12,8 @@ converters (`keras_hub.src.utils.transformers.convert_*.convert_weights`) for ke
 transformers, and `port_by_order` here (a converter written by hand for these few architectures) for
 torchvision against keras.applications. `same_function=False` marks the pairs that do not (ResNet50 v1.5
 against v1, the asymmetric padding of Keras' MobileNets): modelshell must refuse those or say where they
-diverge, never copy them in silence.
+diverge (`diverges_at`, found layer by layer after the reference port by `first_divergence`), never copy
+them in silence.
 
 `prepare` gives both models of a pair ready to compare: every tensor that starts constant made random
 (`perturb_constants`), so that a tensor a copy skips or swaps shows, and batch norms set to the
@@ -50,6 +51,7 @@ __all__ = [
     "assert_close",
     "calibrate_norms",
     "differs",
+    "first_divergence",
     "import_torchvision",
     "max_diff",
     "perturb_constants",
@@ -124,6 +126,8 @@ class ModelPair:
     port: Callable[[torch.nn.Module, Any], None]  # independent reference: torch weights into Keras
     same_function: bool = True
     note: str = ""
+    keras_order: Callable[[list], list] | None = None  # torchvision pairs: the reference port's order
+    diverges_at: tuple[str, str] | None = None  # pairs that differ: first (torch, Keras) layer that does
 
 
 # --- inputs
@@ -444,6 +448,46 @@ def _weighted_layers(model: Any) -> list:
     return out
 
 
+def pair_by_order(tm: torch.nn.Module, km: Any, keras_order: Callable[[list], list] = lambda ls: ls,
+                  ) -> list[tuple[str, torch.nn.Module, Any]]:
+    """The reference converter's pairing: (torch name, module, Keras layer), in order."""
+    units = _post_order(tm)
+    layers = keras_order(_weighted_layers(km))
+    if len(units) != len(layers):
+        raise ValueError(f"{len(units)} torch modules with tensors against {len(layers)} Keras layers")
+    return [(name, m, layer) for (name, m), layer in zip(units, layers)]
+
+
+def first_divergence(pair: ModelPair, seed: int = 0) -> tuple[str, str] | None:
+    """After the reference port of a torchvision pair, the first (torch module, Keras layer) of its pairing
+    whose outputs differ (in shape, or by more than TOLERANCE of their size); None where all agree. An
+    oracle for what `copy` must name for a pair that does not compute the same function."""
+    assert pair.keras_order is not None, "torchvision pairs only"
+    tm, km, t_in, k_in = prepare(pair, seed)
+    pair.port(tm, km)
+    pairs = pair_by_order(tm, km, pair.keras_order)
+    seen: dict[str, np.ndarray] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, n=name: seen.__setitem__(n, out.detach().numpy().copy()))
+             for name, m, _ in pairs]
+    try:
+        pair.run_torch(tm, t_in)
+    finally:
+        for h in hooks:
+            h.remove()
+    probe = keras.Model(km.input, [layer.output for _, _, layer in pairs])
+    outs = [np.asarray(keras.ops.convert_to_numpy(o)) for o in probe(k_in, training=False)]
+    for (name, _, layer), k in zip(pairs, outs):
+        t = seen[name]
+        activation = getattr(layer, "activation", None)
+        if activation is not None and activation is not keras.activations.linear:
+            # a Keras conv with its activation fused (VGG's `relu`): the same on the torch output
+            t = np.moveaxis(np.asarray(activation(np.moveaxis(t, 1, -1))), -1, 1) if t.ndim == 4 else t
+        k = np.moveaxis(k, -1, 1) if k.ndim == 4 else k
+        if t.shape != k.shape or np.max(np.abs(t - k)) > TOLERANCE * max(1.0, float(np.max(np.abs(t)))):
+            return name, layer.name
+    return None
+
+
 def port_by_order(tm: torch.nn.Module, km: Any, keras_order: Callable[[list], list] = lambda ls: ls,
                   zero_bias: bool = False) -> None:
     """The reference converter for torchvision -> keras.applications, written for these architectures:
@@ -451,11 +495,7 @@ def port_by_order(tm: torch.nn.Module, km: Any, keras_order: Callable[[list], li
     (`keras_order` fixes what a model builds in another order), one layout per kind of layer;
     `zero_bias` sets to zero the bias of a Keras conv whose torch conv has none. Refuses
     (ValueError) on any count or shape that does not fit, so a pair it ports is a proven pair."""
-    units = _post_order(tm)
-    layers = keras_order(_weighted_layers(km))
-    if len(units) != len(layers):
-        raise ValueError(f"{len(units)} torch modules with tensors against {len(layers)} Keras layers")
-    for (name, m), layer in zip(units, layers):
+    for name, m, layer in pair_by_order(tm, km, keras_order):
         tensors = _torch_unit_tensors(m)
         keras_vars = layer.weights
         if zero_bias and len(keras_vars) == len(tensors) + 1 and getattr(layer, "use_bias", False):
@@ -521,8 +561,8 @@ def he_init(km: Any) -> Any:
     return km
 
 
-def vision_pair(name, torch_model, keras_model, size, keras_order=lambda ls: ls, same=True, note="",
-                zero_bias=False):
+def vision_pair(name, torch_model, keras_model, size, keras_order=lambda ls: ls, note="",
+                zero_bias=False, diverges_at=None):
     def build():
         torch.manual_seed(0)
         return torch_model().eval(), keras_model()
@@ -531,7 +571,8 @@ def vision_pair(name, torch_model, keras_model, size, keras_order=lambda ls: ls,
         port_by_order(tm, km, keras_order, zero_bias)
 
     return ModelPair(name, "torchvision", build, image_inputs(size, True), torch_call(),
-                     keras_call("output", nchw=True), port, same_function=same, note=note)
+                     keras_call("output", nchw=True), port, same_function=diverges_at is None, note=note,
+                     keras_order=keras_order, diverges_at=diverges_at)
 
 
 APPS = keras.applications
@@ -553,17 +594,17 @@ VISION_PAIRS = [
                 note="torchvision ResNet50 restrided to v1; Keras' convs have biases (zero: same function)"),
     vision_pair("tv-resnet50", lambda: tvm.resnet50(weights=None, num_classes=10),
                 lambda: APPS.ResNet50(input_shape=(64, 64, 3), **HEAD), 64, _resnet_keras_order,
-                zero_bias=True, same=False,
+                zero_bias=True, diverges_at=("layer2.0.conv1", "conv3_block1_1_conv"),
                 note="torchvision v1.5 (stride on the 3x3 conv) against Keras v1 (stride on the 1x1)"),
     # Features only: behind a global pool a one-pixel shift of the padding changes the logits by 1e-3
     # of their size, too little to tell from rounding in a deep model; the feature maps differ plainly.
     vision_pair("tv-mobilenet-v2", lambda: tvm.mobilenet_v2(weights=None).features,
                 lambda: APPS.MobileNetV2(input_shape=(64, 64, 3), weights=None, include_top=False), 64,
-                same=False, note="Keras pads stride-2 convs asymmetrically ('same' / ZeroPadding2D)"),
+                diverges_at=("0.0", "Conv1"), note="Keras pads stride-2 convs asymmetrically ('same', then ZeroPadding2D)"),
     vision_pair("tv-mobilenet-v3-small", lambda: tvm.mobilenet_v3_small(weights=None).features,
                 lambda: APPS.MobileNetV3Small(input_shape=(64, 64, 3), weights=None, include_top=False,
                                               include_preprocessing=False), 64,
-                same=False, note="Keras pads stride-2 convs asymmetrically"),
+                diverges_at=("0.0", "conv"), note="Keras pads stride-2 convs asymmetrically"),
 ]
 
 PAIRS: dict[str, ModelPair] = {p.name: p for p in HF_PAIRS + KERAS_HUB_PAIRS + VISION_PAIRS}

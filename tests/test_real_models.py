@@ -133,8 +133,10 @@ def test_a_copy_is_right_or_loud(name: str, direction: str) -> None:
     error = c.outcome.error or ""
     assert error and "\n" not in error.strip(), f"not one clear line: {error!r}"
     if not same_state(c.dst_before, c.dst_after):
-        # written, then checked: the copy must say that the outputs differ
+        # written, then checked: the copy must say that the outputs differ, and from where
         assert "differ" in error, f"the destination changed and the copy failed with: {error}"
+        if c.pair.diverges_at:
+            assert any(layer in error for layer in c.pair.diverges_at), (c.pair.diverges_at, error)
 
 
 @pytest.mark.parametrize(("name", "direction"),
@@ -160,6 +162,13 @@ def test_the_pair_computes_what_it_claims(name: str) -> None:
         assert ref.after <= rm.TOLERANCE, f"differ by {ref.after:.3g} of their size after the reference port"
     else:
         assert ref.after > 1e-3, f"claimed to differ, agree to {ref.after:.3g} of their size after the port"
+
+
+@pytest.mark.parametrize("name", [n for n, p in PAIRS.items() if p.diverges_at] + ["tv-vgg16"])
+def test_the_first_layer_that_diverges(name: str) -> None:
+    """The oracle for what `copy` must name: after the reference port, layer by layer, the first paired
+    layer whose outputs differ (none for VGG16, whose Keras convs fuse the ReLU)."""
+    assert rm.first_divergence(PAIRS[name]) == PAIRS[name].diverges_at
 
 
 def test_torchvision_imports_beside_cpu_torch() -> None:
