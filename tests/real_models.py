@@ -431,9 +431,11 @@ def _post_order(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 
 
 def _torch_unit_tensors(m: torch.nn.Module) -> list[torch.Tensor]:
-    state = m.state_dict()  # direct tensors first (this module), then children's
+    """A module's own parameters, then its own saved floating buffers: for a batch norm weight, bias,
+    running mean and variance, the order of Keras' gamma, beta, moving mean and variance."""
+    state = m.state_dict()
     own = [n for n, _ in m.named_parameters(recurse=False)] + [n for n, _ in m.named_buffers(recurse=False)]
-    return [state[n] for n in own if state[n].is_floating_point()]
+    return [state[n] for n in own if n in state and state[n].is_floating_point()]
 
 
 def _weighted_layers(model: Any) -> list:
