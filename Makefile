@@ -10,11 +10,19 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # tf-keras (Keras 2) is only for the tests of Keras 2 models; --no-deps keeps it from pulling the full
-# `tensorflow` package beside tensorflow-cpu.
+# `tensorflow` package beside tensorflow-cpu. transformers, keras-hub and torchvision are only for the
+# tests of real models (tests/real_models.py). keras-hub and tensorflow-text go in with --no-deps and
+# their pure-Python needs by hand: tensorflow-text asks for `tensorflow`, which would replace
+# tensorflow-cpu. torchvision too: its only wheel of the pinned version is a CUDA build, which would pull
+# a CUDA torch; against the CPU torch its compiled ops do not load, and tests/real_models.py defines
+# their schemas so that the Python side imports.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -e '.[all,test]'
 	$(PIP) --no-deps tf-keras
+	$(PIP) transformers
+	$(PIP) --no-deps keras-hub tensorflow-text torchvision
+	$(PIP) regex sentencepiece tokenizers kagglehub kagglesdk pillow
 	touch $(STAMP)
 
 demo: $(STAMP)
