@@ -220,11 +220,18 @@ class TorchModule(ModelHandle):
         named = [(p, m) for p, m in self.obj.named_modules() if p]
         hooks = [m.register_forward_pre_hook(start(p)) for p, m in named]
         hooks += [m.register_forward_hook(hook(p)) for p, m in named]
+        # A tensor a block owns directly (a layer scale, a class token) is used somewhere inside the
+        # block's forward, not when the block starts: its first use is its place in the order.
+        names = {id(t): n for n, t in self.obj.state_dict(keep_vars=True).items()}
         try:
-            self._call(inputs)
+            with _FirstUses(names, started):
+                self._call(inputs)
         finally:
             for handle in hooks:
                 handle.remove()
+        for name in names.values():
+            if name in started and name not in calls:
+                calls[name] = LayerCall(name, started[name], (), None)
         return calls
 
     def _call(self, inputs) -> Any:
@@ -257,6 +264,22 @@ class TorchModule(ModelHandle):
         tensor = torch.from_numpy(np.array(array, order="C"))  # a copy with plain strides, whatever it came from
         own = next((p.dtype for p in self.obj.parameters() if p.is_floating_point()), None)
         return tensor.to(own) if own is not None and tensor.is_floating_point() else tensor
+
+
+class _FirstUses(torch.overrides.TorchFunctionMode):
+    """Notes, in the trace's order, the first torch operation that reads each of the model's tensors."""
+
+    def __init__(self, names: dict[int, str], order: dict[str, int]) -> None:
+        super().__init__()
+        self._names, self._order = names, order
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        for value in (*args, *(kwargs or {}).values()):
+            for item in value if isinstance(value, (list, tuple)) else (value,):
+                name = self._names.get(id(item))
+                if name is not None:
+                    self._order.setdefault(name, len(self._order))
+        return func(*args, **(kwargs or {}))
 
 
 # The named inputs a model's ``forward`` may take that verify knows how to fill: rank and dtype.

@@ -57,9 +57,9 @@ def paired_inputs(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layer
 # --- named inputs --------------------------------------------------------------------------------
 def _named(a: ModelHandle, b: ModelHandle, slots_a: list[InputSlot], slots_b: list[InputSlot],
            layers: list[Layer], seed: int) -> PairedInputs:
-    roles_a = {ROLES.get(s.name, s.name): s for s in slots_a}
-    roles_b = {ROLES.get(s.name, s.name): s for s in slots_b}
-    unknown = [s.name or "(positional)" for s in (*slots_a, *slots_b) if ROLES.get(s.name) is None]
+    roles_a = {_role_of(s): s for s in slots_a}
+    roles_b = {_role_of(s): s for s in slots_b}
+    unknown = [s.name or "(positional)" for s in (*slots_a, *slots_b) if _role_of(s) is None]
     if unknown:
         raise ModelshellError(f"cannot make up a value for the input {unknown[0]!r}",
                               "pass the inputs with --input FILE.npz (arrays named as A's inputs)")
@@ -71,14 +71,22 @@ def _named(a: ModelHandle, b: ModelHandle, slots_a: list[InputSlot], slots_b: li
         values[role] = _value(role, shared, rng, length, layers, slots_a + slots_b)
     # An input only one model takes is left out where it may be (a keyword argument: GPT-2's
     # token_type_ids of zeros would still add an embedding), and given its neutral value where it must.
-    inputs_a = {s.name: _as_taken(values[role], s, a.framework) for role, s in roles_a.items()
-                if s.required or role in roles_b}
-    inputs_b = {s.name: _as_taken(values[role], s, b.framework) for role, s in roles_b.items()
-                if s.required or role in roles_a}
-    shapes = [tuple(v.shape) for v in inputs_a.values()]
+    inputs_a = _given(roles_a, roles_b, values, a.framework)
+    inputs_b = _given(roles_b, roles_a, values, b.framework)
+    shapes = [tuple(v.shape) for v in (inputs_a.values() if isinstance(inputs_a, dict) else inputs_a)]
     channels = any(role == "pixels" and _layout(roles_a[role], a.framework) != _layout(roles_b[role], b.framework)
                    for role in roles_a if role in roles_b)
     return PairedInputs(inputs_a, inputs_b, shapes, channels)
+
+
+def _role_of(slot: InputSlot) -> str | None:
+    """The role an input plays: by its name, or, for a lone positional input (keras-hub's image
+    backbones), by what it holds: a 4-d float batch is images, integers are ids."""
+    if slot.name:
+        return ROLES.get(slot.name)
+    if len(slot.shape) == 4:
+        return "pixels"
+    return "ids" if "int" in slot.dtype else None
 
 
 def _value(role: str, shared: bool, rng: np.random.Generator, length: int, layers: list[Layer],
@@ -102,9 +110,17 @@ def _value(role: str, shared: bool, rng: np.random.Generator, length: int, layer
     return rng.standard_normal((_BATCH, _fixed(slots, ("audio",), 1) or _AUDIO)).astype(np.float32)
 
 
+def _given(own: dict[str, InputSlot], other: dict[str, InputSlot], values: dict[str, np.ndarray],
+           framework: str) -> Any:
+    """A dict by input name, or a list for a model whose one input has no name."""
+    given = {s.name: _as_taken(values[role], s, framework) for role, s in own.items()
+             if s.required or role in other}
+    return list(given.values()) if list(given) == [""] else given
+
+
 def _as_taken(value: np.ndarray, slot: InputSlot, framework: str) -> np.ndarray:
     """The value in the layout and dtype this input takes (an int32 Keras input, a bool mask)."""
-    if ROLES[slot.name] == "pixels" and _layout(slot, framework) == "last":
+    if _role_of(slot) == "pixels" and _layout(slot, framework) == "last":
         value = np.ascontiguousarray(np.moveaxis(value, 1, -1))
     wanted = np.dtype(slot.dtype) if slot.dtype else value.dtype
     if value.dtype.kind == "f":
@@ -123,7 +139,7 @@ def _layout(slot: InputSlot, framework: str) -> str:
 def _fixed(slots: list[InputSlot], roles: tuple[str, ...], axis: int) -> int | None:
     """A size one of the models fixes for these roles (a sequence length, an image side), if any."""
     for slot in slots:
-        if ROLES.get(slot.name) in roles:
+        if _role_of(slot) in roles:
             sizes = [d for d in slot.shape[1:] if d is not None and d > 4]
             if sizes:
                 return sizes[0]
@@ -132,7 +148,7 @@ def _fixed(slots: list[InputSlot], roles: tuple[str, ...], axis: int) -> int | N
 
 def _image_channels(slots: list[InputSlot]) -> int | None:
     for slot in slots:
-        if ROLES.get(slot.name) == "pixels" and len(slot.shape) == 4:
+        if _role_of(slot) == "pixels" and len(slot.shape) == 4:
             small = [d for d in slot.shape[1:] if d is not None and d <= 4]
             if small:
                 return small[0]

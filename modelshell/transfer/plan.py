@@ -380,7 +380,9 @@ class _Context:
 
     def compatible(self, la: Layer, lb: Layer) -> bool:
         key = (la.kind, lb.kind, _signature(la), _signature(lb), self.flatten.get(id(la)), self.flatten.get(id(lb)),
-               _is_depthwise(la), _is_depthwise(lb))  # everything _rule looks at
+               _is_depthwise(la), _is_depthwise(lb),  # everything _rule looks at
+               _by_tensors(la) and tuple(_unit_shapes(la)), _by_tensors(lb) and tuple(_unit_shapes(lb)),
+               _is_leaf(la), _is_leaf(lb), la.config.get("groups"), lb.config.get("groups"))
         if key not in self._cache:
             self._cache[key] = self._rule(la, lb)
         return self._cache[key][1]
@@ -495,8 +497,19 @@ def _fits(rule: layouts.LayerRule, side: str, layer: Layer, ranks: bool = True) 
         roles = _rule_roles(rule, side, layer)
     except ModelshellError:
         return False
-    return not ranks or all(len(_to_rank(t.shape, len(rule.role(side, r).shape))) == len(rule.role(side, r).shape)
+    def rank_of(t: TensorInfo, wanted: int) -> int:
+        # A leaf (a block's own tensor: a class token (1, 1, E)) takes a rule that moves values as they
+        # are (a position table against an Embedding), never one that transposes it by dropping units.
+        if _is_leaf(layer) and not _moves_as_is(rule):
+            return len(t.shape)
+        return len(_to_rank(t.shape, wanted))
+
+    return not ranks or all(rank_of(t, len(rule.role(side, r).shape)) == len(rule.role(side, r).shape)
                             for r, t in roles.items())
+
+
+def _moves_as_is(rule: layouts.LayerRule) -> bool:
+    return all(step.name in ("as is", "drop", "0") for d in ("torch->keras", "keras->torch") for step in rule.steps(d))
 
 
 def _is_depthwise(layer: Layer) -> bool:
@@ -671,12 +684,42 @@ def _align(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> l
     """Pairs (i, j) of layers: equal names first (they survive reordering), then the rest in order."""
     if len(a_layers) == len(b_layers) and not _names_cross(a_layers, b_layers) \
             and all(context.compatible(x, y) and context.fits(x, y) for x, y in zip(a_layers, b_layers)):
-        return list(zip(range(len(a_layers)), range(len(b_layers))))  # the common case, in linear time
+        in_order = list(zip(range(len(a_layers)), range(len(b_layers))))  # the common case, in linear time
+        return _by_last_names(in_order, a_layers, b_layers, context)
     anchors = _name_anchors(a_layers, b_layers, context)
     rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in anchors}]
     rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in anchors}]
     ordered = _order_alignment(rest_a, rest_b, a_layers, b_layers, context)
-    return sorted(anchors + ordered + _unique_fits(anchors + ordered, a_layers, b_layers, context))
+    paired = sorted(anchors + ordered + _unique_fits(anchors + ordered, a_layers, b_layers, context))
+    return _by_last_names(paired, a_layers, b_layers, context)
+
+
+def _by_last_names(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers: list[Layer],
+                   context: _Context) -> list[tuple[int, int]]:
+    """Consecutive pairs whose layers could take each other's places (q, k and v of one block: the same
+    kind, the same shapes) are paired by the last part of their names where those tell them apart on
+    both sides: transformers' torch ViT computes the key before the query, keras-hub the query first,
+    and order alone would copy the key into the query."""
+    out, start = list(paired), 0
+    while start < len(out):
+        end = start + 1
+        while end < len(out) and all(
+                context.compatible(a_layers[out[end][0]], b_layers[j]) and context.fits(a_layers[out[end][0]], b_layers[j])
+                and context.compatible(a_layers[i], b_layers[out[end][1]])
+                and context.fits(a_layers[i], b_layers[out[end][1]]) for i, j in out[start:end]):
+            end += 1
+        group = out[start:end]
+        a_last = [_tokens(a_layers[i].path)[-1:] for i, _ in group]
+        b_last = [_tokens(b_layers[j].path)[-1:] for _, j in group]
+        common = {n for n in a_last if n and a_last.count(n) == 1 and b_last.count(n) == 1}
+        if len(group) > 1 and len(common) > 1:
+            # Names both sides share (query, key, value) pair by name; the rest (the torch output
+            # projection `dense`, Keras's `attention_output`) keep the places left, in order.
+            by_name = {name: j for name, (_, j) in zip(b_last, group) if name in common}
+            rest = iter(j for name, (_, j) in zip(b_last, group) if name not in common)
+            out[start:end] = [(i, by_name[name] if name in common else next(rest)) for name, (i, _) in zip(a_last, group)]
+        start = end
+    return out
 
 
 def _unique_fits(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers: list[Layer],

@@ -98,6 +98,15 @@ def _output_pairs(leaves_a: list[tuple[str, np.ndarray]],
         return [(name, x, y) for (name, x), (_, y) in zip(leaves_a, leaves_b)]
     by_name = {_canonical(name): value for name, value in leaves_b}
     pairs = [(name, x, by_name[_canonical(name)]) for name, x in leaves_a if _canonical(name) in by_name]
+    if not pairs and min(len(leaves_a), len(leaves_b)) == 1:
+        # One output against several (a backbone's sequence against transformers' last_hidden_state and
+        # pooler_output): the one of the same shape, when there is exactly one.
+        (name, lone), many, lone_first = ((*leaves_a[0],), leaves_b, True) if len(leaves_a) == 1 else \
+            ((*leaves_b[0],), leaves_a, False)
+        same = [(n, v) for n, v in many if v.size == lone.size]
+        if len(same) == 1:
+            other = same[0][1]
+            pairs = [(name, lone, other)] if lone_first else [(same[0][0], other, lone)]
     if not pairs:
         raise ModelshellError(f"the models give {len(leaves_a)} and {len(leaves_b)} outputs, none by the same "
                               "name; nothing to compare")
