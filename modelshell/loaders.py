@@ -53,7 +53,7 @@ def load(spec: str, trust: bool = False) -> ModelHandle:
     name = path.name.lower()
     datasets = None
     if name.endswith((".h5", ".hdf5")):
-        from modelshell.probe import probe_hdf5
+        from modelshell.safety.probe import probe_hdf5
 
         datasets = probe_hdf5(path)  # a damaged HDF5 file can hang or crash the library: tried in a child first
     if name.endswith(".weights.h5"):

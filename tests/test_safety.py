@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file as save_safetensors  # noqa: E402
 from torch import nn  # noqa: E402
 
-from modelshell import pickle_scan, probe, resources  # noqa: E402
+from modelshell.safety import pickle_scan, probe, resources  # noqa: E402
 from modelshell.cli import load_demo  # noqa: E402
 from modelshell.session import Session  # noqa: E402
 from tests.test_formats import MarkerPayload, run_fail, run_ok, snapshot, assert_unchanged, values  # noqa: E402

@@ -5,11 +5,11 @@ import argparse
 from pathlib import Path
 
 from modelshell import loaders
-from modelshell.atomic import atomic_target, full_suffix
+from modelshell.safety.atomic import atomic_target, full_suffix
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import arg, command
 from modelshell.errors import ModelshellError, first_line
-from modelshell.resources import check_free_space, tensor_bytes
+from modelshell.safety.resources import check_free_space, tensor_bytes
 from modelshell.results import Message
 
 __all__: list[str] = []

@@ -26,7 +26,7 @@ _absl_logging.set_verbosity(_absl_logging.ERROR)
 from modelshell.errors import ModelshellError, first_line  # noqa: E402
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo  # noqa: E402
 from modelshell.frameworks.copying import copy_into  # noqa: E402
-from modelshell.resources import check_fits, unpacked_zip_size  # noqa: E402
+from modelshell.safety.resources import check_fits, unpacked_zip_size  # noqa: E402
 
 __all__ = ["KerasModel", "load_keras_file", "version"]
 
@@ -398,7 +398,7 @@ def code_in_config(path: Path) -> list[str]:
 
 def _check_archive(path: Path) -> None:
     """Every member's checksum, before Keras reads the HDF5 weights inside: a damaged HDF5 file can hang
-    the HDF5 library, and inside a zip it cannot be probed as a file on its own (see modelshell.probe)."""
+    the HDF5 library, and inside a zip it cannot be probed as a file on its own (see modelshell.safety.probe)."""
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelshell.atomic import full_suffix
+from modelshell.safety.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, tree_from_names
 from modelshell.frameworks.copying import lend_copy_kernel
-from modelshell.pickle_scan import describe, scan_torch_file
-from modelshell.resources import check_fits, unpacked_zip_size
+from modelshell.safety.pickle_scan import describe, scan_torch_file
+from modelshell.safety.resources import check_fits, unpacked_zip_size
 
 __all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
 
