@@ -78,6 +78,41 @@ def test_a_pickled_module_lists_its_classes(session, tmp_path):
     assert "DANGEROUS" not in error
 
 
+class _SetstateWritesAFile(nn.Module):
+    """A scripted module whose ``__setstate__`` (TorchScript code, run by torch.jit.load) writes a file."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(2))
+        self.marker = marker
+
+    def forward(self, x):
+        return x * self.weight
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool, torch.Tensor]:
+        return (self.marker, self.training, self.weight)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool, torch.Tensor]) -> None:
+        self.marker = state[0]
+        self.training = state[1]
+        self.weight = state[2]
+        torch.save(torch.ones(1), state[0])
+
+
+def test_a_torchscript_archive_runs_no_code_without_trust(session, tmp_path):
+    marker = tmp_path / "setstate-ran"
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(_SetstateWritesAFile(str(marker))), str(path))
+    assert not marker.exists()
+    run_fail(session, f"load {path}", "scripted.pt", "TorchScript", "_SetstateWritesAFile.__setstate__",
+             "nothing was run", "--trust")
+    assert not marker.exists() and session.model_names() == []
+    run_ok(session, f"load {path} --trust")  # the payload is live: trusted, torch.jit.load runs it
+    assert marker.exists()
+
+
 @pytest.fixture(scope="module")
 def lambda_files(tmp_path_factory):
     """A Keras model whose Lambda layer creates a marker file when it runs (Keras runs it on load)."""

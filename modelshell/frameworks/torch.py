@@ -19,6 +19,7 @@ from modelshell.safety.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, tree_from_names
 from modelshell.frameworks.copying import lend_copy_kernel
+from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
 from modelshell.safety.pickle_scan import describe, scan_torch_file
 from modelshell.safety.resources import check_fits, unpacked_zip_size
 
@@ -302,10 +303,16 @@ def save_state_dict(state: Mapping[str, Any], path: Path) -> None:
 
 
 def load_torch_file(path: Path, trust: bool) -> ModelHandle:
-    """Read a ``.pt``/``.pth``/``.bin`` file: a TorchScript archive, a state dict, or (only with trust) a
-    whole pickled module. Without trust nothing is unpickled that could run code."""
+    """Read a ``.pt``/``.pth``/``.bin`` file: a state dict, a TorchScript archive (its tensors only, unless
+    trusted), or (only with trust) a whole pickled module. Without trust nothing is unpickled, and no
+    TorchScript loaded, that could run code."""
     if _is_torchscript(path):
         check_fits(path, unpacked_zip_size(path))
+        if not trust:  # torch.jit.load runs the archive's code (a __setstate__): its tensors are read instead
+            tensors = torchscript_tensors(path)
+            if not tensors:
+                raise ModelshellError(f"{path} is a TorchScript archive with no tensors in its data")
+            return TorchStateDict(tensors, str(path), trust)
         try:
             return TorchModule(torch.jit.load(str(path), map_location="cpu"), str(path), trust)
         except Exception as exc:  # noqa: BLE001 - any failure of a corrupt archive is one user error
@@ -388,7 +395,7 @@ def _is_torchscript(path: Path) -> bool:
         return False
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+            return is_torchscript(archive)
     except Exception:  # noqa: BLE001 - a damaged directory fails in many ways (bad UTF-8 names too)
         return False
 
