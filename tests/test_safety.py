@@ -358,6 +358,24 @@ def test_a_save_into_a_read_only_folder_leaves_the_old_file(demo_session, tmp_pa
         assert target.read_bytes() == b"old" and os.listdir(folder) == ["model.pt"]
 
 
+@pytest.mark.parametrize("name", ["w.safetensors", "zip.pt", "m.weights.h5"])
+def test_a_save_onto_the_models_own_source_keeps_its_tensors(sized_files, tmp_path, name):
+    """The file a model reads its tensors from (memory-mapped, or read lazily) is replaced by the save:
+    what the model holds must not change with it, now or at the next save."""
+    path = tmp_path / name
+    path.write_bytes((sized_files / name).read_bytes())
+    session = Session()
+    run_ok(session, f"load {path} as own")
+    before = values(session, "own")
+    for _ in range(2):
+        run_ok(session, f"save own {path}")
+        for tensor, array in values(session, "own").items():
+            np.testing.assert_array_equal(array, before[tensor], err_msg=tensor)
+    run_ok(session, f"load {path} as reloaded")
+    for tensor, array in values(session, "reloaded").items():
+        np.testing.assert_array_equal(array, before[tensor], err_msg=tensor)
+
+
 # --- copy interrupted midway -----------------------------------------------------------------------------
 class Injected(Exception):
     pass
