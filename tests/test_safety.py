@@ -265,6 +265,40 @@ def test_fuzzed_files_fail_in_one_line_without_a_crash_or_a_hang(corpus, tmp_pat
     assert failed > FUZZ_COUNT // 10, (loaded, failed)  # the mutations do damage
 
 
+def _hdf5_reaching_out(d: Path, kind: str) -> tuple[Path, str]:
+    """A Keras 3 weights file whose second tensor lies in another file, as ``kind`` puts it there; and
+    that other file."""
+    secret = d / "secret.bin"
+    secret.write_bytes(b"private bytes of another file".ljust(32))
+    other = d / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["kernel"] = np.arange(8, dtype="uint8")
+    path = d / f"{kind.replace(' ', '-')}.weights.h5"
+    with h5py.File(path, "w") as f:
+        f["layers/dense/vars/0"] = np.ones(8, dtype="uint8")
+        name = "layers/dense/vars/1"
+        if kind == "external storage":
+            f.create_dataset(name, shape=(8,), dtype="uint8", external=[(str(secret), 0, 8)])
+        elif kind == "external link":
+            f[name] = h5py.ExternalLink(str(other), "/kernel")
+        else:
+            layout = h5py.VirtualLayout(shape=(8,), dtype="uint8")
+            layout[:] = h5py.VirtualSource(str(other), "kernel", shape=(8,))
+            f.create_virtual_dataset(name, layout)
+    return path, str(secret if kind == "external storage" else other)
+
+
+@pytest.mark.parametrize("kind", ["external storage", "external link", "virtual dataset"])
+def test_hdf5_data_outside_the_file_is_refused_before_reading_it(session, tmp_path, kind):
+    path, target = _hdf5_reaching_out(tmp_path, kind)
+    run_fail(session, f"load {path}", path.name, "is refused", "layers/dense/vars/1", kind, target,
+             "nothing was read")
+    assert session.model_names() == []
+    with h5py.File(path, "r") as f:  # the file is what the test says: its tensor reads the other file
+        assert bytes(np.array(f["layers/dense/vars/1"])) in ((tmp_path / "secret.bin").read_bytes()[:8],
+                                                              bytes(range(8)))
+
+
 def _wrong_extension_cases(corpus: dict[str, bytes]):
     return [(".pt", corpus[".keras"]), (".pt", corpus[".h5"]), (".keras", corpus[".pt"][:0] + corpus[".safetensors"]),
             (".h5", corpus[".pt"]), (".weights.h5", corpus[".keras"]), (".safetensors", corpus[".h5"])]

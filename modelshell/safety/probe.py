@@ -7,6 +7,11 @@ dataset's shape and dtype (the metadata Keras reads; no tensor data), and the se
 the child finished cleanly in time. Forking copies the already-imported process, so this costs
 milliseconds, not a new interpreter; and the child sends back every dataset's name, shape and dtype,
 so that listing a weights file does not walk the file a second time.
+
+The same walk refuses what would make a read leave the file: external links (into another HDF5 file),
+datasets whose storage is external (raw bytes of any file, ``/etc/passwd`` or a FIFO) and virtual
+datasets (made of other files' datasets). They are found from the links and the creation properties,
+before a byte of any dataset is read.
 """
 from __future__ import annotations
 
@@ -46,6 +51,9 @@ def probe_hdf5(path: Path) -> dict[str, tuple[tuple[int, ...], str]] | None:
         raise ModelshellError(f"cannot read {path} as HDF5: the HDF5 library crashed on it "
                               f"({signal.Signals(os.WTERMSIG(status)).name}; damaged?)")
     text = report.decode("utf8", "replace")
+    if os.WEXITSTATUS(status) == _REFUSED:
+        raise ModelshellError(f"{path} is refused: {text}; nothing was read from there",
+                              "a model file must hold its own tensors")
     if os.WEXITSTATUS(status) != 0:
         raise ModelshellError(f"cannot read {path} as HDF5: {text[:500] or 'damaged'}")
     return {name: (tuple(shape), dtype) for name, shape, dtype in json.loads(text)}
@@ -56,6 +64,9 @@ def _child(path: Path, read_end: int, write_end: int) -> None:
     try:
         os.close(read_end)
         report = json.dumps(_read_metadata(path)).encode("utf8")
+    except _LeavesTheFile as exc:
+        report = first_line(exc).encode("utf8", "replace")[:1000]
+        status = _REFUSED
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
         report = first_line(exc).encode("utf8", "replace")[:500]
         status = 3
@@ -65,6 +76,13 @@ def _child(path: Path, read_end: int, write_end: int) -> None:
             view = view[os.write(write_end, view):]
     finally:
         os._exit(status)
+
+
+_REFUSED = 4  # the child's exit status when the file reaches outside itself
+
+
+class _LeavesTheFile(Exception):
+    """A link or a dataset whose data lies in another file."""
 
 
 def _read_until_closed(fd: int, seconds: float) -> tuple[bytes, bool]:
@@ -99,6 +117,11 @@ def _read_metadata(path: Path) -> list[tuple[str, list[int], str]]:
 
     datasets: list[tuple[str, list[int], str]] = []
     with h5py.File(path, "r") as f:
+        # An exception inside an h5py visit callback comes out garbled: what is found is noted, and
+        # raised after the walk.
+        outside: list[str] = []
+        f.id.links.visit(lambda name, info: _note_external_link(f, name, info, outside), info=True)
+        _refuse(outside)
         for key in f.attrs:
             f.attrs[key]
 
@@ -106,6 +129,7 @@ def _read_metadata(path: Path) -> list[tuple[str, list[int], str]]:
             text = name.decode("utf8", "surrogateescape")
             if info.type == h5py.h5o.TYPE_DATASET:
                 dataset = h5py.h5d.open(f.id, name)
+                _note_outside_storage(text, dataset, outside)
                 datasets.append((text, list(dataset.shape), str(dataset.dtype)))
             if info.num_attrs:
                 attrs = f[text].attrs
@@ -113,4 +137,40 @@ def _read_metadata(path: Path) -> list[tuple[str, list[int], str]]:
                     attrs[key]
 
         h5py.h5o.visit(f.id, visit, info=True)
+        _refuse(outside)
     return datasets
+
+
+def _refuse(outside: list[str]) -> None:
+    if outside:
+        more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+        raise _LeavesTheFile(outside[0] + more)
+
+
+def _note_external_link(f, name: bytes, info, outside: list[str]) -> None:
+    """Note an external link (``h5py.ExternalLink``); the walk goes through hard links only."""
+    import h5py
+
+    if info.type == h5py.h5l.TYPE_EXTERNAL:
+        target_file, target = (_text(v) for v in f.id.links.get_val(name))
+        outside.append(f"{_text(name)!r} is an external link to {target} in {target_file}")
+    elif info.type not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT):  # user-defined link classes
+        outside.append(f"{_text(name)!r} is a link of a kind modelshell does not follow ({info.type})")
+
+
+def _note_outside_storage(name: str, dataset, outside: list[str]) -> None:
+    """Note a dataset whose bytes lie in other files: external storage, or a virtual dataset."""
+    import h5py
+
+    plist = dataset.get_create_plist()
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        sources = sorted({f"{_text(plist.get_virtual_dsetname(i))} in {_text(plist.get_virtual_filename(i))}"
+                          for i in range(plist.get_virtual_count())})
+        outside.append(f"dataset {name!r} is a virtual dataset made of {', '.join(sources) or 'nothing'}")
+    if plist.get_external_count():
+        files = sorted({_text(plist.get_external(i)[0]) for i in range(plist.get_external_count())})
+        outside.append(f"dataset {name!r} has external storage: its data is in {', '.join(files)}")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf8", "surrogateescape") if isinstance(value, bytes) else value
