@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import keyword
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,7 @@ def _check_readable(path: Path) -> None:
         raise ModelshellError(f"{path}: no such file")
     if path.is_dir():
         raise ModelshellError(f"{path} is a directory, not a model file")
+    _check_regular(path)
     try:
         with open(path, "rb") as handle:
             first = handle.read(1)
@@ -108,6 +111,22 @@ def _check_readable(path: Path) -> None:
         raise ModelshellError(f"{path}: cannot read ({exc.strerror or first_line(exc)})") from exc
     if not first:
         raise ModelshellError(f"{path} is empty")
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(path: Path) -> None:
+    """Refuse, before opening it, anything but a regular file (after symlinks): opening a FIFO waits for a
+    writer forever, and a device (``/dev/zero``) reads without end."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    resolved = os.path.realpath(path)
+    via = f" (it links to {resolved})" if resolved != os.path.abspath(path) else ""
+    raise ModelshellError(f"{path} is {kind}{via}, not a regular file: it is not opened")
 
 
 def _is_factory_spec(spec: str) -> bool:

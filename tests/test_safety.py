@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import json
 import os
 import random
 import shlex
@@ -297,6 +298,36 @@ def test_hdf5_data_outside_the_file_is_refused_before_reading_it(session, tmp_pa
     with h5py.File(path, "r") as f:  # the file is what the test says: its tensor reads the other file
         assert bytes(np.array(f["layers/dense/vars/1"])) in ((tmp_path / "secret.bin").read_bytes()[:8],
                                                               bytes(range(8)))
+
+
+MODEL_SUFFIXES = [".pt", ".keras", ".safetensors", ".h5", ".weights.h5"]
+
+
+def test_fifos_and_devices_named_like_models_are_refused_at_once(tmp_path):
+    """Opening a FIFO waits for a writer forever and /dev/zero reads without end: the loads run in a child
+    with a timeout, so that without the protection this test fails instead of hanging."""
+    paths = []
+    for suffix in MODEL_SUFFIXES:
+        fifo = tmp_path / f"fifo{suffix}"
+        os.mkfifo(fifo)
+        (tmp_path / f"to-fifo{suffix}").symlink_to(fifo)
+        (tmp_path / f"to-zero{suffix}").symlink_to("/dev/zero")
+        paths += [fifo, tmp_path / f"to-fifo{suffix}", tmp_path / f"to-zero{suffix}"]
+    code = textwrap.dedent(f"""
+        import json
+        from modelshell.session import Session
+        s = Session()
+        s.namespace["keeper"] = 1
+        print(json.dumps([s.run_line("load " + p).error for p in {[str(p) for p in paths]!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = dict(zip(paths, json.loads(done.stdout.splitlines()[-1])))
+    for path, error in errors.items():
+        kind = "a character device" if "zero" in path.name else "a FIFO"
+        assert error is not None and error.startswith(f"{path} is {kind}") and "not a regular file" in error, error
+        assert "\n" not in error
+    assert "(it links to /dev/zero)" in errors[tmp_path / "to-zero.pt"]
 
 
 def _wrong_extension_cases(corpus: dict[str, bytes]):
