@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import importlib.util
 import json
 import os
 import random
@@ -70,6 +71,135 @@ def test_the_scan_reads_globals_without_running_them(tmp_path):
     assert "torch.nn.modules.linear.Linear" in found.names and "torch.nn.modules.linear.Linear" not in found.dangerous
     assert not marker.exists()
     assert pickle_scan.scan_bytes(b"\x80\x05garbage") == []  # damage ends the scan quietly
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf8")
+
+
+def _short_unicode(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + _b(text)
+
+
+def _framed(body: bytes) -> bytes:
+    return b"\x80\x04\x95" + len(body).to_bytes(8, "little") + body
+
+
+# Hand-built opcode streams (never unpickled): each hides ``posix.system`` from a scan that reads only
+# the strings just before a STACK_GLOBAL, or only the text GLOBAL opcode.
+HAND_BUILT = {
+    # protocol 2: the module and name, put in the memo and popped, come back from it (BINPUT, BINGET)
+    "memo BINGET": b"\x80\x02X\x05\x00\x00\x00posixq\x000X\x06\x00\x00\x00systemq\x010h\x00h\x01\x93)R.",
+    # protocol 4: FRAME, MEMOIZE, and LONG_BINGET of memoized strings
+    "frame MEMOIZE LONG_BINGET": _framed(_short_unicode("posix") + b"\x940" + _short_unicode("system") + b"\x940"
+                                         + b"j\x00\x00\x00\x00j\x01\x00\x00\x00\x93)R."),
+    # a decoy pair pushed and popped after the real one: the last two strings are not the top of the stack
+    "decoy popped": b"\x80\x04" + _short_unicode("posix") + _short_unicode("system")
+    + _short_unicode("builtins") + _short_unicode("len") + b"00\x93)R.",
+    # a decoy pushed after a MARK and popped with POP_MARK
+    "decoy under a mark": b"\x80\x04" + _short_unicode("posix") + _short_unicode("system")
+    + b"(" + _short_unicode("builtins") + _short_unicode("len") + b"1\x93)R.",
+    # protocol 0: the text GLOBAL opcode
+    "protocol 0 GLOBAL": b"cposix\nsystem\n(S'true'\ntR.",
+    # protocol 0 INST, which imports and calls in one opcode
+    "protocol 0 INST": b"(S'true'\niposix\nsystem\n.",
+}
+
+
+@pytest.mark.parametrize("case", list(HAND_BUILT))
+def test_the_scan_models_the_stack_and_the_memo(case):
+    found = pickle_scan.classify(pickle_scan.scan_bytes(HAND_BUILT[case]))
+    assert found.dangerous == ["posix.system"], found
+    assert "builtins.len" not in found.names
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_the_scan_reads_every_protocol(tmp_path, protocol):
+    import pickle
+
+    marker = tmp_path / "ran"
+    data = pickle.dumps({"w": [1.0, 2.0], "a": MarkerPayload(marker), "b": _exec_payload(marker), "c": nn.Linear},
+                        protocol=protocol)
+    found = pickle_scan.classify(pickle_scan.scan_bytes(data))
+    assert found.dangerous == [f"{os.system.__module__}.system", "builtins.exec"], found
+    assert "torch.nn.modules.linear.Linear" in found.names
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_a_plain_pickle_of_any_protocol_is_refused_with_what_it_would_call(session, tmp_path, protocol):
+    """A bare ``pickle.dumps`` named .pt: torch's unpickler refuses it (protocols 0 and 1 do not even look
+    like a torch file, 4 and 5 frame their data), and the message must say what it would call, not
+    that the file is damaged."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "plain.pt"
+    path.write_bytes(pickle.dumps({"w": torch.ones(2), "a": MarkerPayload(marker)}, protocol=protocol))
+    run_fail(session, f"load {path}", "plain.pt", f"{os.system.__module__}.system (DANGEROUS)", "nothing was run")
+    assert not marker.exists()
+
+
+def _protocol_pickles() -> dict[str, bytes]:
+    import pickle
+
+    payload = {"w": [1.0, 2.0], "a": MarkerPayload(Path("ran")), "b": _exec_payload(Path("ran")), "c": nn.Linear}
+    return {f"protocol {p}": pickle.dumps(payload, protocol=p) for p in range(6)}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("picklescan") is None, reason="picklescan is a test dependency")
+def test_the_scan_agrees_with_picklescan():
+    """On every pickle of these tests, picklescan's globals are ours, and what it calls dangerous we flag.
+    Deliberate differences: we name Python 2's ``__builtin__`` as ``builtins``; we flag more (what
+    picklescan only calls "suspicious": ``codecs.open``, ``pathlib.Path.write_text``, ``torch.jit.load``,
+    ``torch.os.system``); and where picklescan reads the last two strings before a STACK_GLOBAL and so
+    names an "unknown" global (the decoys), we follow the stack and name the real one."""
+    import io
+
+    from picklescan.scanner import scan_pickle_bytes
+
+    for case, data in {**HAND_BUILT, **_protocol_pickles()}.items():
+        theirs = scan_pickle_bytes(io.BytesIO(data), case).globals
+        ours = pickle_scan.classify(pickle_scan.scan_bytes(data))
+        if any("unknown" in (g.module, g.name) for g in theirs):
+            assert case.startswith("decoy") and ours.dangerous == ["posix.system"], case
+            continue
+        assert {str(pickle_scan.Global(g.module, g.name)) for g in theirs} == set(ours.names), case
+        dangerous = {str(pickle_scan.Global(g.module, g.name)) for g in theirs if g.safety.name == "Dangerous"}
+        assert dangerous <= set(ours.dangerous), case
+
+
+def test_the_scan_reads_every_pickle_member_past_a_damaged_one(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": torch.ones(2), "a": MarkerPayload(tmp_path / "ran")}, path)
+    repacked = tmp_path / "repacked.pt"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(repacked, "w") as out:
+        out.writestr("evil/aaa.pkl", b"\x80\x02\x94garbage")  # first, and damaged
+        for info in source.infolist():
+            out.writestr(info, source.read(info))
+    assert pickle_scan.scan_torch_file(repacked).dangerous == [f"{os.system.__module__}.system"]
+
+
+@pytest.mark.parametrize("name", [
+    "posix.system", "nt.system", "os.popen", "subprocess.Popen", "builtins.exec", "builtins.eval",
+    "builtins.compile", "builtins.open", "builtins.__import__", "__builtin__.eval", "pydoc.pipepager",
+    "timeit.timeit", "cProfile.run", "codecs.open", "pathlib.Path.write_text", "torch.jit.load",
+    "torch.os.system", "torch.serialization.os.system", "numpy.testing._private.utils.runstring",
+    "runpy._run_code", "(unknown global)"])
+def test_the_scan_flags_what_a_global_resolves_to(name):
+    assert pickle_scan.is_dangerous(name)
+
+
+def test_the_scan_resolves_re_exports_through_the_attribute_chain():
+    for module, attr in [("torch", "serialization.os.system"), ("torch.serialization", "os.system"),
+                         ("torch", "jit.load"), ("pathlib", "PosixPath.write_bytes")]:
+        assert pickle_scan.is_dangerous(pickle_scan.Global(module, attr)), (module, attr)
+
+
+@pytest.mark.parametrize("name", ["torch.nn.modules.linear.Linear", "collections.OrderedDict", "builtins.len",
+                                  "mylib.code.Net", "mylib.types.Config", "numpy.core.multiarray._reconstruct"])
+def test_the_scan_does_not_flag_plain_classes(name):
+    assert not pickle_scan.is_dangerous(name)
 
 
 def test_a_pickled_module_lists_its_classes(session, tmp_path):

@@ -318,7 +318,7 @@ def load_torch_file(path: Path, trust: bool) -> ModelHandle:
         except Exception as exc:  # noqa: BLE001 - any failure of a corrupt archive is one user error
             raise ModelshellError(f"cannot read {path} as a TorchScript archive: {first_line(exc)}") from exc
     if not _has_torch_signature(path):
-        raise ModelshellError(f"cannot read {path} as a torch file: it is neither a zip archive nor a pickle")
+        raise _not_a_torch_file(path)
     is_zip = zipfile.is_zipfile(path)
     if not is_zip:  # a legacy pickle cannot be memory-mapped: it is read whole
         check_fits(path, path.stat().st_size)
@@ -327,16 +327,30 @@ def load_torch_file(path: Path, trust: bool) -> ModelHandle:
         # file larger than the free memory still loads.
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust, mmap=is_zip)
     except pickle.UnpicklingError as exc:
-        if not trust and _refused_for_code(exc):
+        # The weights-only unpickler stops at the first class it does not allow, or at an opcode it does
+        # not know (protocols 4 and 5 frame their data): either way the scan says what the file would call.
+        found = scan_torch_file(path) if not trust else None
+        if found is not None and (found.names or _refused_for_code(exc)):
             raise ModelshellError(
                 f"{path} holds pickled Python objects that run code when loaded: "
-                f"{describe(scan_torch_file(path))}; nothing was run",
+                f"{describe(found)}; nothing was run",
                 f"if you trust the file, `load {path} --trust` (or `trust on`) loads it",
             ) from exc
         raise ModelshellError(f"cannot read {path} as a torch file: {_reason(exc)}") from exc
     except Exception as exc:  # noqa: BLE001
         raise ModelshellError(f"cannot read {path} as a torch file: {_reason(exc)}") from exc
     return _handle_for_loaded(obj, path, trust)
+
+
+def _not_a_torch_file(path: Path) -> ModelshellError:
+    """A file torch did not write; when it is a pickle all the same (protocol 0 or 1, as a bare
+    ``pickle.dumps`` writes), what it would import and call."""
+    found = scan_torch_file(path)
+    if found.names:
+        return ModelshellError(
+            f"{path} is a pickle, not a torch file (torch writes a zip archive or a protocol 2 pickle): "
+            f"{describe(found)}; nothing was run")
+    return ModelshellError(f"cannot read {path} as a torch file: it is neither a zip archive nor a pickle")
 
 
 def _has_torch_signature(path: Path) -> bool:

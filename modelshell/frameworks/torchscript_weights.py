@@ -83,7 +83,7 @@ def _methods_run_on_load(archive: zipfile.ZipFile, root: str) -> list[str]:
 
 
 def _unpickle(data: bytes, archive: zipfile.ZipFile, root: str):
-    scripted = sorted({n for n in scan_bytes(data) if n.startswith("__torch__.")})
+    scripted = sorted({str(n) for n in scan_bytes(data) if n.startswith("__torch__.")})
     stand_ins = [(type(n.rpartition(".")[2], (_ScriptedObject,), {}), n) for n in scripted]
     # The TorchScript pickler's own helpers, each returning its argument as it is.
     helpers = [getattr(torch.jit._pickle, n) for n in (
