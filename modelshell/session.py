@@ -181,17 +181,28 @@ class Session:
         if "-h" in argv or "--help" in argv:  # before parsing: `weights --help` lacks the required NAME
             return self._run_command("help", [name])
         args = command.parser.parse_args(argv)
+        writes = {name: handle.writes for name, handle in self.handles.items()}
         try:
             with _collector_paused():
                 produced = command.run(self, args)
         except KeyboardInterrupt:  # commands change nothing until they succeed (copy rolls back, save is atomic)
-            return Outcome(ok=False, error="interrupted (nothing changed)")
+            return Outcome(ok=False, error=self._interrupted(writes))
         as_json = getattr(args, "json", False)
         if isinstance(produced, Failed):
             outcome = Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
         else:
             outcome = Outcome(results=produced if isinstance(produced, list) else [produced], as_json=as_json)
         return apply_listing_options(outcome, args)
+
+    def _interrupted(self, writes_before: dict[str, int]) -> str:
+        """What a Ctrl-C during a command left: nothing, or (when it came after a write completed) the
+        models written, which are then marked changed."""
+        written = [n for n, h in self.handles.items() if h.writes > writes_before.get(n, 0)]
+        for name in written:
+            self.handles[name].changed = True
+        if written:
+            return f"interrupted after the copy into {', '.join(written)} had completed (it holds the new values)"
+        return "interrupted (nothing changed)"
 
     def _run_python(self, source: str) -> Outcome:
         try:

@@ -620,6 +620,31 @@ def test_a_copy_interrupted_midway_leaves_the_destination_unchanged(demo_session
     assert demo_session.unsaved() == [dst]
 
 
+@pytest.mark.parametrize("direction", ["keras_model torch_model", "torch_model keras_model"])
+def test_an_interrupt_after_the_last_write_says_the_copy_completed(demo_session, direction):
+    """Ctrl-C that arrives once every tensor is written (here: the moment the write returns) must not be
+    reported as "nothing changed": the destination holds the new values and is unsaved."""
+    src, dst = direction.split()
+    before = values(demo_session, dst)
+    handle = demo_session.model(dst)
+    write = handle.write
+
+    def write_then_interrupt(new_values):
+        write(new_values)
+        raise KeyboardInterrupt
+
+    handle.write = write_then_interrupt
+    try:
+        outcome = demo_session.run_line(f"copy {src} {dst}")
+    finally:
+        del handle.write
+    assert not outcome.ok and "nothing changed" not in outcome.error, outcome.error
+    assert f"after the copy into {dst} had completed" in outcome.error
+    assert demo_session.unsaved() == [dst]
+    after = values(demo_session, dst)
+    assert any(not np.array_equal(after[n], before[n]) for n in before)
+
+
 # --- session safety --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("line", ["raise RuntimeError('user code failed')", "raise KeyboardInterrupt",
                                   "del nothing_here", "weights nosuch", "copy torch_model nosuch",

@@ -162,6 +162,7 @@ class KerasModel(ModelHandle):
             for name in sorted(values, key=lambda n: -np.size(values[n])):
                 backups.append((variables[name], _snapshot(variables[name])))
                 variables[name].assign(_assignable(values.pop(name), dtypes[name]))
+            self.writes += 1
         except BaseException:
             for variable, backup in reversed(backups):
                 type(variable).assign(variable, backup)  # the class's own assign, whatever wraps it

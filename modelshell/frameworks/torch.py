@@ -142,6 +142,7 @@ class TorchModule(ModelHandle):
                 for name in sorted(prepared, key=lambda n: prepared[n].numel()):
                     backups.append((state[name], state[name].detach().clone()))
                     state[name].copy_(prepared.pop(name))
+                self.writes += 1
             except BaseException:
                 for tensor, backup in reversed(backups):
                     tensor.detach().copy_(backup)
@@ -203,7 +204,13 @@ class TorchStateDict(ModelHandle):
     def write(self, values: dict[str, np.ndarray]) -> None:
         _check_values(values, {n: tuple(t.shape) for n, t in self.obj.items()}, "state dict")
         prepared = {name: _as_tensor(value, self.obj[name].dtype).clone() for name, value in values.items()}
-        self.obj.update(prepared)
+        old = {name: self.obj[name] for name in prepared}
+        try:
+            self.obj.update(prepared)
+            self.writes += 1
+        except BaseException:  # an interrupt between the two: all the old tensors back
+            self.obj.update(old)
+            raise
 
 
 # Modules whose layout rule covers the tensors of their children (out_proj of attention).

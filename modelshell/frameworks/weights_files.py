@@ -275,6 +275,7 @@ class WeightsFile(ModelHandle):
                 raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {self.obj.entries[name][0]}")
         converted = {name: np.array(value, dtype=_numpy_dtype(self.obj.entries[name][1])) for name, value in values.items()}
         self.obj.changes = {**self.obj.changes, **converted}  # one rebinding: an interrupt leaves all or nothing
+        self.writes += 1
 
     def save(self, path: Path) -> None:
         if path.suffix == ".safetensors":
