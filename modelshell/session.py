@@ -134,8 +134,8 @@ class Session:
             return False
         try:
             return codeop.compile_command(text, "<modelshell>", "single") is None
-        except (SyntaxError, ValueError, OverflowError):
-            return False
+        except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError):
+            return False  # complete (if wrong): running it says what is wrong, in one line
 
     def run_line(self, text: str) -> Outcome:
         """Run one complete input (a command, or Python that may span lines) and say what it produced."""
@@ -262,10 +262,21 @@ def _compile(source: str):
     except SyntaxError as exc:
         if "multiple statements" not in str(exc):
             raise ModelshellError(f"SyntaxError: {exc.msg}" + (f" (line {exc.lineno})" if exc.lineno else "")) from exc
+    except (RecursionError, MemoryError) as exc:
+        raise _too_deep(source, exc) from exc
     try:
         return compile(source, "<modelshell>", "exec")
     except SyntaxError as exc:
         raise ModelshellError(f"SyntaxError: {exc.msg} (line {exc.lineno})") from exc
+    except (RecursionError, MemoryError) as exc:
+        raise _too_deep(source, exc) from exc
+
+
+def _too_deep(source: str, exc: BaseException) -> ModelshellError:
+    """Python's compiler recurses once per operator of a chain (``1+1+...``): past a few thousand it gives up."""
+    return ModelshellError(
+        f"this line is too long or too deeply nested for Python to compile ({len(source):,} characters; "
+        f"{type(exc).__name__})", "split it into several lines, or build the value in a loop")
 
 
 def _close_command(word: str) -> str | None:
@@ -299,7 +310,13 @@ def _a(noun: str) -> str:
     return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
+MAX_COMMAND_CHARS = 100_000  # shlex takes time quadratic in a token's length: 2 MB would take minutes
+
+
 def _split_args(rest: str) -> list[str]:
+    if len(rest) > MAX_COMMAND_CHARS:
+        raise ModelshellError(f"the command line is {len(rest):,} characters long; a command takes at most "
+                              f"{MAX_COMMAND_CHARS:,}", "put long values in a file or a Python variable")
     try:
         return shlex.split(rest)
     except ValueError as exc:

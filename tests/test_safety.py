@@ -657,6 +657,32 @@ def test_a_failing_line_never_drops_a_model(demo_session, line):
     assert_unchanged(demo_session, before)
 
 
+def test_a_line_too_deep_to_compile_is_one_error_and_the_session_survives(demo_session):
+    """4,000 terms of ``1+1+...`` make Python's compiler give up (RecursionError), in the check for a
+    continued block too: that check must not raise (the shell would die with both demo models)."""
+    before = snapshot(demo_session)
+    line = "+".join(["1"] * 4000)
+    assert demo_session.needs_more(line) is False
+    run_fail(demo_session, line, "too long or too deeply nested", "RecursionError")
+    run_fail(demo_session, f"x = [{line}]\ny = 2", "too long or too deeply nested")  # the "exec" path too
+    assert_unchanged(demo_session, before)
+
+
+def test_a_script_with_a_200_kb_line_prints_one_error_and_goes_on(tmp_path):
+    script = tmp_path / "long.ms"
+    script.write_text("x = " + "+".join(["1"] * 70000) + "\nprint('still here')\n")
+    done = subprocess.run([MODELSHELL, "run", "--keep-going", str(script)], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1 and "still here" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "too long or too deeply nested" in done.stderr, done.stderr
+
+
+def test_a_2_mb_command_line_is_refused_at_once(session):
+    started = time.monotonic()
+    run_fail(session, "weights " + "a" * 2_000_000, "2,000,001 characters", "at most 100,000")
+    assert time.monotonic() - started < 5
+
+
 def test_copy_marks_changed_and_save_clears_it(demo_session, tmp_path):
     assert demo_session.unsaved() == []
     run_ok(demo_session, "copy keras_model torch_model")
