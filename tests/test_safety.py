@@ -460,6 +460,39 @@ def test_fifos_and_devices_named_like_models_are_refused_at_once(tmp_path):
     assert "(it links to /dev/zero)" in errors[tmp_path / "to-zero.pt"]
 
 
+def _safetensors_file(path: Path, header: bytes, data: bytes) -> Path:
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    return path
+
+
+def _entry(shape, start: int, end: int, dtype: str = "F32") -> dict:
+    return {"dtype": dtype, "shape": shape, "data_offsets": [start, end]}
+
+
+FORBIDDEN_SAFETENSORS = {  # header -> data; each is a header the format forbids
+    "overlapping": ({"a": _entry([2], 0, 8), "b": _entry([2], 4, 12)}, 12),
+    "hole": ({"a": _entry([1], 0, 4), "b": _entry([1], 8, 12)}, 12),
+    "negative dims": ({"a": _entry([-1, -4], 0, 16)}, 16),
+    "float dims": ({"a": _entry([2.0], 0, 8)}, 8),
+    "overflowing dims": ({"a": _entry([2**32, 2**32, 4], 0, 0)}, 0),
+    "deep nesting": ({"__metadata__": {"x": "{}"}, "a": _entry([2], 0, 8)}, 8),
+    "UTF-16": ({"a": _entry([2], 0, 8)}, 8),
+}
+
+
+@pytest.mark.parametrize("case", list(FORBIDDEN_SAFETENSORS))
+def test_safetensors_headers_the_format_forbids_are_refused(session, tmp_path, case):
+    header, size = FORBIDDEN_SAFETENSORS[case]
+    text = json.dumps(header)
+    if case == "deep nesting":  # 200,000 nested arrays: a recursive parser's end
+        text = text.replace('"{}"', "[" * 200_000 + "]" * 200_000)
+    raw = text.encode("utf-16") if case == "UTF-16" else text.encode()
+    path = _safetensors_file(tmp_path / f"{case.replace(' ', '-')}.safetensors", raw, bytes(size))
+    run_fail(session, f"load {path}", path.name, "cannot read", "as safetensors")
+    assert session.model_names() == []
+
+
 def _wrong_extension_cases(corpus: dict[str, bytes]):
     return [(".pt", corpus[".keras"]), (".pt", corpus[".h5"]), (".keras", corpus[".pt"][:0] + corpus[".safetensors"]),
             (".h5", corpus[".pt"]), (".weights.h5", corpus[".keras"]), (".safetensors", corpus[".h5"])]

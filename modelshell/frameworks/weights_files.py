@@ -90,6 +90,7 @@ class SafetensorsFile(ArrayFile):
             raise
 
     def _parse_header(self, handle) -> dict[str, tuple[tuple[int, ...], str]]:
+        self._validate(handle)
         try:
             (length,) = struct.unpack("<Q", handle.read(8))
             if length > 100_000_000 or length > self._file_size():
@@ -110,6 +111,21 @@ class SafetensorsFile(ArrayFile):
             raise ModelshellError(f"cannot read {self.path} as safetensors: unexpected header entry {exc}") from exc
         self.layout = _safetensors_layout(metadata, list(entries))
         return entries
+
+    def _validate(self, handle) -> None:
+        """The safetensors library's own check of the header: strict UTF-8 JSON with a nesting bound,
+        whole non-negative dims whose product does not overflow, and tensors that tile the data exactly
+        (no overlaps, no holes). It reads the open file itself (through /proc), not whatever the path
+        names by now."""
+        from safetensors import safe_open
+
+        own = f"/proc/self/fd/{handle.fileno()}"
+        try:
+            with safe_open(own if os.path.exists(own) else str(self.path), framework="numpy"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, and OSError for what it cannot map
+            reason = first_line(exc).removeprefix("Error while deserializing header: ")
+            raise ModelshellError(f"cannot read {self.path} as safetensors: {reason}") from exc
 
     def _file_size(self) -> int:
         return os.fstat(self._file.fileno()).st_size
