@@ -5,6 +5,7 @@ file of that format is opened. Every failure becomes one ModelshellError line na
 """
 from __future__ import annotations
 
+import builtins
 import importlib
 import importlib.util
 import keyword
@@ -41,7 +42,8 @@ def default_name(spec: str) -> str:
     else:
         stem = Path(spec).name.split(".")[0] or "model"
     name = re.sub(r"\W", "_", stem)
-    if name[0].isdigit() or keyword.iskeyword(name):
+    if name[0].isdigit() or keyword.iskeyword(name) or name.startswith("__") or (
+            hasattr(builtins, name)):  # `load print.pt` must not hide print()
         name = f"m_{name}"
     return name
 

@@ -6,6 +6,7 @@ other tests each defeat one protection's purpose if that protection is removed.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import faulthandler
 import importlib.util
@@ -714,6 +715,28 @@ def test_a_2_mb_command_line_is_refused_at_once(session):
     started = time.monotonic()
     run_fail(session, "weights " + "a" * 2_000_000, "2,000,001 characters", "at most 100,000")
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("alias, says", [("print", "would hide Python's builtin print()"),
+                                         ("None", "Python reserves it"), ("class", "Python reserves it"),
+                                         ("__builtins__", "Python reserves it")])
+def test_load_refuses_a_name_that_would_hide_python(session, tmp_path, alias, says):
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    run_fail(session, f"load {path} as {alias}", repr(alias), says)
+    assert session.model_names() == []
+    assert session.namespace["__builtins__"] is builtins and (alias == "__builtins__" or alias not in session.namespace)
+    assert session.run_line("print('print still works')").ok
+    if alias == "print":  # forced, it is the user's choice
+        run_ok(session, f"load {path} as print --force")
+        assert session.model_names() == ["print"]
+
+
+def test_a_file_named_like_a_builtin_gets_a_name_that_hides_nothing(session, tmp_path):
+    path = tmp_path / "print.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    run_ok(session, f"load {path}")
+    assert session.model_names() == ["m_print"] and "print" not in session.namespace
 
 
 def test_copy_marks_changed_and_save_clears_it(demo_session, tmp_path):
