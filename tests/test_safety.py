@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -603,6 +604,40 @@ def test_a_save_onto_the_models_own_source_keeps_its_tensors(sized_files, tmp_pa
     run_ok(session, f"load {path} as reloaded")
     for tensor, array in values(session, "reloaded").items():
         np.testing.assert_array_equal(array, before[tensor], err_msg=tensor)
+
+
+def test_a_save_removes_the_temporaries_of_killed_saves_and_keeps_running_ones(demo_session, tmp_path):
+    """kill -9 during a save leaves its temporary file; the next save into the folder removes it, but not
+    the temporary of a save still running in another process, nor files that are not modelshell's."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        stale = tmp_path / f".lenet5.tmp-{gone.pid}-0badcafe.pt"
+        live = tmp_path / f".lenet5.tmp-{running.pid}-deadbeef.weights.h5"
+        other = tmp_path / ".notes.tmp-backup"
+        for path in (stale, live, other):
+            path.write_bytes(b"partial")
+        run_ok(demo_session, f"save torch_model {tmp_path / 'lenet5.pt'}")
+        assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name, "lenet5.pt"])
+    finally:
+        running.kill()
+        running.wait()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace shows the system calls a save makes")
+def test_a_save_flushes_the_file_before_the_rename_and_the_folder_after(tmp_path):
+    target = tmp_path / "net.pt"
+    code = (f"from modelshell.session import Session; import torch; s = Session(); "
+            f"s.namespace['net'] = torch.nn.Linear(2, 2); assert s.run_line('save net {target}').ok")
+    trace = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "--seccomp-bpf", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
+                    "-o", str(trace), sys.executable, "-c", code], check=True, timeout=300, capture_output=True)
+    calls = [line.split(None, 1)[1] for line in trace.read_text().splitlines() if " = 0" in line]
+    renames = [i for i, call in enumerate(calls) if call.startswith("rename") and str(target) in call]
+    assert len(renames) == 1, calls
+    assert any(c.startswith(("fsync", "fdatasync")) for c in calls[: renames[0]]), calls  # the new file
+    assert any(c.startswith(("fsync", "fdatasync")) for c in calls[renames[0] + 1:]), calls  # the folder
 
 
 # --- copy interrupted midway -----------------------------------------------------------------------------
