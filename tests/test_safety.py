@@ -495,6 +495,31 @@ def test_safetensors_headers_the_format_forbids_are_refused(session, tmp_path, c
     assert session.model_names() == []
 
 
+def test_a_keras_archive_whose_weights_lie_outside_it_is_refused(session, tmp_path):
+    """Keras reads a .keras file's model.weights.h5 from inside the zip with h5py: a dataset with external
+    storage there would load another file's bytes (/etc/passwd) into the model's kernel."""
+    inputs = keras.Input((2,))
+    keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs)).save(str(tmp_path / "good.keras"))
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"private bytes of another file!!!")  # 8 float32s
+    weights = tmp_path / "model.weights.h5"
+    with zipfile.ZipFile(tmp_path / "good.keras") as archive:
+        weights.write_bytes(archive.read("model.weights.h5"))
+        members = {n: archive.read(n) for n in archive.namelist() if n != "model.weights.h5"}
+    with h5py.File(weights, "r+") as f:
+        kernel = next(n for n in ("layers/dense/vars/0", "_layer_checkpoint_dependencies/dense/vars/0") if n in f)
+        del f[kernel]
+        f.create_dataset(kernel, shape=(2, 2), dtype="float32", external=[(str(secret), 0, 16)])
+    path = tmp_path / "outside.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        archive.write(weights, "model.weights.h5")
+    run_fail(session, f"load {path}", "outside.keras is refused", "model.weights.h5", kernel, "external storage",
+             str(secret))
+    assert session.model_names() == []
+
+
 def _wrong_extension_cases(corpus: dict[str, bytes]):
     return [(".pt", corpus[".keras"]), (".pt", corpus[".h5"]), (".keras", corpus[".pt"][:0] + corpus[".safetensors"]),
             (".h5", corpus[".pt"]), (".weights.h5", corpus[".keras"]), (".safetensors", corpus[".h5"])]

@@ -26,6 +26,7 @@ _absl_logging.set_verbosity(_absl_logging.ERROR)
 from modelshell.errors import ModelshellError, first_line  # noqa: E402
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo  # noqa: E402
 from modelshell.frameworks.copying import copy_into  # noqa: E402
+from modelshell.safety.probe import probe_hdf5  # noqa: E402
 from modelshell.safety.resources import check_fits, unpacked_zip_size  # noqa: E402
 
 __all__ = ["KerasModel", "load_keras_file", "version"]
@@ -342,6 +343,7 @@ def load_keras_file(path: Path, trust: bool) -> ModelHandle:
         raise ModelshellError(f"cannot read {path} as a Keras model: it is not a zip archive (damaged or truncated?)")
     if is_keras:
         _check_archive(path)
+        _probe_weights(path)
     check_fits(path, unpacked_zip_size(path) if is_keras else _h5_size(path))
     try:
         with warnings.catch_warnings():
@@ -407,6 +409,16 @@ def _check_archive(path: Path) -> None:
         raise ModelshellError(f"cannot read {path} as a Keras model: the zip archive is damaged ({first_line(exc)})") from exc
     if damaged is not None:
         raise ModelshellError(f"cannot read {path} as a Keras model: {damaged} in the archive is damaged (checksum)")
+
+
+def _probe_weights(path: Path) -> None:
+    """The HDF5 weights inside a ``.keras`` archive, walked in a child process before Keras reads them:
+    a damaged one can hang the HDF5 library, and one whose data lies in other files (external storage
+    on /etc/passwd, external links, virtual datasets) is refused, as a ``.weights.h5`` file is."""
+    with zipfile.ZipFile(path) as archive:
+        members = [n for n in archive.namelist() if n.endswith(".h5")]
+    for member in members:
+        probe_hdf5(path, member)
 
 
 def _h5_size(path: Path) -> int:

@@ -15,11 +15,15 @@ before a byte of any dataset is read.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import select
 import signal
 import time
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from modelshell.errors import ModelshellError, first_line
@@ -29,15 +33,17 @@ __all__ = ["probe_hdf5", "PROBE_SECONDS"]
 PROBE_SECONDS = 10.0  # far beyond what reading the metadata of any real model takes
 
 
-def probe_hdf5(path: Path) -> dict[str, tuple[tuple[int, ...], str]] | None:
+def probe_hdf5(path: Path, member: str | None = None) -> dict[str, tuple[tuple[int, ...], str]] | None:
     """Every dataset of ``path`` (its path in the file -> shape and dtype), read in a child process;
-    a ModelshellError if that reading fails, hangs or crashes. None where there is no fork (Windows)."""
+    a ModelshellError if that reading fails, hangs or crashes. None where there is no fork (Windows).
+    With ``member``, the HDF5 file is that member of the zip archive ``path`` (a ``.keras`` file's
+    ``model.weights.h5``), read where it lies in the archive."""
     if not hasattr(os, "fork"):  # pragma: no cover - Windows: read in the session as before
         return None
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report and leave without running any of the parent's clean-up
-        _child(path, read_end, write_end)
+        _child(path, member, read_end, write_end)
     os.close(write_end)
     try:
         report, finished = _read_until_closed(read_end, PROBE_SECONDS)
@@ -52,18 +58,19 @@ def probe_hdf5(path: Path) -> dict[str, tuple[tuple[int, ...], str]] | None:
                               f"({signal.Signals(os.WTERMSIG(status)).name}; damaged?)")
     text = report.decode("utf8", "replace")
     if os.WEXITSTATUS(status) == _REFUSED:
-        raise ModelshellError(f"{path} is refused: {text}; nothing was read from there",
+        where = f"its {member}: " if member else ""
+        raise ModelshellError(f"{path} is refused: {where}{text}; nothing was read from there",
                               "a model file must hold its own tensors")
     if os.WEXITSTATUS(status) != 0:
         raise ModelshellError(f"cannot read {path} as HDF5: {text[:500] or 'damaged'}")
     return {name: (tuple(shape), dtype) for name, shape, dtype in json.loads(text)}
 
 
-def _child(path: Path, read_end: int, write_end: int) -> None:
+def _child(path: Path, member: str | None, read_end: int, write_end: int) -> None:
     status = 0
     try:
         os.close(read_end)
-        report = json.dumps(_read_metadata(path)).encode("utf8")
+        report = json.dumps(_read_metadata(path, member)).encode("utf8")
     except _LeavesTheFile as exc:
         report = first_line(exc).encode("utf8", "replace")[:1000]
         status = _REFUSED
@@ -109,14 +116,15 @@ def _reap(pid: int, kill: bool) -> int:
     return os.waitpid(pid, 0)[1]
 
 
-def _read_metadata(path: Path) -> list[tuple[str, list[int], str]]:
+def _read_metadata(path: Path, member: str | None = None) -> list[tuple[str, list[int], str]]:
     """Every object's header and every attribute's value (what Keras reads), and each dataset's shape
     and dtype. The walk uses h5py's low-level calls: the high-level one makes a Python object per group
     and dataset, which made this read twice as slow as the listing it protects."""
     import h5py
 
     datasets: list[tuple[str, list[int], str]] = []
-    with h5py.File(path, "r") as f:
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(h5py.File(stack.enter_context(_member(path, member)) if member else path, "r"))
         # An exception inside an h5py visit callback comes out garbled: what is found is noted, and
         # raised after the walk.
         outside: list[str] = []
@@ -139,6 +147,53 @@ def _read_metadata(path: Path) -> list[tuple[str, list[int], str]]:
         h5py.h5o.visit(f.id, visit, info=True)
         _refuse(outside)
     return datasets
+
+
+@contextlib.contextmanager
+def _member(path: Path, name: str) -> Iterator[io.RawIOBase]:
+    """A zip member as a seekable file: a stored one (as Keras writes them) is a window on the archive's
+    own bytes, so HDF5's seeks cost nothing; a compressed one is zipfile's own reader."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+        if info.compress_type != zipfile.ZIP_STORED:
+            with archive.open(info) as handle:
+                yield handle
+            return
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{name}: damaged zip entry")
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        yield _Window(handle, start, info.file_size)
+
+
+class _Window(io.RawIOBase):
+    """Bytes ``start`` to ``start + size`` of an open file, as a file of their own."""
+
+    def __init__(self, handle, start: int, size: int) -> None:
+        self._handle, self._start, self._size, self._at = handle, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self._size - self._at))
+        self._handle.seek(self._start + self._at)
+        got = self._handle.readinto(memoryview(buffer)[:count])
+        self._at += got
+        return got
 
 
 def _refuse(outside: list[str]) -> None:
