@@ -204,6 +204,34 @@ def test_the_scan_does_not_flag_plain_classes(name):
     assert not pickle_scan.is_dangerous(name)
 
 
+class _Allocates:
+    """Unpickles as ``bytearray(2**30)``: a gigabyte from a kilobyte, which torch's weights-only unpickler allows."""
+
+    def __reduce__(self):
+        return bytearray, (2**30,)
+
+
+def test_a_pickle_that_allocates_more_than_the_file_holds_is_refused_first(tmp_path):
+    path = tmp_path / "balloon.pt"
+    torch.save({"weight": torch.ones(2), "x": _Allocates()}, path)
+    assert path.stat().st_size < 4096
+    code = textwrap.dedent(f"""
+        import json, resource
+        from modelshell.session import Session
+        s = Session()
+        s.namespace["keeper"] = 1
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        outcome = s.run_line("load {path}")
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print(json.dumps({{"error": outcome.error, "grown_kb": grown}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["error"] and "balloon.pt is refused" in found["error"] and "1.0 GB" in found["error"], found
+    assert found["grown_kb"] < 256 * 1024, found  # the gigabyte was never allocated
+
+
 def test_a_pickled_module_lists_its_classes(session, tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(nn.Sequential(nn.Linear(2, 2)), path)
@@ -847,8 +875,8 @@ def test_a_load_larger_than_free_memory_is_refused_or_memory_mapped(sized_files,
     # Memory-mapped (torch zip archives) or read lazily (weights files): these load all the same.
     for name in ("zip.pt", "w.safetensors", "m.weights.h5"):
         run_ok(session, f"load {sized_files / name}")
-    assert session.model_names() == ["zip", "w", "m"]
-    np.testing.assert_array_equal(values(session, "zip")["0.bias"], values(session, "w")["0.bias"])
+    assert session.model_names() == ["m_zip", "w", "m"]  # zip.pt: `zip` would hide the builtin zip()
+    np.testing.assert_array_equal(values(session, "m_zip")["0.bias"], values(session, "w")["0.bias"])
 
 
 def test_a_memory_mapped_state_dict_can_be_copied_into_and_saved(sized_files, tmp_path):

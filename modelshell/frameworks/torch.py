@@ -21,7 +21,7 @@ from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo
 from modelshell.frameworks.copying import lend_copy_kernel
 from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
 from modelshell.safety.pickle_scan import describe, scan_torch_file
-from modelshell.safety.resources import check_fits, unpacked_zip_size
+from modelshell.safety.resources import check_declared_allocation, check_fits, unpacked_zip_size
 
 __all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
 
@@ -329,6 +329,8 @@ def load_torch_file(path: Path, trust: bool) -> ModelHandle:
     is_zip = zipfile.is_zipfile(path)
     if not is_zip:  # a legacy pickle cannot be memory-mapped: it is read whole
         check_fits(path, path.stat().st_size)
+    if not trust:
+        check_declared_allocation(path)
     try:
         # A zip archive is memory-mapped: its tensors are paged in from the file as they are read, so a
         # file larger than the free memory still loads.

@@ -19,7 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Global", "PickleGlobals", "scan_bytes", "scan_torch_file", "classify", "is_dangerous", "describe"]
+__all__ = ["Global", "PickleGlobals", "scan_bytes", "scan_torch_file", "classify", "is_dangerous", "describe",
+           "declared_allocation"]
 
 # Modules (and their submodules) whose every global gives code execution, a shell, files or the network.
 _DANGEROUS_MODULES = {
@@ -90,15 +91,17 @@ class PickleGlobals:
     dangerous: list[str]
 
 
-def scan_bytes(data: bytes) -> list[Global]:
+def scan_bytes(data: bytes, allocations: list[int] | None = None) -> list[Global]:
     """The globals of every pickle in ``data`` (torch's legacy format concatenates several). Damage ends
-    the scan with what was found until then: this is advice, not a gate."""
+    the scan with what was found until then: this is advice, not a gate. ``allocations``, when given,
+    gets the sizes the pickle asks allocators for (``bytearray(2**30)``, which even torch's weights-only
+    unpickler allows)."""
     found: list[Global] = []
     stream = io.BytesIO(data)
     while stream.tell() < len(data):
         start = stream.tell()
         try:
-            _scan_one(stream, found)
+            _scan_one(stream, found, [] if allocations is None else allocations)
         except Exception:  # noqa: BLE001 - any damage ends the advice; the loader reports the damage
             break
         if stream.tell() == start:
@@ -106,11 +109,22 @@ def scan_bytes(data: bytes) -> list[Global]:
     return found
 
 
+# Callables that allocate as much memory as their first argument says, from a few bytes of pickle.
+_ALLOCATORS = {"builtins.bytearray", "builtins.bytes"}
+
+
+def declared_allocation(data: bytes) -> int:
+    """The bytes (at least) that unpickling ``data`` would allocate through allocator calls."""
+    sizes: list[int] = []
+    scan_bytes(data, sizes)
+    return sum(sizes)
+
+
 _MARK = object()  # the stack's mark
 _ANY = object()  # a value the scan does not follow (numbers, containers, results of calls)
 
 
-def _scan_one(stream: io.BytesIO, found: list[Global]) -> None:
+def _scan_one(stream: io.BytesIO, found: list[Global], allocations: list[int]) -> None:
     """One pickle, up to its STOP, appending each global to ``found`` as soon as it is named."""
     stack: list[object] = []
     memo: dict[int, object] = {}
@@ -142,6 +156,15 @@ def _scan_one(stream: io.BytesIO, found: list[Global]) -> None:
         elif name in ("EXT1", "EXT2", "EXT4"):  # a global through copyreg's extension registry
             found.append(Global(_UNKNOWN_MODULE, f"extension code {arg}"))
             stack.append(found[-1])
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3", "TUPLE", "EMPTY_TUPLE"):
+            count = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3, "EMPTY_TUPLE": 0}.get(name)
+            items = _pop_to_mark(stack) if count is None else [stack.pop() for _ in range(count)][::-1]
+            stack.append(tuple(items))
+        elif name == "REDUCE":
+            args, func = stack.pop(), stack.pop()
+            if func in _ALLOCATORS and isinstance(args, tuple) and args and isinstance(args[0], int):
+                allocations.append(args[0])
+            stack.append(_ANY)
         else:
             _generic(opcode, arg, stack)
 
@@ -154,15 +177,19 @@ def _generic(opcode, arg, stack: list[object]) -> None:
         before = before[: before.index(pickletools.markobject)]
     for _ in before:
         stack.pop()
-    if len(opcode.stack_after) == 1 and isinstance(arg, (str, bytes)):
+    if len(opcode.stack_after) == 1 and isinstance(arg, (str, bytes, int)) and opcode.name not in (
+            "PROTO", "FRAME"):
         stack.append(arg)
     else:
         stack.extend(_ANY for _ in opcode.stack_after)
 
 
-def _pop_to_mark(stack: list[object]) -> None:
-    while stack.pop() is not _MARK:
-        pass
+def _pop_to_mark(stack: list[object]) -> list[object]:
+    """Pop down to the last MARK; the items above it, bottom first."""
+    items = []
+    while (item := stack.pop()) is not _MARK:
+        items.append(item)
+    return items[::-1]
 
 
 def scan_torch_file(path: Path) -> PickleGlobals:
