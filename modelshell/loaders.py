@@ -23,7 +23,8 @@ from modelshell.frameworks.detect import wrap_object
 __all__ = ["load", "default_name", "FORMATS"]
 
 FORMATS = {
-    ".pt / .pth / .bin": "torch state dict, TorchScript archive (its tensors; whole with --trust), or (with --trust) a pickled nn.Module",
+    ".pt / .pth / .bin": "torch state dict, TorchScript archive (its tensors; whole with --trust), "
+    "or (with --trust) a pickled nn.Module",
     ".safetensors": "tensors by name (weights only; read without torch)",
     ".keras": "Keras 3 model",
     ".h5 / .hdf5": "legacy Keras model, or Keras 2 weights only",

@@ -164,7 +164,8 @@ def _member(path: Path, name: str) -> Iterator[io.RawIOBase]:
         local = handle.read(30)
         if local[:4] != b"PK\x03\x04":
             raise ValueError(f"{name}: damaged zip entry")
-        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        name_length, extra_length = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_length + extra_length
         yield _Window(handle, start, info.file_size)
 
 
