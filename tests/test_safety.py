@@ -854,6 +854,7 @@ def test_run_scripts_do_not_ask_before_leaving(tmp_path):
 @pytest.fixture(scope="module")
 def sized_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("sized")
+    torch.manual_seed(0)  # its own seed: a test's net made after the same seed would equal it
     net = nn.Sequential(nn.Linear(64, 64))
     torch.save(net.state_dict(), d / "zip.pt")
     torch.save(net.state_dict(), d / "legacy.pt", _use_new_zipfile_serialization=False)
@@ -882,6 +883,7 @@ def test_a_load_larger_than_free_memory_is_refused_or_memory_mapped(sized_files,
 def test_a_memory_mapped_state_dict_can_be_copied_into_and_saved(sized_files, tmp_path):
     session = Session()
     run_ok(session, f"load {sized_files / 'zip.pt'} as mapped")
+    torch.manual_seed(1)
     session.namespace["net"] = nn.Sequential(nn.Linear(64, 64))
     run_ok(session, "copy net mapped")
     run_ok(session, f"save mapped {tmp_path / 'out.pt'}")
