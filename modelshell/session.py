@@ -181,7 +181,7 @@ class Session:
         if "-h" in argv or "--help" in argv:  # before parsing: `weights --help` lacks the required NAME
             return self._run_command("help", [name])
         args = command.parser.parse_args(argv)
-        writes = {name: handle.writes for name, handle in self.handles.items()}
+        writes = {n: handle.writes for n, handle in self.handles.items()}  # what Ctrl-C may have let finish
         try:
             with _collector_paused():
                 produced = command.run(self, args)
