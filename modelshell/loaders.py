@@ -5,10 +5,13 @@ file of that format is opened. Every failure becomes one ModelshellError line na
 """
 from __future__ import annotations
 
+import builtins
 import importlib
 import importlib.util
 import keyword
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from modelshell.frameworks.detect import wrap_object
 __all__ = ["load", "default_name", "FORMATS"]
 
 FORMATS = {
-    ".pt / .pth / .bin": "torch state dict, TorchScript archive, or (with --trust) a pickled nn.Module",
+    ".pt / .pth / .bin": "torch state dict, TorchScript archive (its tensors; whole with --trust), "
+    "or (with --trust) a pickled nn.Module",
     ".safetensors": "tensors by name (weights only; read without torch)",
     ".keras": "Keras 3 model",
     ".h5 / .hdf5": "legacy Keras model, or Keras 2 weights only",
@@ -40,7 +44,8 @@ def default_name(spec: str) -> str:
     else:
         stem = Path(spec).name.split(".")[0] or "model"
     name = re.sub(r"\W", "_", stem)
-    if name[0].isdigit() or keyword.iskeyword(name):
+    if name[0].isdigit() or keyword.iskeyword(name) or name.startswith("__") or (
+            hasattr(builtins, name)):  # `load print.pt` must not hide print()
         name = f"m_{name}"
     return name
 
@@ -54,7 +59,7 @@ def load(spec: str, trust: bool = False) -> ModelHandle:
     name = path.name.lower()
     datasets = None
     if name.endswith((".h5", ".hdf5")):
-        from modelshell.probe import probe_hdf5
+        from modelshell.safety.probe import probe_hdf5
 
         datasets = probe_hdf5(path)  # a damaged HDF5 file can hang or crash the library: tried in a child first
     if name.endswith(".weights.h5"):
@@ -104,6 +109,7 @@ def _check_readable(path: Path) -> None:
         raise ModelshellError(f"{path}: no such file")
     if path.is_dir():
         raise ModelshellError(f"{path} is a directory, not a model file")
+    _check_regular(path)
     try:
         with open(path, "rb") as handle:
             first = handle.read(1)
@@ -111,6 +117,22 @@ def _check_readable(path: Path) -> None:
         raise ModelshellError(f"{path}: cannot read ({exc.strerror or first_line(exc)})") from exc
     if not first:
         raise ModelshellError(f"{path} is empty")
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(path: Path) -> None:
+    """Refuse, before opening it, anything but a regular file (after symlinks): opening a FIFO waits for a
+    writer forever, and a device (``/dev/zero``) reads without end."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    resolved = os.path.realpath(path)
+    via = f" (it links to {resolved})" if resolved != os.path.abspath(path) else ""
+    raise ModelshellError(f"{path} is {kind}{via}, not a regular file: it is not opened")
 
 
 def _is_factory_spec(spec: str) -> bool:

@@ -149,7 +149,10 @@ class Session:
         so ``for ...:`` and one body line do not run before the user could type a second one."""
         if is_command_line(text, self.namespace) or not text.strip():
             return False
-        return self.python.incomplete(text)
+        try:
+            return self.python.incomplete(text)
+        except (RecursionError, MemoryError):
+            return False  # complete (if wrong): running it says what is wrong, in one line
 
     def run_line(self, text: str) -> Outcome:
         """Run one complete input (a command, or Python that may span lines) and say what it produced."""
@@ -215,11 +218,12 @@ class Session:
         if "-h" in argv or "--help" in argv:  # before parsing: `weights --help` lacks the required NAME
             return self._run_command("help", [name])
         args = command.parser.parse_args(argv)
+        writes = {n: handle.writes for n, handle in self.handles.items()}  # what Ctrl-C may have let finish
         try:
             with _collector_paused():
                 produced = command.run(self, args)
         except KeyboardInterrupt:  # commands change nothing until they succeed (copy rolls back, save is atomic)
-            return Outcome(ok=False, error="interrupted (nothing changed)")
+            return Outcome(ok=False, error=self._interrupted(writes))
         as_json = getattr(args, "json", False)
         if isinstance(produced, Failed):
             outcome = Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
@@ -227,9 +231,21 @@ class Session:
             outcome = Outcome(results=produced if isinstance(produced, list) else [produced], as_json=as_json)
         return apply_listing_options(outcome, args)
 
+    def _interrupted(self, writes_before: dict[str, int]) -> str:
+        """What a Ctrl-C during a command left: nothing, or (when it came after a write completed) the
+        models written, which are then marked changed."""
+        written = [n for n, h in self.handles.items() if h.writes > writes_before.get(n, 0)]
+        for name in written:
+            self.handles[name].changed = True
+        if written:
+            return f"interrupted after the copy into {', '.join(written)} had completed (it holds the new values)"
+        return "interrupted (nothing changed)"
+
     def _run_python(self, source: str) -> Outcome:
         try:
             code = self.python.compile(source)
+        except (RecursionError, MemoryError) as exc:
+            raise _too_deep(source, exc) from exc
         except (SyntaxError, ValueError, OverflowError) as exc:  # ValueError: a NUL byte; Overflow: a huge literal
             _raise_if_unknown_command(source, self.namespace)
             return self._python_failed(Outcome(), exc, source)
@@ -284,6 +300,13 @@ def _collector_paused():
             gc.enable()
 
 
+def _too_deep(source: str, exc: BaseException) -> ModelshellError:
+    """Python's compiler recurses once per operator of a chain (``1+1+...``): past a few thousand it gives up."""
+    return ModelshellError(
+        f"this line is too long or too deeply nested for Python to compile ({len(source):,} characters; "
+        f"{type(exc).__name__})", "split it into several lines, or build the value in a loop")
+
+
 def _close_command(word: str) -> str | None:
     close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.75)
     return close[0] if close else None
@@ -319,7 +342,13 @@ def _a(noun: str) -> str:
     return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
+MAX_COMMAND_CHARS = 100_000  # shlex takes time quadratic in a token's length: 2 MB would take minutes
+
+
 def _split_args(rest: str) -> list[str]:
+    if len(rest) > MAX_COMMAND_CHARS:
+        raise ModelshellError(f"the command line is {len(rest):,} characters long; a command takes at most "
+                              f"{MAX_COMMAND_CHARS:,}", "put long values in a file or a Python variable")
     try:
         return shlex.split(rest)
     except ValueError as exc:

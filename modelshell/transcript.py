@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelshell import __version__
-from modelshell.atomic import atomic_target
+from modelshell.safety.atomic import atomic_target
 from modelshell.render.text import DEFAULT_WIDTH, outcome_text
 from modelshell.results import Outcome
 

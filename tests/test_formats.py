@@ -238,13 +238,18 @@ def test_damaged_bytes_are_not_mistaken_for_pickled_code(session, tmp_path):
     assert "--trust" not in error and "weights_only" not in error
 
 
-def test_torchscript_loads_without_trust(session, torch_net, tmp_path):
+def test_torchscript_lists_its_tensors_without_trust_and_loads_whole_with_it(session, torch_net, tmp_path):
+    """Without --trust a TorchScript archive is never given to torch.jit.load (which runs its code): its
+    tensors are read from its data.pkl, a state dict with no architecture."""
     path = tmp_path / "scripted.pt"
     torch.jit.script(torch_net).save(str(path))
     data = data_of(session, f"load {path} --json")
-    assert (data["framework"], data["class"], data["trusted"]) == ("torch", "RecursiveScriptModule", False)
+    assert (data["framework"], data["class"], data["trusted"]) == ("torch", "state dict", False)
     assert listing(session, "scripted") == TORCH_FIGURES
     assert_same_arrays(values(session, "scripted"), torch_arrays(torch_net))
+    data = data_of(session, f"load {path} as whole --trust --json")
+    assert (data["class"], data["trusted"]) == ("RecursiveScriptModule", True)
+    assert_same_arrays(values(session, "whole"), torch_arrays(torch_net))
 
 
 def test_safetensors_loads_without_importing_torch(torch_net, tmp_path):

@@ -6,11 +6,15 @@ other tests each defeat one protection's purpose if that protection is removed.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import faulthandler
+import importlib.util
+import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +34,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file as save_safetensors  # noqa: E402
 from torch import nn  # noqa: E402
 
-from modelshell import pickle_scan, probe, resources  # noqa: E402
+from modelshell.safety import pickle_scan, probe, resources  # noqa: E402
 from modelshell.cli import load_demo  # noqa: E402
 from modelshell.session import Session  # noqa: E402
 from tests.test_formats import MarkerPayload, run_fail, run_ok, snapshot, assert_unchanged, values  # noqa: E402
@@ -71,11 +75,203 @@ def test_the_scan_reads_globals_without_running_them(tmp_path):
     assert pickle_scan.scan_bytes(b"\x80\x05garbage") == []  # damage ends the scan quietly
 
 
+def _b(text: str) -> bytes:
+    return text.encode("utf8")
+
+
+def _short_unicode(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + _b(text)
+
+
+def _framed(body: bytes) -> bytes:
+    return b"\x80\x04\x95" + len(body).to_bytes(8, "little") + body
+
+
+# Hand-built opcode streams (never unpickled): each hides ``posix.system`` from a scan that reads only
+# the strings just before a STACK_GLOBAL, or only the text GLOBAL opcode.
+HAND_BUILT = {
+    # protocol 2: the module and name, put in the memo and popped, come back from it (BINPUT, BINGET)
+    "memo BINGET": b"\x80\x02X\x05\x00\x00\x00posixq\x000X\x06\x00\x00\x00systemq\x010h\x00h\x01\x93)R.",
+    # protocol 4: FRAME, MEMOIZE, and LONG_BINGET of memoized strings
+    "frame MEMOIZE LONG_BINGET": _framed(_short_unicode("posix") + b"\x940" + _short_unicode("system") + b"\x940"
+                                         + b"j\x00\x00\x00\x00j\x01\x00\x00\x00\x93)R."),
+    # a decoy pair pushed and popped after the real one: the last two strings are not the top of the stack
+    "decoy popped": b"\x80\x04" + _short_unicode("posix") + _short_unicode("system")
+    + _short_unicode("builtins") + _short_unicode("len") + b"00\x93)R.",
+    # a decoy pushed after a MARK and popped with POP_MARK
+    "decoy under a mark": b"\x80\x04" + _short_unicode("posix") + _short_unicode("system")
+    + b"(" + _short_unicode("builtins") + _short_unicode("len") + b"1\x93)R.",
+    # protocol 0: the text GLOBAL opcode
+    "protocol 0 GLOBAL": b"cposix\nsystem\n(S'true'\ntR.",
+    # protocol 0 INST, which imports and calls in one opcode
+    "protocol 0 INST": b"(S'true'\niposix\nsystem\n.",
+}
+
+
+@pytest.mark.parametrize("case", list(HAND_BUILT))
+def test_the_scan_models_the_stack_and_the_memo(case):
+    found = pickle_scan.classify(pickle_scan.scan_bytes(HAND_BUILT[case]))
+    assert found.dangerous == ["posix.system"], found
+    assert "builtins.len" not in found.names
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_the_scan_reads_every_protocol(tmp_path, protocol):
+    import pickle
+
+    marker = tmp_path / "ran"
+    data = pickle.dumps({"w": [1.0, 2.0], "a": MarkerPayload(marker), "b": _exec_payload(marker), "c": nn.Linear},
+                        protocol=protocol)
+    found = pickle_scan.classify(pickle_scan.scan_bytes(data))
+    assert found.dangerous == [f"{os.system.__module__}.system", "builtins.exec"], found
+    assert "torch.nn.modules.linear.Linear" in found.names
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_a_plain_pickle_of_any_protocol_is_refused_with_what_it_would_call(session, tmp_path, protocol):
+    """A bare ``pickle.dumps`` named .pt: torch's unpickler refuses it (protocols 0 and 1 do not even look
+    like a torch file, 4 and 5 frame their data), and the message must say what it would call, not
+    that the file is damaged."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "plain.pt"
+    path.write_bytes(pickle.dumps({"w": torch.ones(2), "a": MarkerPayload(marker)}, protocol=protocol))
+    run_fail(session, f"load {path}", "plain.pt", f"{os.system.__module__}.system (DANGEROUS)", "nothing was run")
+    assert not marker.exists()
+
+
+def _protocol_pickles() -> dict[str, bytes]:
+    import pickle
+
+    payload = {"w": [1.0, 2.0], "a": MarkerPayload(Path("ran")), "b": _exec_payload(Path("ran")), "c": nn.Linear}
+    return {f"protocol {p}": pickle.dumps(payload, protocol=p) for p in range(6)}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("picklescan") is None, reason="picklescan is a test dependency")
+def test_the_scan_agrees_with_picklescan():
+    """On every pickle of these tests, picklescan's globals are ours, and what it calls dangerous we flag.
+    Deliberate differences: we name Python 2's ``__builtin__`` as ``builtins``; we flag more (what
+    picklescan only calls "suspicious": ``codecs.open``, ``pathlib.Path.write_text``, ``torch.jit.load``,
+    ``torch.os.system``); and where picklescan reads the last two strings before a STACK_GLOBAL and so
+    names an "unknown" global (the decoys), we follow the stack and name the real one."""
+    import io
+
+    from picklescan.scanner import scan_pickle_bytes
+
+    for case, data in {**HAND_BUILT, **_protocol_pickles()}.items():
+        theirs = scan_pickle_bytes(io.BytesIO(data), case).globals
+        ours = pickle_scan.classify(pickle_scan.scan_bytes(data))
+        if any("unknown" in (g.module, g.name) for g in theirs):
+            assert case.startswith("decoy") and ours.dangerous == ["posix.system"], case
+            continue
+        assert {str(pickle_scan.Global(g.module, g.name)) for g in theirs} == set(ours.names), case
+        dangerous = {str(pickle_scan.Global(g.module, g.name)) for g in theirs if g.safety.name == "Dangerous"}
+        assert dangerous <= set(ours.dangerous), case
+
+
+def test_the_scan_reads_every_pickle_member_past_a_damaged_one(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": torch.ones(2), "a": MarkerPayload(tmp_path / "ran")}, path)
+    repacked = tmp_path / "repacked.pt"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(repacked, "w") as out:
+        out.writestr("evil/aaa.pkl", b"\x80\x02\x94garbage")  # first, and damaged
+        for info in source.infolist():
+            out.writestr(info, source.read(info))
+    assert pickle_scan.scan_torch_file(repacked).dangerous == [f"{os.system.__module__}.system"]
+
+
+@pytest.mark.parametrize("name", [
+    "posix.system", "nt.system", "os.popen", "subprocess.Popen", "builtins.exec", "builtins.eval",
+    "builtins.compile", "builtins.open", "builtins.__import__", "__builtin__.eval", "pydoc.pipepager",
+    "timeit.timeit", "cProfile.run", "codecs.open", "pathlib.Path.write_text", "torch.jit.load",
+    "torch.os.system", "torch.serialization.os.system", "numpy.testing._private.utils.runstring",
+    "runpy._run_code", "(unknown global)"])
+def test_the_scan_flags_what_a_global_resolves_to(name):
+    assert pickle_scan.is_dangerous(name)
+
+
+def test_the_scan_resolves_re_exports_through_the_attribute_chain():
+    for module, attr in [("torch", "serialization.os.system"), ("torch.serialization", "os.system"),
+                         ("torch", "jit.load"), ("pathlib", "PosixPath.write_bytes")]:
+        assert pickle_scan.is_dangerous(pickle_scan.Global(module, attr)), (module, attr)
+
+
+@pytest.mark.parametrize("name", ["torch.nn.modules.linear.Linear", "collections.OrderedDict", "builtins.len",
+                                  "mylib.code.Net", "mylib.types.Config", "numpy.core.multiarray._reconstruct"])
+def test_the_scan_does_not_flag_plain_classes(name):
+    assert not pickle_scan.is_dangerous(name)
+
+
+class _Allocates:
+    """Unpickles as ``bytearray(2**30)``: a gigabyte from a kilobyte, which torch's weights-only unpickler allows."""
+
+    def __reduce__(self):
+        return bytearray, (2**30,)
+
+
+def test_a_pickle_that_allocates_more_than_the_file_holds_is_refused_first(tmp_path):
+    path = tmp_path / "balloon.pt"
+    torch.save({"weight": torch.ones(2), "x": _Allocates()}, path)
+    assert path.stat().st_size < 4096
+    code = textwrap.dedent(f"""
+        import json, resource
+        from modelshell.session import Session
+        s = Session()
+        s.namespace["keeper"] = 1
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        outcome = s.run_line("load {path}")
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print(json.dumps({{"error": outcome.error, "grown_kb": grown}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["error"] and "balloon.pt is refused" in found["error"] and "1.0 GB" in found["error"], found
+    assert found["grown_kb"] < 256 * 1024, found  # the gigabyte was never allocated
+
+
 def test_a_pickled_module_lists_its_classes(session, tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(nn.Sequential(nn.Linear(2, 2)), path)
     error = run_fail(session, f"load {path}", "torch.nn.modules.container.Sequential")
     assert "DANGEROUS" not in error
+
+
+class _SetstateWritesAFile(nn.Module):
+    """A scripted module whose ``__setstate__`` (TorchScript code, run by torch.jit.load) writes a file."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(2))
+        self.marker = marker
+
+    def forward(self, x):
+        return x * self.weight
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool, torch.Tensor]:
+        return (self.marker, self.training, self.weight)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool, torch.Tensor]) -> None:
+        self.marker = state[0]
+        self.training = state[1]
+        self.weight = state[2]
+        torch.save(torch.ones(1), state[0])
+
+
+def test_a_torchscript_archive_runs_no_code_without_trust(session, tmp_path):
+    marker = tmp_path / "setstate-ran"
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(_SetstateWritesAFile(str(marker))), str(path))
+    assert not marker.exists()
+    run_fail(session, f"load {path}", "scripted.pt", "TorchScript", "_SetstateWritesAFile.__setstate__",
+             "nothing was run", "--trust")
+    assert not marker.exists() and session.model_names() == []
+    run_ok(session, f"load {path} --trust")  # the payload is live: trusted, torch.jit.load runs it
+    assert marker.exists()
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +426,128 @@ def test_fuzzed_files_fail_in_one_line_without_a_crash_or_a_hang(corpus, tmp_pat
     assert failed > FUZZ_COUNT // 10, (loaded, failed)  # the mutations do damage
 
 
+def _hdf5_reaching_out(d: Path, kind: str) -> tuple[Path, str]:
+    """A Keras 3 weights file whose second tensor lies in another file, as ``kind`` puts it there; and
+    that other file."""
+    secret = d / "secret.bin"
+    secret.write_bytes(b"private bytes of another file".ljust(32))
+    other = d / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["kernel"] = np.arange(8, dtype="uint8")
+    path = d / f"{kind.replace(' ', '-')}.weights.h5"
+    with h5py.File(path, "w") as f:
+        f["layers/dense/vars/0"] = np.ones(8, dtype="uint8")
+        name = "layers/dense/vars/1"
+        if kind == "external storage":
+            f.create_dataset(name, shape=(8,), dtype="uint8", external=[(str(secret), 0, 8)])
+        elif kind == "external link":
+            f[name] = h5py.ExternalLink(str(other), "/kernel")
+        else:
+            layout = h5py.VirtualLayout(shape=(8,), dtype="uint8")
+            layout[:] = h5py.VirtualSource(str(other), "kernel", shape=(8,))
+            f.create_virtual_dataset(name, layout)
+    return path, str(secret if kind == "external storage" else other)
+
+
+@pytest.mark.parametrize("kind", ["external storage", "external link", "virtual dataset"])
+def test_hdf5_data_outside_the_file_is_refused_before_reading_it(session, tmp_path, kind):
+    path, target = _hdf5_reaching_out(tmp_path, kind)
+    run_fail(session, f"load {path}", path.name, "is refused", "layers/dense/vars/1", kind, target,
+             "nothing was read")
+    assert session.model_names() == []
+    with h5py.File(path, "r") as f:  # the file is what the test says: its tensor reads the other file
+        assert bytes(np.array(f["layers/dense/vars/1"])) in ((tmp_path / "secret.bin").read_bytes()[:8],
+                                                              bytes(range(8)))
+
+
+MODEL_SUFFIXES = [".pt", ".keras", ".safetensors", ".h5", ".weights.h5"]
+
+
+def test_fifos_and_devices_named_like_models_are_refused_at_once(tmp_path):
+    """Opening a FIFO waits for a writer forever and /dev/zero reads without end: the loads run in a child
+    with a timeout, so that without the protection this test fails instead of hanging."""
+    paths = []
+    for suffix in MODEL_SUFFIXES:
+        fifo = tmp_path / f"fifo{suffix}"
+        os.mkfifo(fifo)
+        (tmp_path / f"to-fifo{suffix}").symlink_to(fifo)
+        (tmp_path / f"to-zero{suffix}").symlink_to("/dev/zero")
+        paths += [fifo, tmp_path / f"to-fifo{suffix}", tmp_path / f"to-zero{suffix}"]
+    code = textwrap.dedent(f"""
+        import json
+        from modelshell.session import Session
+        s = Session()
+        s.namespace["keeper"] = 1
+        print(json.dumps([s.run_line("load " + p).error for p in {[str(p) for p in paths]!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = dict(zip(paths, json.loads(done.stdout.splitlines()[-1])))
+    for path, error in errors.items():
+        kind = "a character device" if "zero" in path.name else "a FIFO"
+        assert error is not None and error.startswith(f"{path} is {kind}") and "not a regular file" in error, error
+        assert "\n" not in error
+    assert "(it links to /dev/zero)" in errors[tmp_path / "to-zero.pt"]
+
+
+def _safetensors_file(path: Path, header: bytes, data: bytes) -> Path:
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    return path
+
+
+def _entry(shape, start: int, end: int, dtype: str = "F32") -> dict:
+    return {"dtype": dtype, "shape": shape, "data_offsets": [start, end]}
+
+
+FORBIDDEN_SAFETENSORS = {  # header -> data; each is a header the format forbids
+    "overlapping": ({"a": _entry([2], 0, 8), "b": _entry([2], 4, 12)}, 12),
+    "hole": ({"a": _entry([1], 0, 4), "b": _entry([1], 8, 12)}, 12),
+    "negative dims": ({"a": _entry([-1, -4], 0, 16)}, 16),
+    "float dims": ({"a": _entry([2.0], 0, 8)}, 8),
+    "overflowing dims": ({"a": _entry([2**32, 2**32, 4], 0, 0)}, 0),
+    "deep nesting": ({"__metadata__": {"x": "{}"}, "a": _entry([2], 0, 8)}, 8),
+    "UTF-16": ({"a": _entry([2], 0, 8)}, 8),
+}
+
+
+@pytest.mark.parametrize("case", list(FORBIDDEN_SAFETENSORS))
+def test_safetensors_headers_the_format_forbids_are_refused(session, tmp_path, case):
+    header, size = FORBIDDEN_SAFETENSORS[case]
+    text = json.dumps(header)
+    if case == "deep nesting":  # 200,000 nested arrays: a recursive parser's end
+        text = text.replace('"{}"', "[" * 200_000 + "]" * 200_000)
+    raw = text.encode("utf-16") if case == "UTF-16" else text.encode()
+    path = _safetensors_file(tmp_path / f"{case.replace(' ', '-')}.safetensors", raw, bytes(size))
+    run_fail(session, f"load {path}", path.name, "cannot read", "as safetensors")
+    assert session.model_names() == []
+
+
+def test_a_keras_archive_whose_weights_lie_outside_it_is_refused(session, tmp_path):
+    """Keras reads a .keras file's model.weights.h5 from inside the zip with h5py: a dataset with external
+    storage there would load another file's bytes (/etc/passwd) into the model's kernel."""
+    inputs = keras.Input((2,))
+    keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs)).save(str(tmp_path / "good.keras"))
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"private bytes of another file!!!")  # 8 float32s
+    weights = tmp_path / "model.weights.h5"
+    with zipfile.ZipFile(tmp_path / "good.keras") as archive:
+        weights.write_bytes(archive.read("model.weights.h5"))
+        members = {n: archive.read(n) for n in archive.namelist() if n != "model.weights.h5"}
+    with h5py.File(weights, "r+") as f:
+        kernel = next(n for n in ("layers/dense/vars/0", "_layer_checkpoint_dependencies/dense/vars/0") if n in f)
+        del f[kernel]
+        f.create_dataset(kernel, shape=(2, 2), dtype="float32", external=[(str(secret), 0, 16)])
+    path = tmp_path / "outside.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        archive.write(weights, "model.weights.h5")
+    run_fail(session, f"load {path}", "outside.keras is refused", "model.weights.h5", kernel, "external storage",
+             str(secret))
+    assert session.model_names() == []
+
+
 def _wrong_extension_cases(corpus: dict[str, bytes]):
     return [(".pt", corpus[".keras"]), (".pt", corpus[".h5"]), (".keras", corpus[".pt"][:0] + corpus[".safetensors"]),
             (".h5", corpus[".pt"]), (".weights.h5", corpus[".keras"]), (".safetensors", corpus[".h5"])]
@@ -323,6 +641,58 @@ def test_a_save_into_a_read_only_folder_leaves_the_old_file(demo_session, tmp_pa
         assert target.read_bytes() == b"old" and os.listdir(folder) == ["model.pt"]
 
 
+@pytest.mark.parametrize("name", ["w.safetensors", "zip.pt", "m.weights.h5"])
+def test_a_save_onto_the_models_own_source_keeps_its_tensors(sized_files, tmp_path, name):
+    """The file a model reads its tensors from (memory-mapped, or read lazily) is replaced by the save:
+    what the model holds must not change with it, now or at the next save."""
+    path = tmp_path / name
+    path.write_bytes((sized_files / name).read_bytes())
+    session = Session()
+    run_ok(session, f"load {path} as own")
+    before = values(session, "own")
+    for _ in range(2):
+        run_ok(session, f"save own {path}")
+        for tensor, array in values(session, "own").items():
+            np.testing.assert_array_equal(array, before[tensor], err_msg=tensor)
+    run_ok(session, f"load {path} as reloaded")
+    for tensor, array in values(session, "reloaded").items():
+        np.testing.assert_array_equal(array, before[tensor], err_msg=tensor)
+
+
+def test_a_save_removes_the_temporaries_of_killed_saves_and_keeps_running_ones(demo_session, tmp_path):
+    """kill -9 during a save leaves its temporary file; the next save into the folder removes it, but not
+    the temporary of a save still running in another process, nor files that are not modelshell's."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        stale = tmp_path / f".lenet5.tmp-{gone.pid}-0badcafe.pt"
+        live = tmp_path / f".lenet5.tmp-{running.pid}-deadbeef.weights.h5"
+        other = tmp_path / ".notes.tmp-backup"
+        for path in (stale, live, other):
+            path.write_bytes(b"partial")
+        run_ok(demo_session, f"save torch_model {tmp_path / 'lenet5.pt'}")
+        assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name, "lenet5.pt"])
+    finally:
+        running.kill()
+        running.wait()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace shows the system calls a save makes")
+def test_a_save_flushes_the_file_before_the_rename_and_the_folder_after(tmp_path):
+    target = tmp_path / "net.pt"
+    code = (f"from modelshell.session import Session; import torch; s = Session(); "
+            f"s.namespace['net'] = torch.nn.Linear(2, 2); assert s.run_line('save net {target}').ok")
+    trace = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "--seccomp-bpf", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
+                    "-o", str(trace), sys.executable, "-c", code], check=True, timeout=300, capture_output=True)
+    calls = [line.split(None, 1)[1] for line in trace.read_text().splitlines() if " = 0" in line]
+    renames = [i for i, call in enumerate(calls) if call.startswith("rename") and str(target) in call]
+    assert len(renames) == 1, calls
+    assert any(c.startswith(("fsync", "fdatasync")) for c in calls[: renames[0]]), calls  # the new file
+    assert any(c.startswith(("fsync", "fdatasync")) for c in calls[renames[0] + 1:]), calls  # the folder
+
+
 # --- copy interrupted midway -----------------------------------------------------------------------------
 class Injected(Exception):
     pass
@@ -372,6 +742,31 @@ def test_a_copy_interrupted_midway_leaves_the_destination_unchanged(demo_session
     assert demo_session.unsaved() == [dst]
 
 
+@pytest.mark.parametrize("direction", ["keras_model torch_model", "torch_model keras_model"])
+def test_an_interrupt_after_the_last_write_says_the_copy_completed(demo_session, direction):
+    """Ctrl-C that arrives once every tensor is written (here: the moment the write returns) must not be
+    reported as "nothing changed": the destination holds the new values and is unsaved."""
+    src, dst = direction.split()
+    before = values(demo_session, dst)
+    handle = demo_session.model(dst)
+    write = handle.write
+
+    def write_then_interrupt(new_values):
+        write(new_values)
+        raise KeyboardInterrupt
+
+    handle.write = write_then_interrupt
+    try:
+        outcome = demo_session.run_line(f"copy {src} {dst}")
+    finally:
+        del handle.write
+    assert not outcome.ok and "nothing changed" not in outcome.error, outcome.error
+    assert f"after the copy into {dst} had completed" in outcome.error
+    assert demo_session.unsaved() == [dst]
+    after = values(demo_session, dst)
+    assert any(not np.array_equal(after[n], before[n]) for n in before)
+
+
 # --- session safety --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("line", ["raise RuntimeError('user code failed')", "raise KeyboardInterrupt",
                                   "del nothing_here", "weights nosuch", "copy torch_model nosuch",
@@ -382,6 +777,54 @@ def test_a_failing_line_never_drops_a_model(demo_session, line):
     outcome = demo_session.run_line(line)
     assert not outcome.ok and "\n" not in outcome.error
     assert_unchanged(demo_session, before)
+
+
+def test_a_line_too_deep_to_compile_is_one_error_and_the_session_survives(demo_session):
+    """4,000 terms of ``1+1+...`` make Python's compiler give up (RecursionError), in the check for a
+    continued block too: that check must not raise (the shell would die with both demo models)."""
+    before = snapshot(demo_session)
+    line = "+".join(["1"] * 4000)
+    assert demo_session.needs_more(line) is False
+    run_fail(demo_session, line, "too long or too deeply nested", "RecursionError")
+    run_fail(demo_session, f"x = [{line}]\ny = 2", "too long or too deeply nested")  # the "exec" path too
+    assert_unchanged(demo_session, before)
+
+
+def test_a_script_with_a_200_kb_line_prints_one_error_and_goes_on(tmp_path):
+    script = tmp_path / "long.ms"
+    script.write_text("x = " + "+".join(["1"] * 70000) + "\nprint('still here')\n")
+    done = subprocess.run([MODELSHELL, "run", "--keep-going", str(script)], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1 and "still here" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "too long or too deeply nested" in done.stderr, done.stderr
+
+
+def test_a_2_mb_command_line_is_refused_at_once(session):
+    started = time.monotonic()
+    run_fail(session, "weights " + "a" * 2_000_000, "2,000,001 characters", "at most 100,000")
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("alias, says", [("print", "would hide Python's builtin print()"),
+                                         ("None", "Python reserves it"), ("class", "Python reserves it"),
+                                         ("__builtins__", "Python reserves it")])
+def test_load_refuses_a_name_that_would_hide_python(session, tmp_path, alias, says):
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    run_fail(session, f"load {path} as {alias}", repr(alias), says)
+    assert session.model_names() == []
+    assert session.namespace["__builtins__"] is builtins and (alias == "__builtins__" or alias not in session.namespace)
+    assert session.run_line("print('print still works')").ok
+    if alias == "print":  # forced, it is the user's choice
+        run_ok(session, f"load {path} as print --force")
+        assert session.model_names() == ["print"]
+
+
+def test_a_file_named_like_a_builtin_gets_a_name_that_hides_nothing(session, tmp_path):
+    path = tmp_path / "print.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    run_ok(session, f"load {path}")
+    assert session.model_names() == ["m_print"] and "print" not in session.namespace
 
 
 def test_copy_marks_changed_and_save_clears_it(demo_session, tmp_path):
@@ -411,6 +854,7 @@ def test_run_scripts_do_not_ask_before_leaving(tmp_path):
 @pytest.fixture(scope="module")
 def sized_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("sized")
+    torch.manual_seed(0)  # its own seed: a test's net made after the same seed would equal it
     net = nn.Sequential(nn.Linear(64, 64))
     torch.save(net.state_dict(), d / "zip.pt")
     torch.save(net.state_dict(), d / "legacy.pt", _use_new_zipfile_serialization=False)
@@ -432,13 +876,14 @@ def test_a_load_larger_than_free_memory_is_refused_or_memory_mapped(sized_files,
     # Memory-mapped (torch zip archives) or read lazily (weights files): these load all the same.
     for name in ("zip.pt", "w.safetensors", "m.weights.h5"):
         run_ok(session, f"load {sized_files / name}")
-    assert session.model_names() == ["zip", "w", "m"]
-    np.testing.assert_array_equal(values(session, "zip")["0.bias"], values(session, "w")["0.bias"])
+    assert session.model_names() == ["m_zip", "w", "m"]  # zip.pt: `zip` would hide the builtin zip()
+    np.testing.assert_array_equal(values(session, "m_zip")["0.bias"], values(session, "w")["0.bias"])
 
 
 def test_a_memory_mapped_state_dict_can_be_copied_into_and_saved(sized_files, tmp_path):
     session = Session()
     run_ok(session, f"load {sized_files / 'zip.pt'} as mapped")
+    torch.manual_seed(1)
     session.namespace["net"] = nn.Sequential(nn.Linear(64, 64))
     run_ok(session, "copy net mapped")
     run_ok(session, f"save mapped {tmp_path / 'out.pt'}")

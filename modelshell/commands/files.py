@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import builtins
 import keyword
 from pathlib import Path
 
 from modelshell import loaders
-from modelshell.atomic import atomic_target, full_suffix
+from modelshell.safety.atomic import atomic_target, full_suffix
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import arg, command
 from modelshell.errors import ModelshellError, first_line
-from modelshell.resources import check_free_space, tensor_bytes
+from modelshell.safety.resources import check_free_space, tensor_bytes
 from modelshell.results import Message
 
 __all__: list[str] = []
@@ -27,6 +28,7 @@ SAVE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".keras", ".h5", ".weigh
         arg("alias", nargs="*", metavar="as NAME", help="the variable name (default: the file's stem)"),
         arg("--trust", action="store_true", help="allow formats that run code when loaded (pickled modules, "
             "Keras Lambda layers and custom objects); `trust on` does this for the whole session"),
+        arg("--force", action="store_true", help="allow an `as NAME` that hides a Python builtin (print, len, ...)"),
     ],
     examples=["load lenet5.pt", "load lenet5.h5 as keras_model", "load models.py:build_lenet as net"],
     json=True,
@@ -36,7 +38,7 @@ SAVE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".keras", ".h5", ".weigh
     "with or without --trust: load only code you trust. See SECURITY.md.",
 )
 def load(session, args: argparse.Namespace) -> Message:
-    name = _alias(args.alias) or session.free_name(loaders.default_name(args.spec))
+    name = _alias(args.alias, args.force) or session.free_name(loaders.default_name(args.spec))
     if name in session.namespace:
         raise ModelshellError(f"the name {name!r} is already taken", f"choose another with `as`, or `del {name}` first")
     handle = loaders.load(args.spec, trust=args.trust or session.trust)
@@ -50,7 +52,7 @@ def load(session, args: argparse.Namespace) -> Message:
     )
 
 
-def _alias(words: list[str]) -> str | None:
+def _alias(words: list[str], force: bool = False) -> str | None:
     if not words:
         return None
     if len(words) != 2 or words[0] != "as":
@@ -60,6 +62,12 @@ def _alias(words: list[str]) -> str | None:
         why = "a Python keyword" if keyword.iskeyword(name) else "not a valid Python identifier"
         raise ModelshellError(f"{name!r} cannot name a model: it is {why}",
                               "a name is letters, digits and _, not starting with a digit, e.g. `as net_3`")
+    if name.startswith("__"):
+        raise ModelshellError(f"{name!r} cannot name a model: Python reserves it", "choose another name with `as`")
+    if hasattr(builtins, name) and not force:
+        raise ModelshellError(f"{name!r} would hide Python's builtin {name}()" if callable(getattr(builtins, name))
+                              else f"{name!r} would hide Python's builtin {name}",
+                              "choose another name, or `--force` to hide it")
     return name
 
 

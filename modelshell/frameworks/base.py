@@ -187,6 +187,9 @@ class ModelHandle(ABC):
         self.trusted = trusted
         # Set by `copy` writing into the model, cleared by `save`: leaving the shell with it set asks first.
         self.changed = False
+        # Completed writes, counted by ``write`` as its last step: a Ctrl-C that comes after it is told
+        # apart from one that rolled the write back.
+        self.writes = 0
 
     @property
     def class_name(self) -> str:

@@ -30,7 +30,8 @@ from modelshell.frameworks.base import (  # noqa: E402
     InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, keras_snake_case,
 )
 from modelshell.frameworks.copying import copy_into  # noqa: E402
-from modelshell.resources import check_fits, unpacked_zip_size  # noqa: E402
+from modelshell.safety.probe import probe_hdf5  # noqa: E402
+from modelshell.safety.resources import check_fits, unpacked_zip_size  # noqa: E402
 
 __all__ = ["KerasModel", "load_keras_file", "version"]
 
@@ -177,6 +178,7 @@ class KerasModel(ModelHandle):
             for name in sorted(values, key=lambda n: -np.size(values[n])):
                 backups.append((variables[name], _snapshot(variables[name])))
                 variables[name].assign(_assignable(values.pop(name), dtypes[name]))
+            self.writes += 1
         except BaseException:
             for variable, backup in reversed(backups):
                 type(variable).assign(variable, backup)  # the class's own assign, whatever wraps it
@@ -466,6 +468,7 @@ def load_keras_file(path: Path, trust: bool) -> ModelHandle:
         raise ModelshellError(f"cannot read {path} as a Keras model: it is not a zip archive (damaged or truncated?)")
     if is_keras:
         _check_archive(path)
+        _probe_weights(path)
     check_fits(path, unpacked_zip_size(path) if is_keras else _h5_size(path))
     try:
         with warnings.catch_warnings():
@@ -523,7 +526,7 @@ def code_in_config(path: Path) -> list[str]:
 
 def _check_archive(path: Path) -> None:
     """Every member's checksum, before Keras reads the HDF5 weights inside: a damaged HDF5 file can hang
-    the HDF5 library, and inside a zip it cannot be probed as a file on its own (see modelshell.probe)."""
+    the HDF5 library, and inside a zip it cannot be probed as a file on its own (see modelshell.safety.probe)."""
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
@@ -531,6 +534,16 @@ def _check_archive(path: Path) -> None:
         raise ModelshellError(f"cannot read {path} as a Keras model: the zip archive is damaged ({first_line(exc)})") from exc
     if damaged is not None:
         raise ModelshellError(f"cannot read {path} as a Keras model: {damaged} in the archive is damaged (checksum)")
+
+
+def _probe_weights(path: Path) -> None:
+    """The HDF5 weights inside a ``.keras`` archive, walked in a child process before Keras reads them:
+    a damaged one can hang the HDF5 library, and one whose data lies in other files (external storage
+    on /etc/passwd, external links, virtual datasets) is refused, as a ``.weights.h5`` file is."""
+    with zipfile.ZipFile(path) as archive:
+        members = [n for n in archive.namelist() if n.endswith(".h5")]
+    for member in members:
+        probe_hdf5(path, member)
 
 
 def _h5_size(path: Path) -> int:

@@ -21,12 +21,13 @@ quiet.install()
 
 import torch  # noqa: E402
 
-from modelshell.atomic import full_suffix
+from modelshell.safety.atomic import full_suffix
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, tree_from_names
 from modelshell.frameworks.copying import lend_copy_kernel
-from modelshell.pickle_scan import describe, scan_torch_file
-from modelshell.resources import check_fits, unpacked_zip_size
+from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
+from modelshell.safety.pickle_scan import describe, scan_torch_file
+from modelshell.safety.resources import check_declared_allocation, check_fits, unpacked_zip_size
 
 __all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
 
@@ -147,6 +148,7 @@ class TorchModule(ModelHandle):
                 for name in sorted(prepared, key=lambda n: prepared[n].numel()):
                     backups.append((state[name], state[name].detach().clone()))
                     state[name].copy_(prepared.pop(name))
+                self.writes += 1
             except BaseException:
                 for tensor, backup in reversed(backups):
                     tensor.detach().copy_(backup)
@@ -334,7 +336,13 @@ class TorchStateDict(ModelHandle):
     def write(self, values: dict[str, np.ndarray]) -> None:
         _check_values(values, {n: tuple(t.shape) for n, t in self.obj.items()}, "state dict")
         prepared = {name: _as_tensor(value, self.obj[name].dtype).clone() for name, value in values.items()}
-        self.obj.update(prepared)
+        old = {name: self.obj[name] for name in prepared}
+        try:
+            self.obj.update(prepared)
+            self.writes += 1
+        except BaseException:  # an interrupt between the two: all the old tensors back
+            self.obj.update(old)
+            raise
 
 
 # Modules whose layout rule covers the tensors of their children (out_proj of attention).
@@ -441,34 +449,56 @@ def save_state_dict(state: Mapping[str, Any], path: Path) -> None:
 
 
 def load_torch_file(path: Path, trust: bool) -> ModelHandle:
-    """Read a ``.pt``/``.pth``/``.bin`` file: a TorchScript archive, a state dict, or (only with trust) a
-    whole pickled module. Without trust nothing is unpickled that could run code."""
+    """Read a ``.pt``/``.pth``/``.bin`` file: a state dict, a TorchScript archive (its tensors only, unless
+    trusted), or (only with trust) a whole pickled module. Without trust nothing is unpickled, and no
+    TorchScript loaded, that could run code."""
     if _is_torchscript(path):
         check_fits(path, unpacked_zip_size(path))
+        if not trust:  # torch.jit.load runs the archive's code (a __setstate__): its tensors are read instead
+            tensors = torchscript_tensors(path)
+            if not tensors:
+                raise ModelshellError(f"{path} is a TorchScript archive with no tensors in its data")
+            return TorchStateDict(tensors, str(path), trust)
         try:
             return TorchModule(torch.jit.load(str(path), map_location="cpu"), str(path), trust)
         except Exception as exc:  # noqa: BLE001 - any failure of a corrupt archive is one user error
             raise ModelshellError(f"cannot read {path} as a TorchScript archive: {first_line(exc)}") from exc
     if not _has_torch_signature(path):
-        raise ModelshellError(f"cannot read {path} as a torch file: it is neither a zip archive nor a pickle")
+        raise _not_a_torch_file(path)
     is_zip = zipfile.is_zipfile(path)
     if not is_zip:  # a legacy pickle cannot be memory-mapped: it is read whole
         check_fits(path, path.stat().st_size)
+    if not trust:
+        check_declared_allocation(path)
     try:
         # A zip archive is memory-mapped: its tensors are paged in from the file as they are read, so a
         # file larger than the free memory still loads.
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust, mmap=is_zip)
     except pickle.UnpicklingError as exc:
-        if not trust and _refused_for_code(exc):
+        # The weights-only unpickler stops at the first class it does not allow, or at an opcode it does
+        # not know (protocols 4 and 5 frame their data): either way the scan says what the file would call.
+        found = scan_torch_file(path) if not trust else None
+        if found is not None and (found.names or _refused_for_code(exc)):
             raise ModelshellError(
                 f"{path} holds pickled Python objects that run code when loaded: "
-                f"{describe(scan_torch_file(path))}; nothing was run",
+                f"{describe(found)}; nothing was run",
                 f"if you trust the file, `load {path} --trust` (or `trust on`) loads it",
             ) from exc
         raise ModelshellError(f"cannot read {path} as a torch file: {_reason(exc)}") from exc
     except Exception as exc:  # noqa: BLE001
         raise ModelshellError(f"cannot read {path} as a torch file: {_reason(exc)}") from exc
     return _handle_for_loaded(obj, path, trust)
+
+
+def _not_a_torch_file(path: Path) -> ModelshellError:
+    """A file torch did not write; when it is a pickle all the same (protocol 0 or 1, as a bare
+    ``pickle.dumps`` writes), what it would import and call."""
+    found = scan_torch_file(path)
+    if found.names:
+        return ModelshellError(
+            f"{path} is a pickle, not a torch file (torch writes a zip archive or a protocol 2 pickle): "
+            f"{describe(found)}; nothing was run")
+    return ModelshellError(f"cannot read {path} as a torch file: it is neither a zip archive nor a pickle")
 
 
 def _has_torch_signature(path: Path) -> bool:
@@ -527,7 +557,7 @@ def _is_torchscript(path: Path) -> bool:
         return False
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+            return is_torchscript(archive)
     except Exception:  # noqa: BLE001 - a damaged directory fails in many ways (bad UTF-8 names too)
         return False
 

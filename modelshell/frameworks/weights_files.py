@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -77,12 +78,24 @@ class SafetensorsFile(ArrayFile):
     layout = "torch"
 
     def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        # The file stays open for as long as the model lives, and every tensor is read through this
+        # handle: a file replaced under the session (`save s s.safetensors` onto its own source, which
+        # renames a new file over it) cannot change what the model holds, since the old file lives on
+        # until this handle is closed.
+        self._file = open(self.path, "rb")  # noqa: SIM115 - closed with the model
         try:
-            with open(self.path, "rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                if length > 100_000_000 or length > self.path.stat().st_size:
-                    raise ValueError("header length is larger than the file")
-                header = json.loads(handle.read(length))
+            return self._parse_header(self._file)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _parse_header(self, handle) -> dict[str, tuple[tuple[int, ...], str]]:
+        self._validate(handle)
+        try:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000 or length > self._file_size():
+                raise ValueError("header length is larger than the file")
+            header = json.loads(handle.read(length))
         except (struct.error, ValueError, UnicodeDecodeError) as exc:
             raise ModelshellError(f"cannot read {self.path} as safetensors: the header is damaged ({exc})") from exc
         if not isinstance(header, dict):
@@ -93,11 +106,29 @@ class SafetensorsFile(ArrayFile):
             ordered = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
             self._offsets = {name: tuple(info["data_offsets"]) for name, info in ordered}
             entries = {name: (tuple(info["shape"]), _SAFETENSORS_DTYPES[info["dtype"]]) for name, info in ordered}
-            self._check_offsets(entries, self.path.stat().st_size - self._data_start)
+            self._check_offsets(entries, self._file_size() - self._data_start)
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise ModelshellError(f"cannot read {self.path} as safetensors: unexpected header entry {exc}") from exc
         self.layout = _safetensors_layout(metadata, list(entries))
         return entries
+
+    def _validate(self, handle) -> None:
+        """The safetensors library's own check of the header: strict UTF-8 JSON with a nesting bound,
+        whole non-negative dims whose product does not overflow, and tensors that tile the data exactly
+        (no overlaps, no holes). It reads the open file itself (through /proc), not whatever the path
+        names by now."""
+        from safetensors import safe_open
+
+        own = f"/proc/self/fd/{handle.fileno()}"
+        try:
+            with safe_open(own if os.path.exists(own) else str(self.path), framework="numpy"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, and OSError for what it cannot map
+            reason = first_line(exc).removeprefix("Error while deserializing header: ")
+            raise ModelshellError(f"cannot read {self.path} as safetensors: {reason}") from exc
+
+    def _file_size(self) -> int:
+        return os.fstat(self._file.fileno()).st_size
 
     def _check_offsets(self, entries: dict[str, tuple[tuple[int, ...], str]], data_size: int) -> None:
         """A truncated file, or a header that disagrees with itself, is caught here: otherwise the
@@ -120,7 +151,7 @@ class SafetensorsFile(ArrayFile):
         shape, dtype = self.entries[name]
         start, end = self._offsets[name]
         np_dtype = _numpy_dtype(dtype)
-        data = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_start + start, shape=(end - start,))
+        data = np.memmap(self._file, dtype=np.uint8, mode="r", offset=self._data_start + start, shape=(end - start,))
         return np.array(data.view(np_dtype).reshape(shape))
 
 
@@ -260,6 +291,7 @@ class WeightsFile(ModelHandle):
                 raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {self.obj.entries[name][0]}")
         converted = {name: np.array(value, dtype=_numpy_dtype(self.obj.entries[name][1])) for name, value in values.items()}
         self.obj.changes = {**self.obj.changes, **converted}  # one rebinding: an interrupt leaves all or nothing
+        self.writes += 1
 
     def save(self, path: Path) -> None:
         if path.suffix == ".safetensors":

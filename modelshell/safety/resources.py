@@ -15,7 +15,8 @@ from pathlib import Path
 
 from modelshell.errors import ModelshellError
 
-__all__ = ["available_memory", "check_fits", "check_free_space", "tensor_bytes", "unpacked_zip_size"]
+__all__ = ["available_memory", "check_declared_allocation", "check_fits", "check_free_space", "tensor_bytes",
+           "unpacked_zip_size"]
 
 
 def available_memory() -> int | None:
@@ -41,6 +42,34 @@ def unpacked_zip_size(path: Path) -> int:
             return sum(info.file_size for info in archive.infolist())
     except Exception:  # noqa: BLE001 - a damaged directory fails in many ways
         return 0
+
+
+_ALLOCATOR_NAMES = (b"bytearray", b"bytes")
+_PICKLE_HEAD = 64 << 20  # a legacy file's pickles come first, before its storages
+
+
+def check_declared_allocation(path: Path) -> None:
+    """Refuse a torch file whose pickle asks an allocator for more memory than the whole file holds
+    (``builtins.bytearray(2**30)`` in 572 bytes: torch's weights-only unpickler allows it). Only a
+    pickle that names an allocator at all is scanned, so ordinary loads pay one substring search."""
+    from modelshell.safety.pickle_scan import declared_allocation
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = b"".join(archive.read(n) for n in archive.namelist() if n.endswith("data.pkl"))
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(_PICKLE_HEAD)
+    except Exception:  # noqa: BLE001 - a damaged file: the load itself says so
+        return
+    if not any(name in data for name in _ALLOCATOR_NAMES):
+        return
+    wanted, size = declared_allocation(data), path.stat().st_size
+    if wanted > size:
+        raise ModelshellError(
+            f"{path} is refused: its pickle asks for {_size(wanted)} of memory (bytearray/bytes of a declared "
+            f"size), more than the whole file ({_size(size)}) could hold; nothing was loaded")
 
 
 def check_fits(path: Path, needed: int, what: str = "its tensors") -> None:
