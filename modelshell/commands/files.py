@@ -59,7 +59,7 @@ def _alias(words: list[str], force: bool = False) -> str | None:
         raise ModelshellError(f"expected `as NAME` after the path, got {' '.join(words)!r}", "see `help load`")
     name = words[1]
     if not name.isidentifier() or keyword.iskeyword(name):
-        why = "a Python keyword" if keyword.iskeyword(name) else "not a valid Python identifier"
+        why = "a Python keyword: Python reserves it" if keyword.iskeyword(name) else "not a valid Python identifier"
         raise ModelshellError(f"{name!r} cannot name a model: it is {why}",
                               "a name is letters, digits and _, not starting with a digit, e.g. `as net_3`")
     if name.startswith("__"):
