@@ -414,7 +414,8 @@ def test_pair_json_schema():
     t.c2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16))  # pairs with extra_bn
     s = bind(t=t, k=k)
     plan = run_ok(s, "pair t k --json")
-    assert set(plan) == {"a", "b", "pairs", "missing", "unexpected", "mismatched", "warnings", "notes"}
+    assert set(plan) == {"a", "b", "pairs", "missing", "unexpected", "mismatched", "warnings", "notes", "layers"}
+    assert {layer["basis"] for layer in plan["layers"]} <= {"only fit", "names", "order", "--map"}
     assert (plan["a"], plan["b"]) == ("t", "k")
     assert plan["pairs"]
     for p in plan["pairs"]:

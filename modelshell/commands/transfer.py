@@ -19,19 +19,68 @@ __all__: list[str] = []
     "pair",
     "transfer",
     "two models' tensors side by side, with the transform between them",
-    args=[arg("a", metavar="A", help="the source model"), arg("b", metavar="B", help="the destination model")],
-    examples=["pair torch_model keras_model", "pair keras_model torch_model --json"],
+    args=[arg("a", metavar="A", help="the source model"), arg("b", metavar="B", help="the destination model"),
+          arg("--values", action="store_true", help="also the max abs difference of each pair after the transform "
+              "(which tensors already agree)"),
+          arg("--map", action="append", metavar="A_NAME=B_NAME", help="pair these layers (or the layers owning "
+              "these tensors; globs allowed; repeatable), checked like any other pair")],
+    examples=["pair torch_model keras_model", "pair keras_model torch_model --json",
+              "pair t k --map 'head=classifier' --values"],
     json=True,
     listing=True,
-    details="Layers pair by kind through the layout rules, by name where names agree, and by order; "
-    "tensors then pair by role. At the end: missing (in B, nothing from A), unexpected (in A, unused), "
-    "mismatched (paired, but the shapes disagree after the rule) and warnings.",
+    details="Both models are traced once on the seeded input `verify` uses: layers pair in the order they run, "
+    "by kind (a subclass of a known layer is that kind) through the layout rules, with names anchoring layers "
+    "that run in another order; tensors a block owns directly pair as leaves; tensors then pair by role. At the "
+    "end: missing (in B, nothing from A), unexpected (in A, unused), mismatched (paired, but the shapes disagree "
+    "after the rule), warnings and notes.",
 )
 def pair(session, args: argparse.Namespace) -> Table:
     from modelshell.transfer.plan import make_plan  # numpy, only once models are paired
 
-    plan = make_plan(session.model(args.a), session.model(args.b), args.a, args.b)
-    return _plan_table(plan, f"{args.a} -> {args.b}")
+    a, b = session.model(args.a), session.model(args.b)
+    plan = make_plan(a, b, args.a, args.b, overrides=_overrides(args.map))
+    table = _plan_table(plan, f"{args.a} -> {args.b}")
+    if args.values:
+        _add_value_differences(table, plan, a, b)
+    return table
+
+
+def _overrides(maps: list[str] | None) -> list[tuple[str, str]]:
+    found = []
+    for text in maps or []:
+        a_glob, sep, b_glob = text.partition("=")
+        if not sep or not a_glob or not b_glob:
+            raise ModelshellError(f"--map takes A_NAME=B_NAME, not {text!r}", "globs are allowed: 'head.*=classifier/*'")
+        found.append((a_glob, b_glob))
+    return found
+
+
+def _add_value_differences(table: Table, plan, source, destination) -> None:
+    """``--values``: per pair, the largest absolute difference between A's tensor after the transform and
+    B's tensor as it is (0 where they already agree, as after a copy)."""
+    import numpy as np
+
+    from modelshell.transfer.plan import converted_values
+
+    try:
+        values = converted_values(plan, source)
+    except ModelshellError as exc:
+        table.footer.append(f"values not compared: {exc.message}")
+        return
+    table.columns.append(Column("max abs diff", justify="right"))
+    diffs = {}
+    for name, value in values.items():
+        other = destination.read(name)
+        diffs[name] = float(np.max(np.abs(np.asarray(value, np.float64) - other.astype(np.float64)))) \
+            if np.size(other) else 0.0
+    for row, p in zip(table.rows, plan.pairs):
+        known = [diffs[n] for n in p.b if n in diffs]
+        row.append(f"{max(known):.3g}" if known else "-")
+    agree = sum(1 for d in diffs.values() if d == 0)
+    table.footer.append(f"{agree} of {len(diffs)} tensors of {plan.b} already equal what {plan.a} would give them")
+    for entry, p in zip(table.data["pairs"], plan.pairs):
+        known = [diffs[n] for n in p.b if n in diffs]
+        entry["max_abs_diff"] = max(known) if known else None
 
 
 def _plan_table(plan: TransferPlan, title: str) -> Table:
@@ -56,6 +105,11 @@ def _plan_footer(plan: TransferPlan) -> list[str]:
     for label, problems in (("missing", plan.missing), ("unexpected", plan.unexpected),
                             ("mismatched", plan.mismatched)):
         lines += [f"{label}: {p.name}: {p.reason}" for p in problems]
+    by_order = [m for m in plan.matches if m.basis == "order"]
+    if by_order:
+        shown = ", ".join(f"{m.a_path} ~ {m.b_path}" for m in by_order[:3]) + (" ..." if len(by_order) > 3 else "")
+        lines.append(f"{len(by_order)} layer pairs are interchangeable with a neighbour (same kind and shapes) and "
+                     f"only the order they run in decided them: {shown}; the check after `copy` proves them")
     lines += [f"warning: {w}" for w in plan.warnings]
     lines += [f"note: {n}" for n in plan.notes]
     return lines
@@ -69,6 +123,8 @@ def _plan_footer(plan: TransferPlan) -> list[str]:
         arg("src", metavar="SRC", help="the model to read"),
         arg("dst", metavar="DST", help="the model to write"),
         arg("--dry-run", action="store_true", help="show the plan, write nothing"),
+        arg("--map", action="append", metavar="A_NAME=B_NAME", help="pair these layers (or the layers owning these "
+            "tensors; globs allowed; repeatable), checked like any other pair"),
         arg("--partial", action="store_true", help="copy what pairs and list the rest, instead of refusing"),
         arg("--no-verify", action="store_true", help="do not run both models afterwards to compare them"),
     ],
@@ -89,9 +145,11 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
     from modelshell.transfer.plan import converted_values, make_plan, refuse_mismatched
 
     source, destination = session.model(args.src), session.model(args.dst)
-    plan = make_plan(source, destination, args.src, args.dst)
+    plan = make_plan(source, destination, args.src, args.dst, overrides=_overrides(args.map))
     if args.dry_run:
         return _plan_table(plan, f"plan: {args.src} -> {args.dst} (dry run, nothing written)")
+    if args.partial:
+        plan = _without_mismatched(plan)
     refuse_mismatched(plan)
     derived, left = _left_over(plan, source, destination)
     if left and not args.partial:
@@ -125,6 +183,27 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
     if ok is False:
         return Failed([message], f"{args.dst} does not compute what {args.src} does after the copy: {verdict}")
     return message
+
+
+def _without_mismatched(plan):
+    """For --partial: the layer pairs whose shapes disagree (a 3-class head against a 4-class one) are
+    left out, their tensors listed as not paired, instead of refusing the whole copy."""
+    import dataclasses
+
+    from modelshell.transfer.plan import Problem
+
+    bad = {p.name for p in plan.mismatched}
+    keep, dropped = [], []
+    for match in plan.matches:
+        names = {t.name for t in (*match.a_roles.values(), *match.b_roles.values())}
+        (dropped if names & bad or any(n.startswith(f"{match.a_path}:") for n in bad) else keep).append(match)
+    reason = "its shapes do not fit the other model's (left out by --partial)"
+    missing = plan.missing + [Problem(t.name, reason) for m in dropped for t in m.b_roles.values()]
+    unexpected = plan.unexpected + [Problem(t.name, reason) for m in dropped for t in m.a_roles.values()]
+    dropped_names = {t.name for m in dropped for t in (*m.a_roles.values(), *m.b_roles.values())}
+    pairs = [p for p in plan.pairs if not (set(p.a) | set(p.b)) & dropped_names]
+    return dataclasses.replace(plan, matches=keep, pairs=pairs, missing=missing, unexpected=unexpected,
+                               mismatched=[])
 
 
 _DERIVED_KINDS = "iub"  # integer and boolean tensors: counters and index tables the framework computes

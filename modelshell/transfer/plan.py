@@ -75,6 +75,10 @@ class LayerMatch:
     label: str = ""
     torch_config: dict[str, Any] = field(default_factory=dict)
     keras_config: dict[str, Any] = field(default_factory=dict)
+    # Why these two: "only fit" (no neighbouring pair could swap with it), "names" (it could, and the
+    # names decided), "order" (it could, and only the execution order decided: the check after a copy is
+    # what proves it), "--map" (the user said so).
+    basis: str = "only fit"
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,14 @@ class TransferPlan:
             "mismatched": [p.as_json() for p in self.mismatched],
             "warnings": list(self.warnings),
             "notes": list(self.notes),
+            "layers": [{"a": m.a_path, "b": m.b_path, "basis": m.basis} for m in self.matches],
         }
 
 
 # --- the plan ------------------------------------------------------------------------------------------
 def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B",
-              traces: tuple[dict | None, dict | None] | None = None) -> TransferPlan:
+              traces: tuple[dict | None, dict | None] | None = None,
+              overrides: list[tuple[str, str]] = ()) -> TransferPlan:
     """Pair A's tensors with B's (A is the source when the plan is copied). Both models are traced once
     on the seeded input when they can run, so layers pair in the order they execute and the flatten
     permutation is applied only where a flattened feature map really feeds a Linear/Dense."""
@@ -127,11 +133,16 @@ def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "
     a_trace, b_trace = traces if traces is not None else trace_both(a, b, a_layers, b_layers, notes)
     a_layers, b_layers = _in_execution_order(a_layers, a_trace), _in_execution_order(b_layers, b_trace)
     context = _Context(a, b, a_layers, b_layers, (a_trace, b_trace), notes)
-    matched = _align(a_layers, b_layers, context)
+    forced = _forced_pairs(overrides, a_layers, b_layers, context, a_name, b_name)
+    rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in forced}]
+    rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in forced}]
+    aligned = _align([a_layers[i] for i in rest_a], [b_layers[j] for j in rest_b], context)
+    matched = sorted(forced + [(rest_a[i], rest_b[j]) for i, j in aligned])
     plan = TransferPlan(a_name, b_name, [], [], [], [], [], [])
     used_a, used_b = set(), set()
+    bases = _bases(matched, forced, a_layers, b_layers, context)
     for i, j in matched:
-        match = context.match(a_layers[i], b_layers[j])
+        match = dataclasses.replace(context.match(a_layers[i], b_layers[j]), basis=bases[(i, j)])
         plan.matches.append(match)
         _add_tensor_pairs(plan, match)
         used_a.add(i)
@@ -147,6 +158,56 @@ def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "
     plan.warnings += _warnings(plan, a.framework, [(a_name, a_tensors), (b_name, b_tensors)])
     plan.notes += notes
     return plan
+
+
+def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_layers: list[Layer],
+           b_layers: list[Layer], context: Any) -> dict[tuple[int, int], str]:
+    """For each pair, what decided it: a pair that could swap with the next or previous one (both fit
+    the other's partner: q and k of one block) was decided by names where their last names agree, else
+    by order alone."""
+    def swappable(p: tuple[int, int], q: tuple[int, int]) -> bool:
+        return all(context.compatible(a_layers[x], b_layers[y]) and context.fits(a_layers[x], b_layers[y])
+                   for x, y in ((p[0], q[1]), (q[0], p[1])))
+
+    bases = {}
+    for k, pair in enumerate(matched):
+        neighbours = [matched[n] for n in (k - 1, k + 1) if 0 <= n < len(matched)]
+        if pair in forced:
+            bases[pair] = "--map"
+        elif any(swappable(pair, other) for other in neighbours):
+            same = _tokens(a_layers[pair[0]].path)[-1:] == _tokens(b_layers[pair[1]].path)[-1:]
+            bases[pair] = "names" if same else "order"
+        else:
+            bases[pair] = "only fit"
+    return bases
+
+
+def _forced_pairs(overrides: list[tuple[str, str]], a_layers: list[Layer], b_layers: list[Layer],
+                  context: Any, a_name: str, b_name: str) -> list[tuple[int, int]]:
+    """``--map A=B``: the layers (or the layers owning the tensors) whose names match the glob A pair, in
+    order, with those matching B, where the user knows better than the alignment. Each such pair is
+    checked as any other: it needs a rule, and its shapes go through it."""
+    import fnmatch
+
+    forced: list[tuple[int, int]] = []
+    for a_glob, b_glob in overrides:
+        found = []
+        for layers, glob, name in ((a_layers, a_glob, a_name), (b_layers, b_glob, b_name)):
+            hits = [i for i, layer in enumerate(layers) if fnmatch.fnmatchcase(layer.path, glob)
+                    or any(fnmatch.fnmatchcase(t.name, glob) for t in layer.roles.values())]
+            if not hits:
+                raise ModelshellError(f"--map {a_glob}={b_glob}: no layer or tensor of {name} matches {glob!r}",
+                                      f"`weights {name}` lists the names")
+            found.append(hits)
+        if len(found[0]) != len(found[1]):
+            raise ModelshellError(f"--map {a_glob}={b_glob}: {len(found[0])} layers of {a_name} match, "
+                                  f"{len(found[1])} of {b_name}", "the two sides must match as many layers")
+        for i, j in zip(*found):
+            if not context.compatible(a_layers[i], b_layers[j]):
+                raise ModelshellError(f"--map {a_glob}={b_glob}: no layout rule pairs {_describe(a_layers[i])} "
+                                      f"with {_describe(b_layers[j])}")
+            forced.append((i, j))
+    return forced
 
 
 def trace_both(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer],
