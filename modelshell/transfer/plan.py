@@ -214,8 +214,8 @@ def trace_both(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: 
                notes: list[str]) -> tuple[dict | None, dict | None]:
     """Each model's trace on the seeded input ``verify`` uses, or None for one that cannot run (a
     weights-only file; a model whose input cannot be made up, said in ``notes``)."""
-    if not (a.has_architecture or b.has_architecture):
-        return None, None
+    if not (a.has_architecture or b.has_architecture) or a.framework == b.framework:
+        return None, None  # within one framework, tensors pair by name as they are: no trace needed
     from modelshell.transfer.inputs import paired_inputs
 
     try:
