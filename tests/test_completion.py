@@ -360,6 +360,22 @@ def test_tab_completes_a_dict_key_and_closes_it(term_shell):
     term_shell.wait_for_prompt()
 
 
+@pytest.mark.parametrize("typed, completed", [
+    ("torch_model.state_d", "torch_model.state_dict"),  # a menu while typing is being computed
+    ("x = keras_model.get_wei", "x = keras_model.get_weights"),
+    ("print(keras_model.get_wei", "print(keras_model.get_weights"),
+    ("doc torch_model.load_sta", "doc torch_model.load_state_dict"),
+    ("weights torch_model 11.w", "weights torch_model 11.weight"),
+])
+def test_tab_right_after_a_paste_completes_the_pasted_text(term_shell, typed, completed):
+    """The text and Tab in one write to the terminal, as a paste followed by Tab or very fast typing: the
+    keys reach the shell together, and Tab must complete the whole text, not what it was keys before."""
+    term_shell.keys(typed, "Tab")  # one send-keys call: no pause between the text and Tab
+    term_shell.wait_for(lambda lines: _prompt_line(lines) == f"ms> {completed}", what=repr(completed))
+    term_shell.keys("C-c")
+    term_shell.wait_for_prompt()
+
+
 def test_tab_shows_a_menu_of_tensor_names_with_shapes(term_shell):
     term_shell.type("weights torch_model 3.")
     term_shell.keys("Tab")
