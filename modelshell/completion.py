@@ -149,7 +149,7 @@ class SessionCompleter(Completer):
         return [_Value(n, meta=shape_text(infos[n].shape)) for n in _by_prefix_else_substring(word, infos)]
 
     def _members(self, given: _Given, word: str) -> list[_Value]:
-        obj = self.session.namespace[self._model_given(given)]
+        obj = resolve_dotted(self.session.namespace, self._model_given(given))  # "no model named ..."
         private = "private" in given or word.startswith("_")
         names = [n for n in dir(obj) if private or not n.startswith("_")]
         return [_Value(n) for n in _by_prefix_else_substring(word, names)]
