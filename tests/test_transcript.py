@@ -493,6 +493,7 @@ def test_record_errors_are_one_line(tmp_path):
 
 
 # --- the pytest plugin ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_pytest_collects_transcript_blocks(tmp_path):
     _write(tmp_path / "passing", "good.md", GOOD)
     passing = _run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "passing/transcripts", cwd=tmp_path)
