@@ -36,9 +36,11 @@ _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STEP_TIMEOUT = 20
 _COUNTED_PROMPT = re.compile(r"^ms\[\d+\]>", re.MULTILINE)
 # The server's own settings: scroll-back far beyond any test's output, so counting what the pane has shown
-# (``wait_for_text``, ``wait_for_prompt``) never loses lines off the top.
+# (``wait_for_text``, ``wait_for_prompt``) never loses lines off the top; and the server stays up with no
+# session (term_server stops it), or a pane started as the last one closes can find it exiting ("server
+# exited unexpectedly").
 CONFIG = os.path.join(SOCKET_DIR, "tmux.conf")
-Path(CONFIG).write_text("set-option -g history-limit 200000\n")
+Path(CONFIG).write_text("set-option -g history-limit 200000\nset-option -s exit-empty off\n")
 NEEDS_TMUX = "this test runs the shell in a real terminal and needs tmux: apt-get install tmux"
 
 
