@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -57,6 +58,15 @@ def _tmux(*args: str) -> str:
     return done.stdout
 
 
+class _Look(NamedTuple):
+    alternate: bool  # a full-screen program (the pager) holds the terminal
+    lines: list[str]  # the visible screen, as TermPane.lines gives it
+    held: str  # everything the pane holds, scroll-back and screen (of the pager: its screen), as lines
+
+
+_SPLIT = "=== ms-tmux-capture-split ==="
+
+
 class TermPane:
     """One tmux session running one command in a terminal of 120x40 characters unless told otherwise."""
 
@@ -77,7 +87,7 @@ class TermPane:
 
     def _start(self) -> None:
         self.name = f"ms-{uuid.uuid4().hex[:8]}"
-        self._sent = (False, "")  # what the pane held when the last key was sent: nothing yet
+        self._sent = _Look(False, [], "")  # what the pane held when the last key was sent: nothing yet
         _tmux(*self._new_session[:6], "-s", self.name, *self._new_session[6:])
 
     def restart(self) -> None:
@@ -95,24 +105,25 @@ class TermPane:
         """The visible screen as shown (the prompt with its model count), without colours."""
         return _plain(_tmux("capture-pane", "-p", "-e", "-J", "-t", self.name)).splitlines()
 
-    def _held(self) -> tuple[bool, str]:
-        """Whether a full-screen program (the pager) holds the pane, and everything the pane holds as
-        ``lines`` writes it: the scroll-back and the screen (of the pager: its screen alone)."""
+    def _look(self) -> _Look:
+        """The visible screen and everything the pane holds, from one tmux call (one moment)."""
         out = _tmux("display-message", "-p", "-t", self.name, "#{alternate_on}", ";",
+                    "capture-pane", "-p", "-e", "-J", "-t", self.name, ";", "display-message", "-p", _SPLIT, ";",
                     "capture-pane", "-p", "-e", "-J", "-S", "-", "-t", self.name)
-        flag, _, text = out.partition("\n")
-        return flag == "1", _COUNTED_PROMPT.sub("ms>", _plain(text))
+        flag, _, rest = out.partition("\n")
+        screen, _, held = rest.partition(_SPLIT + "\n")
+        return _Look(flag == "1", _COUNTED_PROMPT.sub("ms>", _plain(screen)).splitlines(),
+                     _COUNTED_PROMPT.sub("ms>", _plain(held)))
 
-    def _new(self, count) -> bool:
-        """True when ``count(text)`` of what the pane holds now exceeds that of when the last key was sent.
-        Entering or leaving the pager starts the count afresh: that screen is another one."""
-        alternate, text = self._held()
-        before = count(self._sent[1]) if alternate == self._sent[0] else 0
-        return count(text) > before
+    def _new(self, look: _Look, count: Callable[[str], int]) -> bool:
+        """True when ``count`` of what the pane holds exceeds that of when the last key was sent. Entering
+        or leaving the pager starts the count afresh: that screen is another one."""
+        before = count(self._sent.held) if look.alternate == self._sent.alternate else 0
+        return count(look.held) > before
 
     def in_pager(self) -> bool:
         """Whether a full-screen program (the pager) holds the terminal."""
-        return self._held()[0]
+        return self._look().alternate
 
     def text(self) -> str:
         return "\n".join(self.lines())
@@ -120,24 +131,29 @@ class TermPane:
     def wait_for(self, condition, timeout: float = STEP_TIMEOUT, what: str = "") -> list[str]:
         """Until ``condition(lines)`` holds on the visible screen. It must be an effect of the keys sent,
         false before them: the helpers below are, and so should a test's own condition be."""
+        return self._wait(lambda look: condition(look.lines), timeout, what or str(condition))
+
+    def _wait(self, check: Callable[[_Look], bool], timeout: float, what: str) -> list[str]:
         deadline = time.monotonic() + timeout
         while True:
-            lines = self.lines()
-            if condition(lines):
-                return lines
+            look = self._look()
+            if check(look):
+                return look.lines
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or condition}; the screen:\n" + "\n".join(lines))
+                raise AssertionError(f"timed out waiting for {what}; the screen:\n" + "\n".join(look.lines))
             time.sleep(0.1)
 
     def wait_for_text(self, text: str, timeout: float = STEP_TIMEOUT) -> list[str]:
-        """Until ``text`` shows once more than when the last key was sent (lines joined by ``\\n``)."""
-        return self.wait_for(lambda lines: self._new(lambda held: held.count(text)), timeout, repr(text))
+        """Until ``text`` is on the screen (lines joined by ``\\n``) and the pane has shown it once more
+        than when the last key was sent."""
+        return self._wait(lambda look: text in "\n".join(look.lines) and self._new(look, lambda held: held.count(text)),
+                          timeout, repr(text))
 
     def wait_for_prompt(self, timeout: float = STEP_TIMEOUT) -> list[str]:
         """Until the last line is an empty ``ms>`` prompt (capture-pane drops its trailing space) drawn
         after the last key was sent: the prompt a line was typed at does not count."""
-        return self.wait_for(lambda lines: bool(lines) and lines[-1] == "ms>" and self._new(_prompts),
-                             timeout, "a new empty ms> prompt")
+        return self._wait(lambda look: look.lines[-1:] == ["ms>"] and self._new(look, _prompts),
+                          timeout, "a new empty ms> prompt")
 
     def type(self, text: str) -> None:
         """Type ``text`` and wait until it shows."""
@@ -152,7 +168,7 @@ class TermPane:
 
     def _send(self, *args: str) -> None:
         before = self.lines()
-        self._sent = self._held()
+        self._sent = self._look()
         _tmux("send-keys", "-t", self.name, *args)
         self.wait_for(lambda lines: lines != before, what=f"the screen to change after {args[-1]!r}")
 
@@ -167,7 +183,7 @@ class TermPane:
             self.keys("C-l")
             self.wait_for(lambda lines: lines == ["ms>"], what="a cleared screen")
         _tmux("clear-history", "-t", self.name)
-        self._sent = self._held()[0], ""  # the prompt on the screen is the newest
+        self._sent = _Look(self._sent.alternate, [], "")  # the prompt on the screen is the newest
 
     def after(self, typed: str) -> list[str]:
         """Screen lines after the last prompt line showing ``typed``."""
