@@ -4,7 +4,10 @@ dict keys.
 
 Completion runs while the user waits for a key to answer, and on objects the user made, so it evaluates
 nothing but attribute access (``name.attr.attr``, never a call or a subscript), reads dict keys only of
-real dicts, and any exception means "no completions": a traceback on the prompt would be worse.
+real dicts, and any exception means "no completions": a traceback on the prompt would be worse (it is
+logged at debug level on the ``modelshell.completion`` logger, so a test or a developer can see it).
+
+Tab completes in its key handler (``complete_now``), on the text the buffer holds when it is pressed.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import builtins
 import contextlib
 import io
 import keyword
+import logging
 import os
 import re
 import warnings
@@ -20,7 +24,8 @@ from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prompt_toolkit.application.current import get_app
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
+from prompt_toolkit.buffer import Buffer, CompletionState
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter, get_common_complete_suffix
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
 
@@ -32,7 +37,9 @@ from modelshell.session import is_command_line, shadows
 if TYPE_CHECKING:
     from modelshell.session import Session
 
-__all__ = ["SessionCompleter", "menu_while_typing", "wants_menu_while_typing"]
+__all__ = ["SessionCompleter", "complete_now", "menu_while_typing", "wants_menu_while_typing"]
+
+_log = logging.getLogger(__name__)
 
 # What a positional argument holds, by its argparse dest; `filter` depends on the command (a member name
 # for `members`, a tensor name for `weights`). A metavar naming PATH or FILE means a file path.
@@ -76,6 +83,7 @@ class SessionCompleter(Completer):
             with _quiet():  # a property that prints or warns must not scribble over the prompt
                 found = list(self._complete(document.text_before_cursor, document.text_after_cursor))
         except Exception:  # noqa: BLE001 - no completions beats a traceback on the prompt
+            _log.debug("no completions for %r", document.text_before_cursor, exc_info=True)
             return
         yield from found
 
@@ -148,7 +156,7 @@ class SessionCompleter(Completer):
         return [_Value(n, meta=shape_text(infos[n].shape)) for n in _by_prefix_else_substring(word, infos)]
 
     def _members(self, given: _Given, word: str) -> list[_Value]:
-        obj = self.session.namespace[self._model_given(given)]
+        obj = resolve_dotted(self.session.namespace, self._model_given(given))  # "no model named ..."
         private = "private" in given or word.startswith("_")
         names = [n for n in dir(obj) if private or not n.startswith("_")]
         return [_Value(n) for n in _by_prefix_else_substring(word, names)]
@@ -212,6 +220,44 @@ def wants_menu_while_typing(text_before_cursor: str) -> bool:
 
 
 menu_while_typing = Condition(lambda: wants_menu_while_typing(get_app().current_buffer.document.text_before_cursor))
+
+
+def complete_now(buffer: Buffer) -> None:
+    """Tab: the next entry of a menu that is shown, else the completions of the text in the buffer now:
+    the common part inserted, a single one applied, several shown in a menu.
+
+    prompt_toolkit's own Tab only queues a completion task, and that task gives up when the buffer already
+    has completions: after fast typing or a paste, the keys come in one read, each queues a menu-while-typing
+    task, Tab's task runs after them and finds their menu, so ``torch_model.state_d`` stayed as it was with
+    ``state_dict`` in the menu. Computing here, in the key handler, answers the text as it is when Tab is
+    pressed; the completer is quick and never raises, as the menu while typing already relies on."""
+    # Any change of the text resets the menu, and the menu while typing is computed in the event loop
+    # (PromptSession's complete_in_thread is off), so a menu that is there is this text's, and whole.
+    if buffer.complete_state is not None:
+        buffer.complete_next()
+        return
+    if buffer.completer is None:
+        return
+    document = buffer.document
+    found = list(buffer.completer.get_completions(document, CompleteEvent(completion_requested=True)))
+    before = document.text_before_cursor
+    if not found or (len(found) == 1 and before[len(before) + found[0].start_position:] == found[0].text):
+        return  # nothing, or only what is typed already
+    common = get_common_complete_suffix(document, found)
+    if common:
+        buffer.insert_text(common)  # resets the menu; with several left, show them from the new text on
+        if len(found) > 1:
+            _show(buffer, [c.new_completion_from_position(len(common)) for c in found])
+    elif len(found) == 1:
+        _show(buffer, found)
+        buffer.go_to_completion(0)
+    else:
+        _show(buffer, found)
+
+
+def _show(buffer: Buffer, completions: list[Completion]) -> None:
+    buffer.complete_state = CompletionState(original_document=buffer.document, completions=completions)
+    buffer.on_completions_changed.fire()
 
 
 def _python_tail(before: str) -> str | None:

@@ -7,11 +7,11 @@ from pathlib import Path
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.document import Document
-from prompt_toolkit.filters import is_searching
+from prompt_toolkit.filters import emacs_insert_mode, is_searching, vi_insert_mode
 from prompt_toolkit.history import FileHistory, InMemoryHistory, ThreadedHistory
 from prompt_toolkit.key_binding import KeyBindings
 
-from modelshell.completion import SessionCompleter, menu_while_typing
+from modelshell.completion import SessionCompleter, complete_now, menu_while_typing
 from modelshell.lines import after_enter, dedent_continuation
 from modelshell.prompt_look import ShellLexer, prompt_message, shell_style, toolbar_text
 from modelshell.progress import spinner
@@ -50,6 +50,10 @@ def _prompt_session(session: Session) -> PromptSession:
     @bindings.add("f2")
     def _toggle_toolbar(event) -> None:
         toolbar_shown[0] = not toolbar_shown[0]
+
+    @bindings.add("tab", filter=emacs_insert_mode | vi_insert_mode)  # where prompt_toolkit binds Tab
+    def _complete(event) -> None:  # in the handler, on the text as it is now: see complete_now
+        complete_now(event.current_buffer)
 
     toolbar_shown = [False]  # off at first: the screen is the user's; F2 shows models and framework versions
     _block_bindings(bindings, session)

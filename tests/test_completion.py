@@ -6,17 +6,23 @@ user sees after Tab, rather than the completions' internals.
 """
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
+import traceback
 import warnings
+from pathlib import Path
 
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
+import modelshell
+import modelshell.completion
 from modelshell.commands.registry import COMMANDS, arg, command
 from modelshell.completion import SessionCompleter, shell_words, wants_menu_while_typing
+from modelshell.errors import ModelshellError
 
 
 def completions(session, before: str, after: str = ""):
@@ -277,9 +283,38 @@ class _Hostile(_Loud):
     'load "', "load '", "weights torch_model '0.", "\\", '"""', "sd[", "x = )(.", "?", "? ", "?.", "members ",
     "weights torch_model 0.bias extra ", "help wei --", "copy --dry-run ",
 ])
-def test_completion_never_raises(demo_session, before):
+def test_completion_never_raises(demo_session, before, caplog):
+    """Any exception means no completions, never a traceback on the prompt; but the ones completion
+    swallows (it logs them) must be the expected kinds, not a bug of its own."""
     demo_session.namespace["hostile"] = _Hostile()
-    completions(demo_session, before)  # any exception means no completions, never a traceback on the prompt
+    caplog.set_level(logging.DEBUG, logger="modelshell.completion")
+    completions(demo_session, before)
+    assert _bugs(caplog) == []
+
+
+_PACKAGE = Path(modelshell.__file__).parent
+
+
+def _bugs(caplog) -> list[str]:
+    """The swallowed exceptions that are neither a ModelshellError (a deliberate "no model named ...")
+    nor raised by the user's own code (an object whose ``__dir__`` or property raises): modelshell's own
+    code failing, which completion hides from the user and a test must not."""
+    found = []
+    for record in caplog.records:
+        error = record.exc_info[1]
+        innermost = traceback.extract_tb(error.__traceback__)[-1].filename
+        if not isinstance(error, ModelshellError) and Path(innermost).is_relative_to(_PACKAGE):
+            found.append("".join(traceback.format_exception(error)))
+    return found
+
+
+def test_a_bug_inside_completion_is_reported_by_the_never_raises_check(demo_session, caplog, monkeypatch):
+    """The check above can fail: an error in modelshell's own code is caught and named."""
+    monkeypatch.setattr(modelshell.completion, "_TAIL", None)  # _python_tail's regex: `None.search` fails
+    caplog.set_level(logging.DEBUG, logger="modelshell.completion")
+    assert completions(demo_session, "x = torch_model.sta") == []  # still no traceback for the user
+    bugs = _bugs(caplog)
+    assert len(bugs) == 1 and "AttributeError" in bugs[0] and "_python_tail" in bugs[0]
 
 
 def test_a_property_that_prints_or_warns_stays_off_the_screen(demo_session, capsys):
@@ -341,8 +376,8 @@ def test_tab_completes_an_attribute_in_a_python_line(term_shell):
     term_shell.keys("Tab")
     term_shell.wait_for(lambda lines: _prompt_line(lines) == "ms> torch_model.state_dict", what="state_dict completed")
     term_shell.type("()['0.b")
-    term_shell.keys("Tab")
-    term_shell.wait_for(lambda lines: _prompt_line(lines) == "ms> torch_model.state_dict()['0.b",
+    term_shell.keys("Tab", "Z")  # Tab changes nothing: the Z typed after it shows that it was handled
+    term_shell.wait_for(lambda lines: _prompt_line(lines) == "ms> torch_model.state_dict()['0.bZ",
                         what="no key completion after a call (it would have to be run)")
     term_shell.keys("C-c")
     term_shell.wait_for_prompt()
@@ -357,6 +392,22 @@ def test_tab_completes_a_dict_key_and_closes_it(term_shell):
     term_shell.type(".shape")
     term_shell.keys("Enter")
     term_shell.wait_for_text("torch.Size([10, 84])")
+    term_shell.wait_for_prompt()
+
+
+@pytest.mark.parametrize("typed, completed", [
+    ("torch_model.state_d", "torch_model.state_dict"),  # a menu while typing is being computed
+    ("x = keras_model.get_wei", "x = keras_model.get_weights"),
+    ("print(keras_model.get_wei", "print(keras_model.get_weights"),
+    ("doc torch_model.load_sta", "doc torch_model.load_state_dict"),
+    ("weights torch_model 11.w", "weights torch_model 11.weight"),
+])
+def test_tab_right_after_a_paste_completes_the_pasted_text(term_shell, typed, completed):
+    """The text and Tab in one write to the terminal, as a paste followed by Tab or very fast typing: the
+    keys reach the shell together, and Tab must complete the whole text, not what it was keys before."""
+    term_shell.keys(typed, "Tab")  # one send-keys call: no pause between the text and Tab
+    term_shell.wait_for(lambda lines: _prompt_line(lines) == f"ms> {completed}", what=repr(completed))
+    term_shell.keys("C-c")
     term_shell.wait_for_prompt()
 
 

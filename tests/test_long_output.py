@@ -23,7 +23,7 @@ from modelshell.render import Printer
 from modelshell.render.fit import column_limits
 from modelshell.render.rich import _rich_table, to_renderable
 from modelshell.results import Column, Table
-from tmux_terminal import MODELSHELL, STARTUP_TIMEOUT, TermPane, _tmux
+from tmux_terminal import MODELSHELL, STARTUP_TIMEOUT, TermPane, _tmux, start_afresh_after_a_failure
 
 # COLUMNS and LINES too: under pytest, readline puts 80x24 in the environment, and rich would believe
 # them over the terminal's real size.
@@ -41,9 +41,14 @@ LONG_NAMES = (
 def shell_after(line: str, width: int = 120, height: int = 40) -> Iterator[TermPane]:
     """A shell (see SHELL) that has run the Python ``line``, for a module's tests; closed afterwards."""
     pane = TermPane(SHELL, width=width, height=height)
-    try:
+
+    def ready(pane: TermPane) -> None:
         pane.wait_for_prompt(timeout=STARTUP_TIMEOUT)
         run_python(pane, line)
+
+    pane.ready = ready  # and again after a failed test: see start_afresh_after_a_failure
+    try:
+        ready(pane)
         yield pane
     finally:
         pane.close()
@@ -73,15 +78,16 @@ def run_python(pane: TermPane, line: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def term_big():
+def term_big(tmux):
     """A 120x40 shell holding `big`, a torch model with 1000 tensors."""
     with shell_after(BIG) as pane:
         yield pane
 
 
 @pytest.fixture
-def big_shell(term_big):
-    return clear(term_big)
+def big_shell(term_big, request):
+    yield clear(term_big)
+    start_afresh_after_a_failure(term_big, request)
 
 
 def output(lines: list[str]) -> list[str]:
@@ -155,6 +161,7 @@ def test_short_tables_json_and_bad_limits_never_page(big_shell):
     big_shell.wait_for_prompt()
 
 
+@pytest.mark.terminal
 @pytest.mark.parametrize("how", ["run", "pipe"])
 def test_scripts_and_pipes_print_every_row_and_never_page(tmp_path, how):
     """On a terminal too: `modelshell run` and piped input have no one to press q."""
@@ -176,7 +183,7 @@ def test_scripts_and_pipes_print_every_row_and_never_page(tmp_path, how):
 
 
 @pytest.fixture(scope="module")
-def narrow():
+def narrow(tmux):
     """A shell 60 columns wide with `wide`, a torch model whose tensor names are 42 characters long."""
     with shell_after(LONG_NAMES, width=60) as pane:
         yield pane

@@ -124,4 +124,4 @@ def test_typed_lines_are_coloured(term_shell):
     assert keyword and string and keyword != string  # Python is highlighted: keywords and strings differ
     assert name == ""  # plain names keep the terminal's own colour
     term_shell.keys("C-u")
-    term_shell.wait_for_prompt()
+    term_shell.wait_for(lambda lines: lines[-1] == "ms>", what="the line cleared")

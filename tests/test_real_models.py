@@ -34,8 +34,12 @@ DIRECTIONS = (T2K, K2T)
 MUST_PORT: list[str] = [
     "hf-bert", "hf-gpt2", "hf-gpt2-lm", "hf-distilbert", "hf-vit", "hf-resnet", "hf-convnext", "hf-swin",
     "hf-mobilevit", "kh-bert", "kh-distilbert", "kh-llama", "kh-vit", "tv-vgg16", "tv-densenet121",
-    "tv-convnext-tiny",
+    "tv-vgg19", "tv-convnext-tiny",
 ]
+# Pairs that copy right one way only: torchvision's ResNet50 convs have no bias where Keras's have one
+# before each BatchNorm; into Keras the bias is zero, its exact value, while a Keras bias has nowhere to
+# go in torch (the copy back is refused, naming it).
+ONE_WAY = {("tv-resnet50-v1", T2K)}
 # Where one model has a head the other lacks (transformers' ViT has a pooler, keras-hub's backbone none):
 # a strict copy refuses, --partial copies the rest and holds every paired layer to agree.
 PARTIAL = {"kh-vit"}
@@ -108,7 +112,8 @@ def test_a_copy_is_right_or_loud(name: str, direction: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "direction"), [pytest.param(n, d, id=f"{n}-{'t2k' if d == T2K else 'k2t'}")
-                                                 for n in MUST_PORT for d in DIRECTIONS])
+                                                 for n in MUST_PORT for d in DIRECTIONS] +
+                         [pytest.param(n, d, id=f"{n}-{'t2k' if d == T2K else 'k2t'}") for n, d in sorted(ONE_WAY)])
 def test_must_port(name: str, direction: str) -> None:
     assert PAIRS[name].same_function
     c = Copy(name, direction, options="--partial" if name in PARTIAL else "")

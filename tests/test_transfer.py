@@ -586,6 +586,7 @@ def test_a_bfloat16_torch_model_reads_copies_and_verifies(session):
     assert not strict.ok and "differ" in strict.error
 
 
+@pytest.mark.slow
 def test_a_copy_from_keras_to_torch_says_nothing_on_stderr(tmp_path):
     """Keras values are read as read-only views of snapshots (no copy); torch must not warn about them.
     In a fresh process, since torch warns only once per process."""

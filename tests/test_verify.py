@@ -103,6 +103,7 @@ def test_no_input_shape_is_a_clear_error():
                              "(in the first model's layout))")
 
 
+@pytest.mark.slow
 def test_a_mismatch_fails_the_script_with_exit_status_1(tmp_path):
     script = tmp_path / "s.ms"
     script.write_text("verify torch_model keras_model\nmodels\n")
