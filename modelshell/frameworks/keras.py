@@ -307,6 +307,11 @@ class KerasModel(ModelHandle):
             warnings.simplefilter("ignore")
             if name.endswith(".weights.h5"):
                 self.obj.save_weights(str(path))
+            elif path.suffix == ".h5" and _subclassed_tf_keras(self.obj):
+                # A model defined by its Python code (transformers' TF classes) has no architecture an
+                # HDF5 file can hold: it gets the weights file its own load_weights reads, which is what
+                # transformers' tf_model.h5 is.
+                self.obj.save_weights(str(path), save_format="h5")
             elif path.suffix in (".keras", ".h5"):
                 self.obj.save(str(path))
             elif path.suffix == ".safetensors":
@@ -319,6 +324,13 @@ class KerasModel(ModelHandle):
                     f"a Keras model saves to .keras, .h5, .weights.h5 or .safetensors, not {path.suffix or name}",
                     "to get a torch file, copy the weights into a torch model and save that",
                 )
+
+
+def _subclassed_tf_keras(model: Any) -> bool:
+    """A tf-keras (Keras 2) model that is neither Functional nor Sequential: a subclass of ``Model`` whose
+    layers its ``call`` wires up."""
+    is_tf_keras = any(cls.__name__ == "Model" and cls.__module__.startswith("tf_keras") for cls in type(model).__mro__)
+    return is_tf_keras and not getattr(model, "_is_graph_network", True)
 
 
 def _snapshot(variable: Any) -> Any:
