@@ -121,13 +121,14 @@ class KerasModel(ModelHandle):
         infos = {}
         for variable, info in zip(self.obj.weights, self.tensors()):
             infos.setdefault(id(variable), info)
-        return self._node(self.obj, self.obj.name, infos)
+        return self._node(self.obj, self.obj.name, infos, "")
 
-    def _node(self, layer: Any, label: str, infos: dict[int, TensorInfo]) -> LayerNode:
-        children = [self._node(child, name, infos) for name, child in _sublayers(layer)]
+    def _node(self, layer: Any, label: str, infos: dict[int, TensorInfo], path: str) -> LayerNode:
+        prefix = f"{path}/" if path else ""
+        children = [self._node(child, name, infos, prefix + name) for name, child in _sublayers(layer)]
         inner = {id(v) for _, child in _sublayers(layer) for v in child.weights}
         own = [infos[id(v)] for v in layer.weights if id(v) not in inner and id(v) in infos]
-        return LayerNode(label, type(layer).__name__, own, children)
+        return LayerNode(label, type(layer).__name__, own, children, path)
 
     def read(self, name: str) -> np.ndarray:
         for variable in self.obj.weights:
