@@ -189,3 +189,11 @@ def test_a_weights_only_file_has_no_output_shapes_and_says_why(tmp_path):
     assert len(tree.footer) == 2 and tree.footer[0].endswith(f" parameters in {len(state)} tensors")
     assert tree.footer[1] == "no output shapes: a weights-only file has no architecture to run"
     assert out.rstrip().endswith("no output shapes: a weights-only file has no architecture to run")
+
+
+def test_a_model_whose_input_cannot_be_made_up_says_so():
+    session = Session()
+    session.namespace["act"] = nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 2))  # a norm does not say its input
+    tree, out = _shapes(session, "shapes act")
+    assert "output (" not in out and tree.data["inputs"] is None
+    assert tree.footer[-1] == "no output shapes: cannot tell the model's input shape (pass one with --input FILE.npy)"
