@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from modelshell.commands.format import count_text, matches, shape_text
 from modelshell.commands.registry import arg, command
 from modelshell.errors import ModelshellError, first_line
-from modelshell.frameworks.base import LayerNode, TensorInfo, count_params
+from modelshell.frameworks.base import LayerCall, LayerNode, TensorInfo, count_params
 from modelshell.frameworks.detect import framework_of
 from modelshell.results import Cell, Column, Table, Text, Tree, TreeNode
 
@@ -197,40 +197,97 @@ def _totals_line(shown: int, every: int, totals: dict[str, int], known: bool, pa
 @command(
     "shapes",
     "inspect",
-    "the layers as a tree: class, each weight's shape, parameters",
-    args=[arg("name", help="a model in the session")],
+    "the layers as a tree: class, each weight's shape, parameters, output shape",
+    args=[
+        arg("name", help="a model in the session"),
+        arg("--input", metavar="FILE", help="trace with this input (.npy, or .npz by input name) instead of a seeded one"),
+    ],
     examples=["shapes torch_model", "shapes keras_model --json"],
     json=True,
     listing=True,
+    details="The output shapes (batch first) come from one forward pass in inference mode, with hooks, on the "
+    "seeded input `verify` would give the model, or on --input; a layer that ran more than once shows its "
+    "first call, and one with several outputs its first. A model that cannot run (a weights-only file, an "
+    "input that cannot be made up) shows its tree without them, and the footer says why.",
 )
 def shapes(session, args: argparse.Namespace) -> Tree:
     handle = session.model(args.name)
     root = handle.layer_tree()
     totals = handle.param_counts()
+    calls, inputs, traced = _trace(handle, args.input)
     return Tree(
         title=f"{args.name} ({handle.framework})",
-        root=_tree_node(root, label=args.name),
-        footer=[f"{count_text(totals['total'])} parameters in {len(handle.tensors())} tensors"],
-        data={"model": args.name, "framework": handle.framework, "tree": _tree_json(root), "totals": totals},
+        root=_tree_node(root, calls, label=args.name),
+        footer=[f"{count_text(totals['total'])} parameters in {len(handle.tensors())} tensors", traced],
+        data={"model": args.name, "framework": handle.framework, "tree": _tree_json(root, calls), "totals": totals,
+              "inputs": inputs, "trace": traced},
     )
 
 
-def _tree_node(layer: LayerNode, label: str | None = None) -> TreeNode:
+def _trace(handle, input_file: str | None) -> tuple[dict[str, LayerCall], list[dict[str, Any]] | None, str]:
+    """Each layer's call in one forward pass, the inputs it ran on (None when it did not run), and a
+    footer line that says which input, or why there are no output shapes."""
+    if not handle.has_architecture:
+        return {}, None, "no output shapes: a weights-only file has no architecture to run"
+    from modelshell.transfer.inputs import IMAGE_SIDES, model_inputs  # numpy: not for the shell's start-up
+
+    try:
+        candidates = model_inputs(handle, handle.layers(), input_file=input_file)
+    except ModelshellError as exc:
+        return {}, None, f"no output shapes: {exc.one_line()}"
+    where = f"the input of {input_file}" if input_file else "a seeded input"
+    guessed = f" (its size a guess: the first of {', '.join(map(str, IMAGE_SIDES))} pixels a side that ran)"
+    failure = None
+    for given in candidates:
+        inputs = _described(given)
+        try:
+            calls = handle.trace(given)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot run on the input still has its tree
+            failure = failure or f"{type(exc).__name__}: {first_line(exc)[:120]}"
+            continue
+        where += guessed if len(candidates) > 1 else ""
+        return calls, inputs, f"output shapes from one forward pass on {where}: {_inputs_text(inputs)}"
+    tried = "; ".join(_inputs_text(_described(given)) for given in candidates)
+    what = "any of the seeded inputs tried" if len(candidates) > 1 else where
+    return {}, None, f"no output shapes: it did not run on {what}, {tried} ({failure}); --input FILE gives it one"
+
+
+def _described(given: Any) -> list[dict[str, Any]]:
+    named = given.items() if isinstance(given, dict) else [("", x) for x in given]
+    return [{"name": name, "shape": list(x.shape), "dtype": str(x.dtype)} for name, x in named]
+
+
+def _inputs_text(inputs: list[dict[str, Any]]) -> str:
+    return ", ".join(" ".join(filter(None, [i["name"], shape_text(tuple(i["shape"])), i["dtype"]])) for i in inputs)
+
+
+def _tree_node(layer: LayerNode, calls: dict[str, LayerCall], label: str | None = None) -> TreeNode:
     parts = [layer.class_name] if layer.class_name else []
     parts += [f"{t.role} {shape_text(t.shape)}" for t in layer.tensors]
     params = layer.param_count()
     if params:
         parts.append(f"{count_text(params)} params")
-    return TreeNode(label or layer.name, "  ".join(parts), [_tree_node(child) for child in layer.children])
+    output = _output_shape(layer, calls)
+    if output is not None:
+        parts.append(f"output {shape_text(output)}")
+    children = [_tree_node(child, calls) for child in layer.children]
+    return TreeNode(label or layer.name, "  ".join(parts), children)
 
 
-def _tree_json(layer: LayerNode) -> dict[str, Any]:
+def _output_shape(layer: LayerNode, calls: dict[str, LayerCall]) -> tuple[int, ...] | None:
+    call = calls.get(layer.path) if layer.path else None
+    return None if call is None else call.output_shape
+
+
+def _tree_json(layer: LayerNode, calls: dict[str, LayerCall]) -> dict[str, Any]:
+    output = _output_shape(layer, calls)
     return {
         "name": layer.name,
         "class": layer.class_name,
         "params": layer.param_count(),
         "weights": [{"role": t.role, "name": t.name, "shape": list(t.shape)} for t in layer.tensors],
-        "children": [_tree_json(child) for child in layer.children],
+        "output_shape": None if output is None else list(output),
+        "children": [_tree_json(child, calls) for child in layer.children],
     }
 
 

@@ -65,12 +65,14 @@ class TensorInfo:
 
 @dataclass
 class LayerNode:
-    """A layer with the tensors it owns directly and its sub-layers, for the ``shapes`` tree."""
+    """A layer with the tensors it owns directly and its sub-layers, for the ``shapes`` tree. ``path`` is
+    the layer's path as ``trace`` names it ("" for the model itself and in weights-only files)."""
 
     name: str
     class_name: str
     tensors: list[TensorInfo] = field(default_factory=list)
     children: list["LayerNode"] = field(default_factory=list)
+    path: str = ""
 
     def param_count(self) -> int:
         own = sum(t.size for t in self.tensors if t.tied_to is None and t.kind != "buffer")

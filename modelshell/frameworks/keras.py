@@ -121,13 +121,14 @@ class KerasModel(ModelHandle):
         infos = {}
         for variable, info in zip(self.obj.weights, self.tensors()):
             infos.setdefault(id(variable), info)
-        return self._node(self.obj, self.obj.name, infos)
+        return self._node(self.obj, self.obj.name, infos, "")
 
-    def _node(self, layer: Any, label: str, infos: dict[int, TensorInfo]) -> LayerNode:
-        children = [self._node(child, name, infos) for name, child in _sublayers(layer)]
+    def _node(self, layer: Any, label: str, infos: dict[int, TensorInfo], path: str) -> LayerNode:
+        prefix = f"{path}/" if path else ""
+        children = [self._node(child, name, infos, prefix + name) for name, child in _sublayers(layer)]
         inner = {id(v) for _, child in _sublayers(layer) for v in child.weights}
         own = [infos[id(v)] for v in layer.weights if id(v) not in inner and id(v) in infos]
-        return LayerNode(label, type(layer).__name__, own, children)
+        return LayerNode(label, type(layer).__name__, own, children, path)
 
     def read(self, name: str) -> np.ndarray:
         for variable in self.obj.weights:
@@ -307,6 +308,11 @@ class KerasModel(ModelHandle):
             warnings.simplefilter("ignore")
             if name.endswith(".weights.h5"):
                 self.obj.save_weights(str(path))
+            elif path.suffix == ".h5" and _subclassed_tf_keras(self.obj):
+                # A model defined by its Python code (transformers' TF classes) has no architecture an
+                # HDF5 file can hold: it gets the weights file its own load_weights reads, which is what
+                # transformers' tf_model.h5 is.
+                self.obj.save_weights(str(path), save_format="h5")
             elif path.suffix in (".keras", ".h5"):
                 self.obj.save(str(path))
             elif path.suffix == ".safetensors":
@@ -319,6 +325,13 @@ class KerasModel(ModelHandle):
                     f"a Keras model saves to .keras, .h5, .weights.h5 or .safetensors, not {path.suffix or name}",
                     "to get a torch file, copy the weights into a torch model and save that",
                 )
+
+
+def _subclassed_tf_keras(model: Any) -> bool:
+    """A tf-keras (Keras 2) model that is neither Functional nor Sequential: a subclass of ``Model`` whose
+    layers its ``call`` wires up."""
+    is_tf_keras = any(cls.__name__ == "Model" and cls.__module__.startswith("tf_keras") for cls in type(model).__mro__)
+    return is_tf_keras and not getattr(model, "_is_graph_network", True)
 
 
 def _snapshot(variable: Any) -> Any:

@@ -95,7 +95,7 @@ class TorchModule(ModelHandle):
         prefix = f"{path}." if path else ""
         own = [by_name[prefix + n] for n, _ in module.named_parameters(recurse=False) if prefix + n in by_name]
         own += [by_name[prefix + n] for n, _ in module.named_buffers(recurse=False) if prefix + n in by_name]
-        node = LayerNode(label, type(module).__name__, own)
+        node = LayerNode(label, type(module).__name__, own, path=path)
         for child_name, child in module.named_children():
             node.children.append(self._node(prefix + child_name, child_name, child, by_name))
         return node

@@ -20,7 +20,7 @@ from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, ModelHandle
 from modelshell.transfer import kinds
 
-__all__ = ["PairedInputs", "paired_inputs", "ROLES"]
+__all__ = ["PairedInputs", "paired_inputs", "model_inputs", "ROLES"]
 
 #: Input names by role, as the libraries spell them.
 ROLES = {
@@ -44,14 +44,34 @@ class PairedInputs:
 
 
 def paired_inputs(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer], seed: int = 0,
-                  input_file: str | None = None) -> PairedInputs:
+                  input_file: str | None = None, image_side: int | None = None) -> PairedInputs:
+    """``image_side``: A and B are one model looked at on its own (``shapes``), and where it does not say
+    its input but its first layer is a convolution, it takes images of this side (a wrong guess only
+    costs the output shapes; two models compared must be given an input that is not a guess)."""
     channels = _layouts_differ(a, b, a_layers, b_layers)
     slots_a, slots_b = a.input_slots() or [], b.input_slots() or []
     if input_file is None and any(s.name for s in (*slots_a, *slots_b)) and slots_a and slots_b:
         return _named(a, b, slots_a, slots_b, a_layers + b_layers, seed)
-    inputs_a = _load_inputs(input_file) if input_file else _random_inputs(a, b, a_layers, b_layers, seed, channels)
+    inputs_a = _load_inputs(input_file) if input_file else \
+        _random_inputs(a, b, a_layers, b_layers, seed, channels, image_side)
     inputs_b = [to_other_layout(x, a.framework, channels) for x in inputs_a]
     return PairedInputs(inputs_a, inputs_b, [tuple(x.shape) for x in inputs_a], channels)
+
+
+#: Image sides to try, in turn, on a model that does not say its input: CIFAR's, MNIST's, ImageNet's.
+IMAGE_SIDES = (32, 28, 224)
+
+
+def model_inputs(handle: ModelHandle, layers: list[Layer], seed: int = 0, input_file: str | None = None) -> list[Any]:
+    """What one model alone may be called with (each a list, or a dict by input name), for the caller to
+    run in turn: the input ``verify`` would give it against itself, and where the model does not say its
+    input but starts with a convolution, a batch of images of each side in ``IMAGE_SIDES``."""
+    candidates: dict[tuple, Any] = {}
+    for side in IMAGE_SIDES:
+        given = paired_inputs(handle, handle, layers, layers, seed, input_file, image_side=side).a
+        values = given.values() if isinstance(given, dict) else given
+        candidates.setdefault(tuple(x.shape for x in values), given)
+    return list(candidates.values())
 
 
 # --- named inputs --------------------------------------------------------------------------------
@@ -182,7 +202,7 @@ def to_other_layout(x: np.ndarray, framework: str, channels: bool) -> np.ndarray
 
 
 def _random_inputs(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer], seed: int,
-                   channels: bool) -> list[np.ndarray]:
+                   channels: bool, image_side: int | None = None) -> list[np.ndarray]:
     """Inputs in A's layout, from A's input spec, else B's (converted), else A's first layer."""
     rng = np.random.default_rng(seed)
     for handle, layers in ((a, a_layers), (b, b_layers)):
@@ -193,9 +213,11 @@ def _random_inputs(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_laye
                 arrays = [to_other_layout(x, b.framework, channels) for x in arrays]
             return arrays
     for layers in (a_layers, b_layers):
-        guessed = _shape_from_first_layer(layers)
+        guessed = _shape_from_first_layer(layers, image_side)
         if guessed:
             return [_random_array(rng, *guessed, layers)]
+    if image_side is not None:
+        raise ModelshellError("cannot tell the model's input shape", "pass one with --input FILE.npy")
     raise ModelshellError("cannot tell the input shape of either model",
                           "pass one with --input FILE.npy (in the first model's layout)")
 
@@ -214,8 +236,9 @@ def _vocabulary(layers: list[Layer]) -> int:
     return 0
 
 
-def _shape_from_first_layer(layers: list[Layer]) -> tuple[tuple, str] | None:
-    """A torch module does not know its input shape, but its first layer often tells enough."""
+def _shape_from_first_layer(layers: list[Layer], image_side: int | None = None) -> tuple[tuple, str] | None:
+    """A torch module does not know its input shape, but its first layer often tells enough; with
+    ``image_side``, a first convolution takes its channels and that many pixels a side (samples in 1-d)."""
     if not layers:
         return None
     first = layers[0]
@@ -226,6 +249,9 @@ def _shape_from_first_layer(layers: list[Layer]) -> tuple[tuple, str] | None:
         return (None, None), "int64"
     if kind in ("LSTM", "GRU", "RNN") and config.get("batch_first"):
         return (None, None, config["input_size"]), "float32"
+    sides = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3}.get(kind)
+    if image_side and sides and "in_channels" in config:
+        return (None, config["in_channels"]) + (image_side,) * sides, "float32"
     return None
 
 
