@@ -305,9 +305,10 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
-def child(kind: str, what: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, f"--{kind}-child", what], capture_output=True, text=True,
-                          timeout=600)
+def child(kind: str, what: str, script: str = __file__, timeout: int = 600) -> dict:
+    """Run ``script --KIND-child WHAT`` in a fresh process and return the JSON of its last line."""
+    proc = subprocess.run([sys.executable, script, f"--{kind}-child", what], capture_output=True, text=True,
+                          timeout=timeout)
     if proc.returncode:
         raise SystemExit(f"{kind} child {what!r} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

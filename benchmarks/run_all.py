@@ -1,6 +1,6 @@
-"""Every benchmark of issue 7, one after the other (``make bench``); ``--quick`` for fewer runs.
+"""Every benchmark of issues 7 and 12, one after the other (``make bench``); ``--quick`` for fewer runs.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only startup,checkpoints,first_look,scale,transfer]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only startup,checkpoints,first_look,scale,transfer,porting]
 
 Each script prints its own table (measure, modelshell, reference, ratio, target, met), every figure
 against its reference measured in the same run. Nothing here is a test: a missed target is printed, with
@@ -22,6 +22,7 @@ SCRIPTS = {
     "first_look": "bench_first_look.py",
     "scale": "bench_scale.py",
     "transfer": "bench_transfer.py",
+    "porting": "bench_porting.py",
 }
 
 
