@@ -225,17 +225,30 @@ def trace_both(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: 
         notes.append(f"not traced (layers pair in registration order): {exc.message}")
         return None, None
     traces = []
-    for handle, given in ((a, inputs.a), (b, inputs.b)):
+    for handle, given, layers in ((a, inputs.a, a_layers), (b, inputs.b, b_layers)):
         if not handle.has_architecture:
             traces.append(None)
             continue
+        # A trace tells order and shapes, which weights do not change: `pair` then `copy` trace once.
+        key = (_input_signature(given),
+               tuple((layer.path, *(t.shape for t in layer.roles.values())) for layer in layers))
+        cached = getattr(handle, "_traces", {})
+        if key in cached:
+            traces.append(cached[key])
+            continue
         try:
             traces.append(handle.trace(given))
+            handle._traces = {key: traces[-1]}
         except Exception as exc:  # noqa: BLE001 - a model that cannot run on made-up input still pairs
             notes.append(f"{handle.class_name} could not be traced ({type(exc).__name__}: {first_line(exc)[:120]}); "
                          "its layers pair in registration order")
             traces.append(None)
     return traces[0], traces[1]
+
+
+def _input_signature(given: Any) -> tuple:
+    items = given.items() if isinstance(given, dict) else enumerate(given)
+    return tuple((k, tuple(v.shape), str(v.dtype)) for k, v in items)
 
 
 def _layers(handle: ModelHandle, tensors: list[TensorInfo], other: ModelHandle) -> list[Layer]:
