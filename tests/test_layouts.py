@@ -312,6 +312,15 @@ def test_keras_to_torch(twin: Twin) -> None:
     np.testing.assert_allclose(yt, yk, **TOL)
 
 
+def rule_for(torch_class: str, keras_class: str, *, after_flatten: int = 0) -> LayerRule:
+    """The table's rule for a torch class and a Keras class (the pairing looks rules up by kind too)."""
+    found = [r for r in layouts.RULES if torch_class in r.torch_classes and r.keras_kind == keras_class
+             and r.after_flatten == after_flatten]
+    if not found:
+        raise layouts.LayoutError(f"no layout rule pairs torch {torch_class} with Keras {keras_class}")
+    return found[0]
+
+
 def test_every_rule_has_a_twin() -> None:
     proven = {t.key for t in TWINS} | {"flatten_linear", "flatten_linear_1d"}  # flattens: tests below
     assert {r.key for r in layouts.RULES} == proven
@@ -325,10 +334,10 @@ def test_every_rule_has_a_twin() -> None:
         ("GRU", "GRU"), ("MultiheadAttention", "MultiHeadAttention"),
     ]:
         assert pair in pairs
-        assert layouts.find_rule(*pair).keras_kind == pair[1]
-    assert layouts.find_rule("Linear", "Dense").key == "linear"
-    assert layouts.find_rule("Linear", "Dense", after_flatten=2).key == "flatten_linear"
-    assert layouts.find_rule("Linear", "Dense", after_flatten=1).key == "flatten_linear_1d"
+        assert rule_for(*pair).keras_kind == pair[1]
+    assert rule_for("Linear", "Dense").key == "linear"
+    assert rule_for("Linear", "Dense", after_flatten=2).key == "flatten_linear"
+    assert rule_for("Linear", "Dense", after_flatten=1).key == "flatten_linear_1d"
 
 
 def test_module_is_pure_numpy() -> None:
@@ -361,7 +370,7 @@ def _run_pair(tm: nn.Module, km: keras.Model, x: np.ndarray) -> tuple[np.ndarray
 @pytest.mark.parametrize("rank", [2, 1], ids=["CHW", "CL"])
 def test_flatten_after_conv_both_ways(rank: int) -> None:
     conv = layouts.rule("conv2d" if rank == 2 else "conv1d")
-    flat = layouts.find_rule("Linear", "Dense", after_flatten=rank)
+    flat = rule_for("Linear", "Dense", after_flatten=rank)
     plain = layouts.rule("linear")
 
     tm, km, x, dims = _flatten_twins(rank)
@@ -492,4 +501,4 @@ def test_missing_unknown_and_underdetermined_are_refused() -> None:
     with pytest.raises(ValueError, match="weight missing"):
         torch_to_keras("linear", {"bias": np.zeros(2)})
     with pytest.raises(ValueError, match="no layout rule pairs torch Conv2d with Keras Dense"):
-        layouts.find_rule("Conv2d", "Dense")
+        rule_for("Conv2d", "Dense")

@@ -35,7 +35,6 @@ __all__ = [
     "LayerRule",
     "RULES",
     "rule",
-    "find_rule",
     "torch_to_keras",
     "keras_to_torch",
     "convert",
@@ -98,7 +97,7 @@ class LayerRule:
     """How the weights of one torch layer kind and one Keras layer kind correspond, both ways.
 
     ``torch_classes`` are the ``nn.Module`` class names the rule covers and ``keras_kind`` the Keras
-    layer class name (both for :func:`find_rule`); ``torch_kind`` is a label for people.
+    layer class name (the pairing looks rules up by them); ``torch_kind`` is a label for people.
     ``after_flatten`` is the number of spatial axes of the flattened feature map for the variant used by
     the first Linear/Dense after a flatten (1 for ``C,L``, 2 for ``C,H,W``; 0 elsewhere). ``notes`` are
     traps worth showing.
@@ -140,15 +139,6 @@ class LayerRule:
         """Every dimension symbol of the rule: the names :func:`convert` accepts as parameters."""
         return frozenset(s for r in (*self.torch_roles, *self.keras_roles) for d in r.shape for s in _factors(d)[1])
 
-    def rows(self, direction: Direction) -> list[tuple[str, str, str]]:
-        """``(sources, targets, transform)`` strings per step, for a table on screen."""
-        src, dst = _sides(direction)
-        out = []
-        for step in self.steps(direction):
-            left = ", ".join(str(self.role(src, n)) for n in step.sources) or "-"
-            right = ", ".join(str(self.role(dst, n)) for n in step.targets) or "(dropped)"
-            out.append((left, right, step.name))
-        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -922,19 +912,3 @@ def _lookup(key: str) -> LayerRule:
         return _BY_KEY[key]
     except KeyError:
         raise LayoutError(f"no layout rule {key!r}", hint="rules are " + ", ".join(_BY_KEY)) from None
-
-
-def find_rule(torch_class: str, keras_class: str, *, after_flatten: int = 0) -> LayerRule:
-    """The rule for a torch module class and a Keras layer class, e.g. ``("Conv2d", "DepthwiseConv2D")``.
-
-    Pairs are found by kind, never by shape. ``after_flatten`` (the spatial rank of the flattened
-    feature map: 2 for ``C,H,W``, 1 for ``C,L``) picks the Linear/Dense variant that permutes the rows.
-    The separable pair spans two torch modules: look it up with ``rule("separable_conv2d")``.
-    """
-    found = [
-        r for r in RULES
-        if torch_class in r.torch_classes and r.keras_kind == keras_class and r.after_flatten == after_flatten
-    ]
-    if not found:
-        raise LayoutError(f"no layout rule pairs torch {torch_class} with Keras {keras_class}")
-    return found[0]
