@@ -785,10 +785,9 @@ def _einsum(key: str, heads_out: bool) -> LayerRule:
         k_roles = (Role("kernel", ("E", "H", "D")), Role("bias", ("H", "D"), optional=True))
         to_k = (_reshaped("weight", "kernel", ".T.reshape(E,H,D)", lambda d: (d["E"], d["H"], d["D"]), transpose=True),
                 _reshaped("bias", "bias", "reshape(H,D)", lambda d: (d["H"], d["D"])))
-        to_t = (_reshaped("kernel", "weight", "reshape(E,H*D).T", lambda d: (d["H"] * d["D"], d["E"]), transpose=False),
-                _reshaped("bias", "bias", "reshape(H*D)", lambda d: (d["H"] * d["D"],)))
         to_t = (Step(("kernel",), ("weight",), "reshape(E,H*D).T",
-                     lambda a, d: (a[0].reshape(d["E"], d["H"] * d["D"]).T,)), to_t[1])
+                     lambda a, d: (a[0].reshape(d["E"], d["H"] * d["D"]).T,)),
+                _reshaped("bias", "bias", "reshape(H*D)", lambda d: (d["H"] * d["D"],)))
     else:
         t_roles = (Role("weight", ("E", "H*D")), Role("bias", ("E",), optional=True))
         k_roles = (Role("kernel", ("H", "D", "E")), Role("bias", ("E",), optional=True))
