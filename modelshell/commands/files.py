@@ -7,6 +7,7 @@ import keyword
 from pathlib import Path
 
 from modelshell import loaders
+from modelshell.formats import FORMATS
 from modelshell.safety.atomic import atomic_target, full_suffix
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import arg, command
@@ -16,7 +17,7 @@ from modelshell.results import Message
 
 __all__: list[str] = []
 
-SAVE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".keras", ".h5", ".weights.h5")
+SAVE_SUFFIXES = FORMATS.save_suffixes()
 
 
 @command(
@@ -32,7 +33,7 @@ SAVE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".keras", ".h5", ".weigh
     ],
     examples=["load lenet5.pt", "load lenet5.h5 as keras_model", "load models.py:build_lenet as net"],
     json=True,
-    details="Formats: " + "; ".join(f"{k}: {v}" for k, v in loaders.FORMATS.items()) + ". "
+    details=FORMATS.load_details() + " FILE.py:FACTORY and pkg.module:FACTORY call FACTORY() from Python code. "
     "Without --trust, nothing that runs code on load is opened: a refused file's message lists the code it "
     "would import (read, not run). FILE.py:FACTORY and pkg.module:FACTORY run that Python code by design, "
     "with or without --trust: load only code you trust. See SECURITY.md.",
@@ -45,8 +46,10 @@ def load(session, args: argparse.Namespace) -> Message:
     session.add(name, handle)
     counts = handle.param_counts()
     kind = handle.class_name if handle.has_architecture else f"{handle.class_name}, no architecture"
+    note = getattr(handle, "note", None)
     return Message(
-        f"loaded {name}: {handle.framework} {kind}, {count_text(counts['total'])} parameters, from {args.spec}",
+        f"loaded {name}: {handle.framework} {kind}, {count_text(counts['total'])} parameters, from {args.spec}"
+        + (f" ({note})" if note else ""),
         data={"name": name, "framework": handle.framework, "class": handle.class_name,
               "params": counts["total"], "source": args.spec, "trusted": handle.trusted},
     )
@@ -78,8 +81,7 @@ def _alias(words: list[str], force: bool = False) -> str | None:
     args=[arg("name", help="a model in the session"), arg("path", metavar="PATH", help="the file to write")],
     examples=["save torch_model lenet5-keras.pt", "save keras_model lenet5-torch.keras"],
     json=True,
-    details="Suffixes: .pt/.pth/.bin (a torch state dict, weights only), .safetensors, .keras, .h5 "
-    "(legacy Keras), .weights.h5 (Keras weights only).",
+    details=FORMATS.save_details(),
 )
 def save(session, args: argparse.Namespace) -> Message:
     handle = session.model(args.name)
