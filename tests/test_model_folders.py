@@ -144,6 +144,24 @@ def test_sharded_torch_bin_folder(session, tmp_path):
     assert listed(session, "first") == want
 
 
+def test_tf_model_h5_folder(session, tmp_path):
+    real_models.import_torchvision()
+    from transformers import BertConfig, TFBertModel
+
+    model = TFBertModel(BertConfig(**TINY_BERT))
+    model(model.dummy_inputs)
+    model.save_pretrained(tmp_path / "tfbert")
+    assert (tmp_path / "tfbert" / "tf_model.h5").is_file()
+    run_ok(session, f"load {tmp_path / 'tfbert'} as tfbert")
+    got = listed(session, "tfbert")
+    assert sorted(shape for shape, _ in got.values()) == sorted(tuple(w.shape) for w in model.weights)
+    with h5py.File(tmp_path / "tfbert" / "tf_model.h5", "r") as f:
+        for name in got:
+            dataset = next(f[layer][name + ":0"] for layer in f.attrs["layer_names"] if name + ":0" in f[layer])
+            assert got[name] == (tuple(dataset.shape), str(dataset.dtype))
+            np.testing.assert_array_equal(session.model("tfbert").read(name), dataset[()])
+
+
 def test_keras_hub_preset_folder(session, tmp_path):
     import keras_hub
 
