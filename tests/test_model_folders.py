@@ -236,3 +236,42 @@ def test_every_safetensors_dtype_is_listed_and_read(session, tmp_path):
         assert got.dtype.name == re.sub(r"^float8_e8m0$", "float8_e8m0fnu", name), name
         want = tensor.to(torch.float64 if not tensor.is_complex() else torch.complex128).numpy()
         np.testing.assert_array_equal(got.astype(want.dtype), want, err_msg=name)
+
+
+# --- save NAME DIR/ --------------------------------------------------------------------------------------
+def test_save_to_a_folder_writes_shards_transformers_loads(session, sharded, tmp_path):
+    real_models.import_torchvision()
+    from transformers import BertModel
+
+    run_ok(session, f"load {sharded} as bert")
+    out = tmp_path / "copy"
+    saved = data_of(session, f"save bert {out}/ --max-shard-size 20KB")
+    shards = sorted(out.glob("model-*-of-*.safetensors"))
+    assert len(shards) > 2 and "model.safetensors.index.json" in saved["files"] and "config.json" in saved["files"]
+    original = safetensors_listing(sorted(sharded.glob("model-*-of-*.safetensors")))
+    assert safetensors_listing(shards) == original
+    for shard in shards:
+        assert shard.stat().st_size < 22_000 or len(safetensors_listing([shard])) == 1  # 20KB and a header
+    rebuilt = BertModel.from_pretrained(out, local_files_only=True)
+    want = BertModel.from_pretrained(sharded, local_files_only=True).state_dict()
+    for name, tensor in rebuilt.state_dict().items():
+        torch.testing.assert_close(tensor, want[name], rtol=0, atol=0, msg=name)
+    run_ok(session, f"load {out} as again")
+    assert listed(session, "again") == original
+
+    one = tmp_path / "one"
+    run_ok(session, f"save bert {one}/")  # under the default 5GB: one file, as transformers writes it
+    assert sorted(p.name for p in one.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_save_to_a_folder_refuses_in_one_line(demo_session, tmp_path):
+    before = snapshot(demo_session)
+    run_fail(demo_session, f"save torch_model {tmp_path}/x/ --max-shard-size lots", "lots", "size")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    run_fail(demo_session, f"save torch_model {tmp_path}/full/", "not empty")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    run_fail(demo_session, f"save torch_model {tmp_path}/no/such/", "not a folder")
+    run_ok(demo_session, f"save torch_model {tmp_path}/lenet/ --max-shard-size 10KB")
+    assert len(list((tmp_path / "lenet").glob("model-*.safetensors"))) > 1
+    assert_unchanged(demo_session, before)

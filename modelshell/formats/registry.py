@@ -26,7 +26,7 @@ class Format:
     writes: tuple[str, ...] | None = None  # the suffixes `save` writes, when not all of ``suffixes``
 
     def save_suffixes(self) -> tuple[str, ...]:
-        if not self.saves:
+        if not self.saves or not self.suffixes:
             return ()
         return self.suffixes if self.writes is None else self.writes
 
@@ -64,7 +64,8 @@ class FormatRegistry:
 
     def save_details(self) -> str:
         return "Suffixes: " + "; ".join(f"{' / '.join(f.save_suffixes())}: {_plain(f.saves)}"
-                                        for f in self.formats if f.saves) + "."
+                                        for f in self.formats if f.saves and f.suffixes) + ". " + " ".join(
+            f"A {f.name} folder: {_plain(f.saves)}." for f in self.formats if f.saves and not f.suffixes)
 
     def markdown_table(self) -> str:
         lines = ["| file | read as | needs | runs code | `save` writes |", "|---|---|---|---|---|"]
@@ -105,7 +106,9 @@ FORMATS = FormatRegistry([
            saves="Keras 3 weights only"),
     Format("transformers", "a `save_pretrained` folder (`config.json` with `model.safetensors`, its shards "
            "and index, `pytorch_model.bin` and its shards, or `tf_model.h5`), weights only",
-           readers.transformers_folder, "nothing; torch for `.bin`", folder=readers.is_transformers_folder),
+           readers.transformers_folder, "nothing; torch for `.bin`", folder=readers.is_transformers_folder,
+           saves="`save NAME DIR/`: `model.safetensors`, or shards and their index above `--max-shard-size`, "
+           "and the `config.json` of a model loaded from a folder"),
     Format("keras-hub preset", "a `save_to_preset` folder (`config.json`, `metadata.json`, "
            "`model.weights.h5`), weights only", readers.keras_hub_folder, "h5py",
            folder=readers.is_keras_hub_folder),
