@@ -17,32 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from modelshell.errors import ModelshellError, first_line
-from modelshell.frameworks import quiet
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks.detect import wrap_object
+from modelshell.formats import FORMATS
 
-__all__ = ["load", "default_name", "FORMATS"]
-
-FORMATS = {
-    ".pt / .pth / .bin": "torch state dict, TorchScript archive (its tensors; whole with --trust), "
-    "or (with --trust) a pickled nn.Module",
-    ".safetensors": "tensors by name (weights only; read without torch)",
-    ".keras": "Keras 3 model",
-    ".h5 / .hdf5": "legacy Keras model, or Keras 2 weights only",
-    ".weights.h5": "Keras 3 weights only (read without TensorFlow)",
-    "FILE.py:FACTORY": "calls FACTORY() from a Python file (runs its code)",
-    "pkg.module:FACTORY": "calls FACTORY() from an importable module (runs its code)",
-}
-
-_TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
-
+__all__ = ["load", "default_name"]
 
 def default_name(spec: str) -> str:
     """A variable name from a file stem or factory name: ``lenet5.weights.h5`` -> ``lenet5``."""
     if _is_factory_spec(spec):
         stem = spec.rpartition(":")[2]
     else:
-        stem = Path(spec).name.split(".")[0] or "model"
+        stem = re.sub(r"-\d{5}-of-\d{5}$", "", Path(spec).name.split(".")[0]) or "model"  # a shard: its checkpoint
     name = re.sub(r"\W", "_", stem)
     if name[0].isdigit() or keyword.iskeyword(name) or name.startswith("__") or (
             hasattr(builtins, name)):  # `load print.pt` must not hide print()
@@ -55,53 +41,26 @@ def load(spec: str, trust: bool = False) -> ModelHandle:
     if _is_factory_spec(spec):
         return _load_factory(spec, trust)
     path = Path(spec).expanduser()
+    if path.is_dir():
+        return _load_folder(path, trust)
     _check_readable(path)
-    name = path.name.lower()
-    datasets = None
-    if name.endswith((".h5", ".hdf5")):
-        from modelshell.safety.probe import probe_hdf5
-
-        datasets = probe_hdf5(path)  # a damaged HDF5 file can hang or crash the library: tried in a child first
-    if name.endswith(".weights.h5"):
-        return _weights_file("KerasH5Weights", path, trust, datasets=datasets)
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return _weights_file("SafetensorsFile", path, trust)
-    if suffix in (".h5", ".hdf5"):
-        from modelshell.frameworks.weights_files import h5_holds_model
-
-        if not h5_holds_model(path):
-            return _weights_file("KerasH5Weights", path, trust, datasets=datasets)
-        return _keras_model(path, trust)
-    if suffix == ".keras":
-        return _keras_model(path, trust)
-    if suffix in _TORCH_SUFFIXES:
-        quiet.require("torch", f"loading {path.name}")
-        from modelshell.frameworks.torch import load_torch_file
-
-        return load_torch_file(path, trust)
-    raise ModelshellError(
-        f"{path}: unknown model format {suffix or '(no extension)'!r}",
-        "known formats: .pt .pth .bin .safetensors .keras .h5 .weights.h5, or FILE.py:FACTORY; see `help load`",
-    )
+    form = FORMATS.for_file(path)
+    if form is None:
+        raise ModelshellError(
+            f"{path}: unknown model format {path.suffix.lower() or '(no extension)'!r}",
+            f"known formats: {' '.join(FORMATS.read_suffixes())}, a model folder, or FILE.py:FACTORY; "
+            "see `help load`",
+        )
+    return form.reader(path, trust)
 
 
-def _weights_file(reader: str, path: Path, trust: bool, **known) -> ModelHandle:
-    """A weights-only file; one with no tensors at all is refused, as a torch file holding none is.
-    ``known`` passes on what the HDF5 probe already read (``datasets``)."""
-    from modelshell.frameworks import weights_files
-
-    arrays = getattr(weights_files, reader)(path, **known)
-    if not arrays:
-        raise ModelshellError(f"{path} holds no tensors, so there is no model in it")
-    return weights_files.WeightsFile(arrays, trust)
-
-
-def _keras_model(path: Path, trust: bool) -> ModelHandle:
-    quiet.require("keras", f"loading {path.name}")
-    from modelshell.frameworks.keras import load_keras_file
-
-    return load_keras_file(path, trust)
+def _load_folder(path: Path, trust: bool) -> ModelHandle:
+    form = FORMATS.for_folder(path)
+    if form is None:
+        raise ModelshellError(f"{path} is a directory with no model in it",
+                              "model folders (" + ", ".join(f.name for f in FORMATS.folders())
+                              + ") have a config.json; or name a model file in it")
+    return form.reader(path, trust)
 
 
 def _check_readable(path: Path) -> None:

@@ -7,6 +7,8 @@ import keyword
 from pathlib import Path
 
 from modelshell import loaders
+from modelshell.formats import FORMATS
+from modelshell.formats.writers import DEFAULT_MAX_SHARD_SIZE, parse_size, save_safetensors_folder
 from modelshell.safety.atomic import atomic_target, full_suffix
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import arg, command
@@ -16,7 +18,7 @@ from modelshell.results import Message
 
 __all__: list[str] = []
 
-SAVE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".keras", ".h5", ".weights.h5")
+SAVE_SUFFIXES = FORMATS.save_suffixes()
 
 
 @command(
@@ -32,7 +34,7 @@ SAVE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".keras", ".h5", ".weigh
     ],
     examples=["load lenet5.pt", "load lenet5.h5 as keras_model", "load models.py:build_lenet as net"],
     json=True,
-    details="Formats: " + "; ".join(f"{k}: {v}" for k, v in loaders.FORMATS.items()) + ". "
+    details=FORMATS.load_details() + " FILE.py:FACTORY and pkg.module:FACTORY call FACTORY() from Python code. "
     "Without --trust, nothing that runs code on load is opened: a refused file's message lists the code it "
     "would import (read, not run). FILE.py:FACTORY and pkg.module:FACTORY run that Python code by design, "
     "with or without --trust: load only code you trust. See SECURITY.md.",
@@ -45,8 +47,10 @@ def load(session, args: argparse.Namespace) -> Message:
     session.add(name, handle)
     counts = handle.param_counts()
     kind = handle.class_name if handle.has_architecture else f"{handle.class_name}, no architecture"
+    note = getattr(handle, "note", None)
     return Message(
-        f"loaded {name}: {handle.framework} {kind}, {count_text(counts['total'])} parameters, from {args.spec}",
+        f"loaded {name}: {handle.framework} {kind}, {count_text(counts['total'])} parameters, from {args.spec}"
+        + (f" ({note})" if note else ""),
         data={"name": name, "framework": handle.framework, "class": handle.class_name,
               "params": counts["total"], "source": args.spec, "trusted": handle.trusted},
     )
@@ -74,16 +78,21 @@ def _alias(words: list[str], force: bool = False) -> str | None:
 @command(
     "save",
     "files",
-    "write a model to a file (the suffix picks the format), atomically",
-    args=[arg("name", help="a model in the session"), arg("path", metavar="PATH", help="the file to write")],
-    examples=["save torch_model lenet5-keras.pt", "save keras_model lenet5-torch.keras"],
+    "write a model to a file (the suffix picks the format), or to a folder of safetensors shards, atomically",
+    args=[arg("name", help="a model in the session"),
+          arg("path", metavar="PATH", help="the file to write, or DIR/ (ending in /) for a folder"),
+          arg("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, metavar="SIZE",
+              help=f"with DIR/: the largest shard, as transformers reads it (default {DEFAULT_MAX_SHARD_SIZE})")],
+    examples=["save torch_model lenet5-keras.pt", "save keras_model lenet5-torch.keras",
+              "save bert bert-copy/ --max-shard-size 500MB"],
     json=True,
-    details="Suffixes: .pt/.pth/.bin (a torch state dict, weights only), .safetensors, .keras, .h5 "
-    "(legacy Keras), .weights.h5 (Keras weights only).",
+    details=FORMATS.save_details(),
 )
 def save(session, args: argparse.Namespace) -> Message:
     handle = session.model(args.name)
     path = Path(args.path).expanduser()
+    if args.path.endswith("/"):
+        return _save_folder(args, handle, path)
     if full_suffix(path) not in SAVE_SUFFIXES:
         raise ModelshellError(f"cannot tell the format of {path}", "use one of " + " ".join(SAVE_SUFFIXES))
     if not path.parent.is_dir():
@@ -102,6 +111,31 @@ def save(session, args: argparse.Namespace) -> Message:
     size = path.stat().st_size
     return Message(f"saved {args.name} to {path} ({count_text(size)} bytes)",
                    data={"name": args.name, "path": str(path), "bytes": size})
+
+
+def _save_folder(args: argparse.Namespace, handle, folder: Path) -> Message:
+    """``save NAME DIR/``: safetensors shards and their index, as transformers writes them."""
+    max_bytes = parse_size(args.max_shard_size)
+    if folder.exists() and not folder.is_dir():
+        raise ModelshellError(f"{folder} is not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise ModelshellError(f"{folder} is not empty", "save into a new or empty folder")
+    if not folder.parent.is_dir():
+        raise ModelshellError(f"{folder.parent} is not a folder")
+    try:
+        folder.mkdir(exist_ok=True)
+        check_free_space(folder / "model.safetensors", tensor_bytes(handle.tensors()))
+        written = save_safetensors_folder(handle, folder, max_bytes)
+    except ModelshellError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - permissions, full disks and dtypes safetensors cannot hold
+        raise ModelshellError(f"cannot save {args.name} to {folder}: {first_line(exc)}") from exc
+    handle.changed = False
+    shards = [p for p in written if p.suffix == ".safetensors"]
+    size = sum(p.stat().st_size for p in written)
+    return Message(f"saved {args.name} to {folder} ({len(shards)} safetensors file{'s' * (len(shards) > 1)}, "
+                   f"{count_text(size)} bytes)",
+                   data={"name": args.name, "path": str(folder), "bytes": size, "files": [p.name for p in written]})
 
 
 def _check_room(handle, path: Path) -> None:

@@ -128,7 +128,8 @@ def weights(session, args: argparse.Namespace) -> Table:
         title=f"{args.name}: {handle.class_name} ({handle.framework})",
         columns=columns,
         rows=rows,
-        footer=[_totals_line(len(shown), len(every), totals, handle.has_architecture, args.filter), *view.footer],
+        footer=[_totals_line(len(shown), len(every), totals, handle.has_architecture, args.filter), *view.footer,
+                *handle.summary()],
         data={"model": args.name, "framework": handle.framework, "class": handle.class_name,
               "weights": view.entries, "totals": totals},
     )

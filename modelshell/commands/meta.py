@@ -87,7 +87,7 @@ def models(session, args: argparse.Namespace) -> Table | Message:
     rows = [[_RECENT_MARKS.get(m["recent"], ""), m["name"], m["framework"], m["class"], count_text(m["params"]),
              m["source"]] for m in found]
     trusted = [m["name"] for m in found if m["trusted"]]
-    footer = []
+    footer = [f"{m['name']}: {line}" for m in found for line in session.model(m["name"], used=False).summary()]
     if recent:
         footer.append("* used last, + the one before")
     if trusted:  # a line of its own, not a column: the table keeps its width at 100 columns

@@ -217,6 +217,10 @@ class ModelHandle(ABC):
     def param_counts(self) -> dict[str, int]:
         return count_params(self.tensors())
 
+    def summary(self) -> list[str]:
+        """Lines about where the model came from that `weights` and `models` show (a folder's config)."""
+        return []
+
     # --- what pair, copy and verify need ------------------------------------------------------------
     def layers(self, tensors: list[TensorInfo] | None = None) -> list[Layer]:
         """The layers that own tensors, in the model's order (registration order, ``model.layers`` order).

@@ -18,14 +18,22 @@ import numpy as np
 from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, layers_from_tensors, tree_from_names
 
-__all__ = ["ArrayFile", "SafetensorsFile", "KerasH5Weights", "WeightsFile", "h5_holds_model"]
+__all__ = ["ArrayFile", "SafetensorsFile", "KerasH5Weights", "TorchShard", "ShardedWeights", "WeightsFile",
+           "h5_holds_model"]
 
+# Every dtype the safetensors format defines that numpy (with ml_dtypes) can hold, as numpy/ml_dtypes name
+# it, with its item size. The sub-byte ones (F4, F6_*) are refused by name.
 _SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2": "float8_e5m2",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu", "C64": "complex64",
 }
+_ML_DTYPES = {"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu"}
 _ITEM_SIZES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
-               "int8": 1, "uint8": 1, "bool": 1}
+               "int8": 1, "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "bool": 1, "complex64": 8,
+               **{name: 1 for name in _ML_DTYPES if name.startswith("float8")}}
 
 
 class ArrayFile(Mapping):
@@ -105,7 +113,7 @@ class SafetensorsFile(ArrayFile):
         try:
             ordered = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
             self._offsets = {name: tuple(info["data_offsets"]) for name, info in ordered}
-            entries = {name: (tuple(info["shape"]), _SAFETENSORS_DTYPES[info["dtype"]]) for name, info in ordered}
+            entries = {name: (tuple(info["shape"]), _dtype_of(info["dtype"])) for name, info in ordered}
             self._check_offsets(entries, self._file_size() - self._data_start)
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise ModelshellError(f"cannot read {self.path} as safetensors: unexpected header entry {exc}") from exc
@@ -223,6 +231,70 @@ class KerasH5Weights(ArrayFile):
         return layer.removesuffix("/vars"), role
 
 
+class TorchShard(ArrayFile):
+    """A torch state dict file read as weights only (``pytorch_model.bin`` and its shards): torch's
+    weights-only, memory-mapped load with modelshell's checks, its tensors turned to numpy on demand."""
+
+    layout = "torch"
+
+    def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        from modelshell.frameworks.torch import load_torch_file
+
+        self._state = load_torch_file(self.path, trust=False)
+        return {info.name: (info.shape, info.dtype) for info in self._state.tensors()}
+
+    def _read_array(self, name: str) -> np.ndarray:
+        return self._state.read(name)
+
+
+class ShardedWeights(ArrayFile):
+    """A sharded checkpoint as one mapping: an index (``model.safetensors.index.json`` or
+    ``pytorch_model.bin.index.json``) whose ``weight_map`` names each tensor's shard, over one reader per
+    shard. Every shard is opened (and its header checked) when the index is, so a missing or truncated
+    shard fails the ``load``, not a later read."""
+
+    def __init__(self, path: Path) -> None:
+        self.index = path
+        super().__init__(path.parent)
+
+    def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        weight_map = _weight_map(self.index)
+        reader = TorchShard if self.index.name.endswith(".bin.index.json") else SafetensorsFile
+        self.shards: dict[str, ArrayFile] = {}
+        for shard in dict.fromkeys(weight_map.values()):
+            if Path(shard).name != shard or not (self.path / shard).is_file():
+                raise ModelshellError(f"{self.index} names the shard {shard!r}, which is not in {self.path}")
+            self.shards[shard] = reader(self.path / shard)
+        self._shard_of = {}
+        for name, shard in weight_map.items():
+            if name not in self.shards[shard].entries:
+                raise ModelshellError(f"{self.index} puts {name!r} in {shard}, which does not hold it")
+            self._shard_of[name] = self.shards[shard]
+        first = next(iter(self.shards.values()), None)
+        self.layout = first.layout if first is not None else "torch"
+        return {name: self._shard_of[name].entries[name] for name in weight_map}
+
+    def _read_array(self, name: str) -> np.ndarray:
+        return self._shard_of[name][name]
+
+    def layer_and_role(self, name: str) -> tuple[str, str]:
+        return self._shard_of[name].layer_and_role(name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.index.name}: {len(self)} tensors in {len(self.shards)} shards>"
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        value = json.loads(index.read_text(encoding="utf8"))
+        weight_map = value["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError("weight_map is not a mapping of names to files")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ModelshellError(f"cannot read {index} as a checkpoint index: {first_line(exc)}") from exc
+    return weight_map
+
+
 def _safetensors_layout(metadata, names: list[str]) -> str:
     """Whose naming a safetensors file follows: its ``format`` metadata says so when present ("pt",
     or "tf"/"keras"); otherwise Keras variable paths are told apart from torch names by their slashes."""
@@ -255,9 +327,25 @@ class WeightsFile(ModelHandle):
         super().__init__(arrays, str(arrays.path), trusted)
         self.framework = arrays.layout
 
+    config: dict | None = None  # a model folder's config.json, kept with its weights
+    folder: tuple[str, Path, tuple[str, str]] | None = None  # (kind, path, (architecture, sizes))
+    note: str | None = None  # how it was found, said by `load` (one shard stands for the whole checkpoint)
+
     @property
     def class_name(self) -> str:
+        if self.folder is not None:
+            kind, _, (architecture, _) = self.folder
+            return f"{architecture} weights ({kind} folder)"
+        if isinstance(self.obj, ShardedWeights):
+            return f"weights file ({len(self.obj.shards)} shards)"
         return f"weights file ({self.obj.path.name.split('.', 1)[-1]})"
+
+    def summary(self) -> list[str]:
+        """The lines `weights` and `models` add: the folder's config, in short."""
+        if self.folder is None:
+            return []
+        kind, path, (architecture, sizes) = self.folder
+        return [f"{kind} folder {path.name}: {architecture}" + (f" ({sizes})" if sizes else "")]
 
     def tensors(self) -> list[TensorInfo]:
         infos = []
@@ -274,7 +362,7 @@ class WeightsFile(ModelHandle):
         (``0, 11, 3, 6, 9``), which is no model's order; numbers sorted as numbers give back a Sequential's
         (``0, 3, 6, 9, 11``), and named layers still pair by name."""
         layers = layers_from_tensors(self.tensors() if tensors is None else tensors)
-        if isinstance(self.obj, SafetensorsFile):
+        if isinstance(self.obj, (SafetensorsFile, ShardedWeights)):
             layers.sort(key=lambda layer: _natural_key(layer.path.replace(".", "/")))
         return layers
 
@@ -336,14 +424,22 @@ def _save_h5_copy(handle: WeightsFile, path: Path) -> None:
             out.create_dataset(name, data=handle.read(name))
 
 
+def _dtype_of(code: str) -> str:
+    if code not in _SAFETENSORS_DTYPES:
+        if isinstance(code, str) and code.startswith(("F4", "F6")):
+            raise ValueError(f"dtype {code} packs several values in a byte, which modelshell cannot read yet")
+        raise KeyError(code)
+    return _SAFETENSORS_DTYPES[code]
+
+
 def _numpy_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
+    if name in _ML_DTYPES:
         try:
             import ml_dtypes
 
-            return np.dtype(ml_dtypes.bfloat16)
+            return np.dtype(getattr(ml_dtypes, name))
         except ImportError as exc:
-            raise ModelshellError("reading bfloat16 tensors needs the ml_dtypes package") from exc
+            raise ModelshellError(f"reading {name} tensors needs the ml_dtypes package") from exc
     return np.dtype(name)
 
 

@@ -1,0 +1,160 @@
+"""How each format is read: the functions the registry names. Each imports its framework only when
+called, so the registry itself (and ``import modelshell``) imports none."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from modelshell.errors import ModelshellError
+from modelshell.frameworks import quiet
+from modelshell.frameworks.base import ModelHandle
+
+__all__ = ["torch_file", "safetensors_file", "index_file", "keras_model", "h5_file", "keras_weights",
+           "transformers_folder", "keras_hub_folder", "is_transformers_folder", "is_keras_hub_folder",
+           "TRANSFORMERS_WEIGHTS"]
+
+# What a transformers folder keeps its weights in, in the order transformers itself prefers them.
+TRANSFORMERS_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
+                        "pytorch_model.bin", "tf_model.h5")
+_SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}\.(?P<ext>safetensors|bin)$")
+
+
+def torch_file(path: Path, trust: bool) -> ModelHandle:
+    if (index := _index_of_shard(path)) is not None:
+        return index_file(index, trust, via=path)
+    quiet.require("torch", f"loading {path.name}")
+    from modelshell.frameworks.torch import load_torch_file
+
+    return load_torch_file(path, trust)
+
+
+def safetensors_file(path: Path, trust: bool) -> ModelHandle:
+    if (index := _index_of_shard(path)) is not None:
+        return index_file(index, trust, via=path)
+    return _weights("SafetensorsFile", path, trust)
+
+
+def index_file(path: Path, trust: bool, via: Path | None = None) -> ModelHandle:
+    """A sharded checkpoint from its index: every shard it names, as one weights-only model."""
+    from modelshell.frameworks import weights_files
+
+    if path.name.endswith(".bin.index.json"):
+        quiet.require("torch", f"loading {path.name}")
+    sharded = weights_files.ShardedWeights(path)
+    handle = weights_files.WeightsFile(sharded, trust)
+    handle.note = (f"{via.name} is one shard of {len(sharded.shards)}: the whole checkpoint was loaded, "
+                   f"from {path.name}") if via is not None else f"{len(sharded.shards)} shards, from {path.name}"
+    if is_transformers_folder(path.parent):  # the shard of a model folder keeps the folder's config
+        _with_config(handle, path.parent, "transformers", _transformers_summary)
+    return handle
+
+
+def keras_model(path: Path, trust: bool) -> ModelHandle:
+    quiet.require("keras", f"loading {path.name}")
+    from modelshell.frameworks.keras import load_keras_file
+
+    return load_keras_file(path, trust)
+
+
+def h5_file(path: Path, trust: bool) -> ModelHandle:
+    from modelshell.frameworks.weights_files import h5_holds_model
+    from modelshell.safety.probe import probe_hdf5
+
+    datasets = probe_hdf5(path)  # a damaged HDF5 file can hang or crash the library: tried in a child first
+    if not h5_holds_model(path):
+        return _weights("KerasH5Weights", path, trust, datasets=datasets)
+    return keras_model(path, trust)
+
+
+def keras_weights(path: Path, trust: bool) -> ModelHandle:
+    from modelshell.safety.probe import probe_hdf5
+
+    return _weights("KerasH5Weights", path, trust, datasets=probe_hdf5(path))
+
+
+def is_transformers_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() and not (path / "metadata.json").is_file()
+
+
+def is_keras_hub_folder(path: Path) -> bool:
+    return (path / "metadata.json").is_file() and (path / "config.json").is_file()
+
+
+def transformers_folder(path: Path, trust: bool) -> ModelHandle:
+    found = next((path / name for name in TRANSFORMERS_WEIGHTS if (path / name).is_file()), None)
+    if found is None:
+        raise ModelshellError(f"{path} holds no model weights (looked for {', '.join(TRANSFORMERS_WEIGHTS)})")
+    if found.name.endswith(".index.json"):
+        handle = index_file(found, trust)
+    elif found.suffix == ".safetensors":
+        handle = _weights("SafetensorsFile", found, trust)
+    elif found.suffix == ".bin":
+        quiet.require("torch", f"loading {found.name}")
+        handle = _weights("TorchShard", found, trust)
+    else:
+        handle = keras_weights(found, trust)
+    return _with_config(handle, path, "transformers", _transformers_summary)
+
+
+def keras_hub_folder(path: Path, trust: bool) -> ModelHandle:
+    found = path / "model.weights.h5"
+    if not found.is_file():
+        raise ModelshellError(f"{path} holds no model weights (a keras-hub preset keeps them in model.weights.h5)")
+    return _with_config(keras_weights(found, trust), path, "keras-hub preset", _keras_hub_summary)
+
+
+def _weights(reader: str, path: Path, trust: bool, **known) -> ModelHandle:
+    """A weights-only file; one with no tensors at all is refused, as a torch file holding none is.
+    ``known`` passes on what the HDF5 probe already read (``datasets``)."""
+    from modelshell.frameworks import weights_files
+
+    arrays = getattr(weights_files, reader)(path, **known)
+    if not arrays:
+        raise ModelshellError(f"{path} holds no tensors, so there is no model in it")
+    return weights_files.WeightsFile(arrays, trust)
+
+
+def _index_of_shard(path: Path) -> Path | None:
+    """The index next to a shard named as transformers names them (``model-00001-of-00003.safetensors``)."""
+    match = _SHARD.match(path.name)
+    if match is None:
+        return None
+    index = path.with_name(f"{match['stem']}.{match['ext']}.index.json")
+    return index if index.is_file() else None
+
+
+def _with_config(handle: ModelHandle, folder: Path, kind: str, summary) -> ModelHandle:
+    config = _read_json(folder / "config.json")
+    handle.config = handle.obj.config = config
+    handle.folder = (kind, folder, summary(config))
+    return handle
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelshellError(f"cannot read {path} as JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ModelshellError(f"{path} is not a JSON object")
+    return value
+
+
+_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+          "hidden_dim", "num_layers", "num_heads", "intermediate_dim", "vocabulary_size")
+
+
+def _sizes(config: dict) -> str:
+    return ", ".join(f"{key} {config[key]}" for key in _SIZES if isinstance(config.get(key), int))
+
+
+def _transformers_summary(config: dict) -> tuple[str, str]:
+    architectures = config.get("architectures")
+    name = architectures[0] if isinstance(architectures, list) and architectures else config.get("model_type", "?")
+    return str(name), _sizes(config)
+
+
+def _keras_hub_summary(config: dict) -> tuple[str, str]:
+    inner = config.get("config") if isinstance(config.get("config"), dict) else {}
+    return str(config.get("class_name", "?")), _sizes(inner)

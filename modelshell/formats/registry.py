@@ -1,0 +1,115 @@
+"""The format registry: each format says how it is recognised (file suffixes, or the shape of a folder),
+how it is read, whether and how it is written, what it needs installed, whether it can run code, and
+what it is in one line. ``load``, ``save``, ``help load``/``help save`` and the README table all read it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelshell.formats import readers
+
+__all__ = ["Format", "FormatRegistry", "FORMATS"]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str  # what it is read as, one line (the README's "read as" column)
+    reader: Callable  # (path, trust) -> ModelHandle
+    needs: str  # what must be installed to read it ("nothing" for numpy, safetensors and h5py)
+    runs_code: str = "no"  # "no", or when it can ("with --trust")
+    suffixes: tuple[str, ...] = ()
+    folder: Callable[[Path], bool] | None = None  # recognises a folder of this format
+    saves: str | None = None  # what `save` writes; None: it cannot be written
+    writes: tuple[str, ...] | None = None  # the suffixes `save` writes, when not all of ``suffixes``
+
+    def save_suffixes(self) -> tuple[str, ...]:
+        if not self.saves or not self.suffixes:
+            return ()
+        return self.suffixes if self.writes is None else self.writes
+
+    def label(self) -> str:
+        return " ".join(f"`{s}`" for s in self.suffixes) if self.suffixes else f"folder: {self.name}"
+
+
+class FormatRegistry:
+    """An ordered list of formats; the first whose suffix (longest first) or folder shape fits, wins."""
+
+    def __init__(self, formats: list[Format]) -> None:
+        self.formats = list(formats)
+
+    def for_file(self, path: Path) -> Format | None:
+        name = path.name.lower()
+        fits = [(len(s), f) for f in self.formats for s in f.suffixes if name.endswith(s)]
+        return max(fits, key=lambda fit: fit[0])[1] if fits else None
+
+    def for_folder(self, path: Path) -> Format | None:
+        return next((f for f in self.formats if f.folder is not None and f.folder(path)), None)
+
+    def read_suffixes(self) -> list[str]:
+        return [s for f in self.formats for s in f.suffixes]
+
+    def save_suffixes(self) -> tuple[str, ...]:
+        return tuple(s for f in self.formats for s in f.save_suffixes())
+
+    def folders(self) -> list[Format]:
+        return [f for f in self.formats if f.folder is not None]
+
+    def load_details(self) -> str:
+        return "Formats: " + "; ".join(
+            f"{' / '.join(f.suffixes) or 'a ' + f.name + ' folder'}: {_plain(f.description)}"
+            + (f" (runs code {_plain(f.runs_code)})" if f.runs_code != "no" else "") for f in self.formats) + "."
+
+    def save_details(self) -> str:
+        return "Suffixes: " + "; ".join(f"{' / '.join(f.save_suffixes())}: {_plain(f.saves)}"
+                                        for f in self.formats if f.saves and f.suffixes) + ". " + " ".join(
+            f"A {f.name} folder: {_plain(f.saves)}." for f in self.formats if f.saves and not f.suffixes)
+
+    def markdown_table(self) -> str:
+        lines = ["| file | read as | needs | runs code | `save` writes |", "|---|---|---|---|---|"]
+        lines += [f"| {f.label()} | {f.description} | {f.needs} | {f.runs_code} | {_saves_cell(f)} |"
+                  for f in self.formats]
+        return "\n".join(lines) + "\n"
+
+
+def _saves_cell(f: Format) -> str:
+    if not f.saves:
+        return "cannot be saved"
+    return f.saves if f.writes is None else f"{f.saves} ({' '.join(f'`{s}`' for s in f.writes)})"
+
+
+def _plain(text: str) -> str:
+    return text.replace("`", "")
+
+
+FORMATS = FormatRegistry([
+    Format("torch", "a state dict (with `weights_only=True`; checkpoints nesting one are flattened), the tensors "
+           "of a TorchScript archive (the whole scripted module with `--trust`), or, only with `--trust`, a "
+           "whole pickled `nn.Module`", readers.torch_file, "torch", "with `--trust`",
+           suffixes=(".pt", ".pth", ".bin", ".ckpt"), saves="a torch state dict, weights only",
+           writes=(".pt", ".pth", ".bin")),
+    Format("safetensors", "tensors by name, weights only: the header is read, tensors are memory-mapped on "
+           "demand; one shard of a sharded checkpoint loads the whole checkpoint", readers.safetensors_file,
+           "nothing", suffixes=(".safetensors",), saves="safetensors"),
+    Format("safetensors index", "a sharded safetensors checkpoint (`model.safetensors.index.json`), all its "
+           "shards", readers.index_file, "nothing", suffixes=(".safetensors.index.json",)),
+    Format("torch index", "a sharded torch checkpoint (`pytorch_model.bin.index.json`), all its shards, "
+           "weights only", readers.index_file, "torch", suffixes=(".bin.index.json",)),
+    Format("keras", "a Keras 3 model (`safe_mode` on unless `--trust`)", readers.keras_model, "TensorFlow",
+           "with `--trust`", suffixes=(".keras",), saves="a Keras 3 model"),
+    Format("keras h5", "a legacy Keras model, or Keras 2 weights only (`save_weights('x.h5')`)",
+           readers.h5_file, "TensorFlow for a model; h5py for weights", "with `--trust`",
+           suffixes=(".h5", ".hdf5"), saves="a legacy Keras model (Keras 2 weights for a weights-only model)", writes=(".h5",)),
+    Format("keras weights", "Keras 3 weights only", readers.keras_weights, "h5py", suffixes=(".weights.h5",),
+           saves="Keras 3 weights only"),
+    Format("transformers", "a `save_pretrained` folder (`config.json` with `model.safetensors`, its shards "
+           "and index, `pytorch_model.bin` and its shards, or `tf_model.h5`), weights only",
+           readers.transformers_folder, "nothing; torch for `.bin`", folder=readers.is_transformers_folder,
+           saves="`save NAME DIR/`: `model.safetensors`, or shards and their index above `--max-shard-size`, "
+           "and the `config.json` of a model loaded from a folder"),
+    Format("keras-hub preset", "a `save_to_preset` folder (`config.json`, `metadata.json`, "
+           "`model.weights.h5`), weights only", readers.keras_hub_folder, "h5py",
+           folder=readers.is_keras_hub_folder),
+])
