@@ -341,6 +341,8 @@ def test_keras2_whole_model_h5_loads(session, tf_keras_net, tmp_path):
 
 
 def test_tf_keras_model_bound_in_python_is_a_model(session, tf_keras_net):
+    # transformers' TF classes set TF_USE_LEGACY_KERAS themselves when imported; modelshell never does.
+    legacy_before = os.environ.get("TF_USE_LEGACY_KERAS")
     run_ok(session, "import tf_keras; "
                     "m2 = tf_keras.Sequential([tf_keras.Input(shape=(4,)), tf_keras.layers.Dense(3, name='dense')])")
     assert session.model_names() == ["m2"]
@@ -349,7 +351,7 @@ def test_tf_keras_model_bound_in_python_is_a_model(session, tf_keras_net):
     model = session.namespace["m2"]
     assert type(model).__module__.startswith("tf_keras")
     np.testing.assert_array_equal(session.model("m2").read("dense/kernel"), model.get_weights()[0])
-    assert "TF_USE_LEGACY_KERAS" not in os.environ
+    assert os.environ.get("TF_USE_LEGACY_KERAS") == legacy_before
 
     session.namespace["lenet_k2"] = tf_keras_net  # a bigger one bound directly in the namespace
     assert [shape for _, shape in listing(session, "lenet_k2")] == KERAS_SHAPES
