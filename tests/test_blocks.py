@@ -49,13 +49,11 @@ def test_a_block_is_indented_edited_and_run_in_one_buffer(term_plain):
                   what="else under its if")
     pane.type("print('even', i)")
     _last_is(pane, "..>         print('even', i)")
-    for _ in range(4):  # up to the first line, still in the same buffer: nothing has run
-        pane.keys("Up")
+    pane.moves(*["Up"] * 4)  # up to the first line, still in the same buffer: nothing has run
     pane.keys("End", "BSpace", "BSpace", "BSpace")
     pane.type("3):")
     pane.wait_for(lambda lines: "ms> for i in range(3):" in lines, what="the first line edited")
-    for _ in range(4):
-        pane.keys("Down")
+    pane.moves(*["Down"] * 4)
     pane.keys("End", "Enter")
     _last_is(pane, "..>")
     pane.keys("Enter")  # the line left empty: the block runs

@@ -166,6 +166,13 @@ class TermPane:
         to complete) is followed by typing a mark, and the test waits for the mark."""
         self._send(*keys)
 
+    def moves(self, *keys: str) -> None:
+        """Press keys that only move the cursor (Up and Down inside a block), which change no text on the
+        screen and so cannot be waited for: the terminal hands input over in order, so the next key's
+        wait (or the next check of the screen) is after them."""
+        self._sent = self._look()
+        _tmux("send-keys", "-t", self.name, *keys)
+
     def _send(self, *args: str) -> None:
         before = self.lines()
         self._sent = self._look()

@@ -79,7 +79,6 @@ class LayerMatch:
     # names decided), "order" (it could, and only the execution order decided: the check after a copy is
     # what proves it), "--map" (the user said so).
     basis: str = "only fit"
-    zeros: list[str] = field(default_factory=list)  # B's roles that get zeros: a bias A's layer does not have
 
 
 @dataclass(frozen=True)
@@ -349,20 +348,11 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
             out = layouts.convert(match.rule, arrays, match.direction, expect=expect, copy=False, **match.dims)
             out = {role: np.reshape(array, match.b_roles[role].shape) if role in match.b_roles else array
                    for role, array in out.items()}
-        for role in match.zeros:
-            out[role] = np.zeros(match.b_roles[role].shape, dtype=_numpy_dtype(match.b_roles[role].dtype))
         for role, array in out.items():
             target = match.b_roles.get(role)
             if target is not None and target.tied_to is None:  # a tied alias is written through its first name
                 values[target.name] = array
     return values
-
-
-def _numpy_dtype(name: str) -> Any:
-    try:
-        return np.dtype(name)
-    except TypeError:  # bfloat16 and the like: the destination converts on write
-        return np.float32
 
 
 def refuse_mismatched(plan: TransferPlan) -> None:
@@ -408,12 +398,6 @@ def _add_tensor_pairs(plan: TransferPlan, match: LayerMatch) -> None:
                 ))
     for role, target in match.b_roles.items():
         if role not in produced or role not in expected:
-            if role == "bias" and "bias" not in match.a_roles:
-                # A layer without a bias computes what one with a zero bias does (a torch conv before a
-                # BatchNorm, bias=False, against a Keras conv that has one): zeros are its exact value.
-                match.zeros.append(role)
-                plan.pairs.append(TensorPair((), (target.name,), (), (target.shape,), f"zeros ({match.a_kind or 'A'} has no bias)"))
-                continue
             plan.missing.append(Problem(target.name, f"{where}: nothing in {match.a_kind or 'A'} produces {role}"))
 
 
