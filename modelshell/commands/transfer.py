@@ -73,14 +73,12 @@ def _add_value_differences(table: Table, plan, source, destination) -> None:
         other = destination.read(name)
         diffs[name] = float(np.max(np.abs(np.asarray(value, np.float64) - other.astype(np.float64)))) \
             if np.size(other) else 0.0
-    for row, p in zip(table.rows, plan.pairs):
-        known = [diffs[n] for n in p.b if n in diffs]
-        row.append(f"{max(known):.3g}" if known else "-")
-    agree = sum(1 for d in diffs.values() if d == 0)
-    table.footer.append(f"{agree} of {len(diffs)} tensors of {plan.b} already equal what {plan.a} would give them")
-    for entry, p in zip(table.data["pairs"], plan.pairs):
+    for row, entry, p in zip(table.rows, table.data["pairs"], plan.pairs):
         known = [diffs[n] for n in p.b if n in diffs]
         entry["max_abs_diff"] = max(known) if known else None
+        row.append("-" if entry["max_abs_diff"] is None else f"{entry['max_abs_diff']:.3g}")
+    agree = sum(1 for d in diffs.values() if d == 0)
+    table.footer.append(f"{agree} of {len(diffs)} tensors of {plan.b} already equal what {plan.a} would give them")
 
 
 def _plan_table(plan: TransferPlan, title: str) -> Table:

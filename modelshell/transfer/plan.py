@@ -166,8 +166,7 @@ def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_laye
     the other's partner: q and k of one block) was decided by names where their last names agree, else
     by order alone."""
     def swappable(p: tuple[int, int], q: tuple[int, int]) -> bool:
-        return all(context.compatible(a_layers[x], b_layers[y]) and context.fits(a_layers[x], b_layers[y])
-                   for x, y in ((p[0], q[1]), (q[0], p[1])))
+        return context.swappable(a_layers[p[0]], b_layers[p[1]], a_layers[q[0]], b_layers[q[1]])
 
     bases = {}
     for k, pair in enumerate(matched):
@@ -483,6 +482,14 @@ class _Context:
         layers that could take one's place, the one whose shapes fit wins, whatever the order."""
         return (2 if self.fits(la, lb) else 0.25) + _similarity(la.path, lb.path)
 
+    def takes(self, la: Layer, lb: Layer) -> bool:
+        """A rule pairs the two layers and every shape goes through it."""
+        return self.compatible(la, lb) and self.fits(la, lb)
+
+    def swappable(self, a1: Layer, b1: Layer, a2: Layer, b2: Layer) -> bool:
+        """The pairs (a1, b1) and (a2, b2) could as well be (a1, b2) and (a2, b1): q and k of one block."""
+        return self.takes(a1, b2) and self.takes(a2, b1)
+
     def fits(self, la: Layer, lb: Layer) -> bool:
         key = (id(la), id(lb))
         if key not in self._fit_cache:
@@ -757,7 +764,7 @@ def _tokens(path: str) -> tuple[str, ...]:
 def _align(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> list[tuple[int, int]]:
     """Pairs (i, j) of layers: equal names first (they survive reordering), then the rest in order."""
     if len(a_layers) == len(b_layers) and not _names_cross(a_layers, b_layers) \
-            and all(context.compatible(x, y) and context.fits(x, y) for x, y in zip(a_layers, b_layers)):
+            and all(context.takes(x, y) for x, y in zip(a_layers, b_layers)):
         in_order = list(zip(range(len(a_layers)), range(len(b_layers))))  # the common case, in linear time
         return _by_last_names(in_order, a_layers, b_layers, context)
     anchors = _name_anchors(a_layers, b_layers, context)
@@ -778,9 +785,8 @@ def _by_last_names(paired: list[tuple[int, int]], a_layers: list[Layer], b_layer
     while start < len(out):
         end = start + 1
         while end < len(out) and all(
-                context.compatible(a_layers[out[end][0]], b_layers[j]) and context.fits(a_layers[out[end][0]], b_layers[j])
-                and context.compatible(a_layers[i], b_layers[out[end][1]])
-                and context.fits(a_layers[i], b_layers[out[end][1]]) for i, j in out[start:end]):
+                context.swappable(a_layers[i], b_layers[j], a_layers[out[end][0]], b_layers[out[end][1]])
+                for i, j in out[start:end]):
             end += 1
         group = out[start:end]
         a_last = [_tokens(a_layers[i].path)[-1:] for i, _ in group]
@@ -804,7 +810,7 @@ def _unique_fits(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers:
     left_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in paired}]
     left_b = [j for j in range(len(b_layers)) if j not in {j for _, j in paired}]
     fit = {(i, j) for i in left_a for j in left_b
-           if context.compatible(a_layers[i], b_layers[j]) and context.fits(a_layers[i], b_layers[j])}
+           if context.takes(a_layers[i], b_layers[j])}
     found = []
     for i in left_a:
         partners = [j for j in left_b if (i, j) in fit]
@@ -845,7 +851,7 @@ def _name_anchors(a_layers: list[Layer], b_layers: list[Layer], context: _Contex
     anchors, taken = [], set()
     for i, layer in enumerate(a_layers):
         same = [j for j in by_tokens.get(a_tokens[i], []) if j not in taken]
-        fitting = [j for j in same if context.compatible(layer, b_layers[j]) and context.fits(layer, b_layers[j])]
+        fitting = [j for j in same if context.takes(layer, b_layers[j])]
         if len(fitting) == 1 and a_tokens[i]:
             anchors.append((i, fitting[0]))
             taken.add(fitting[0])
