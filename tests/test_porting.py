@@ -118,7 +118,7 @@ def test_map_pairs_what_the_user_says_and_checks_it_like_any_pair():
     t, k = randomize(Chain(), 4), keras_chain()
     session = bind(t=t, k=k)
     plan = session.run_line("pair t k --map 'f*=first' --json").results[0].data
-    assert {"a": "first", "b": "first", "basis": "--map"} in plan["layers"]
+    assert {"a": "first", "b": "first", "basis": "--map", "confirmed": "outputs"} in plan["layers"]
     bad = session.run_line("pair t k --map first=nowhere")
     assert not bad.ok and bad.error.startswith("--map first=nowhere: no layer or tensor of k matches 'nowhere'")
     wrong_kind = bind(t=t, c=keras.Sequential([keras.Input((4, 8)), L.LayerNormalization(name="norm")]))

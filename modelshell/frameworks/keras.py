@@ -4,11 +4,15 @@ Importing this module imports keras (and with it TensorFlow); nothing else in mo
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
+import signal
+import threading
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,12 +167,7 @@ class KerasModel(ModelHandle):
         return found
 
     def write(self, values: dict[str, np.ndarray]) -> None:
-        variables = {_variable_name(v): v for v in self.obj.weights}
-        for name, value in values.items():
-            if name not in variables:
-                raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
-            if tuple(np.shape(value)) != tuple(variables[name].shape):
-                raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {tuple(variables[name].shape)}")
+        variables = self._checked_variables(values)
         dtypes = {name: _dtype_name(variables[name]) for name in values}
         # Each variable's value is backed up (a snapshot) just before its assign and put back on any
         # exception (an interrupt in the middle too), so copy stays all or nothing. The old buffers are
@@ -184,6 +183,16 @@ class KerasModel(ModelHandle):
             for variable, backup in reversed(backups):
                 type(variable).assign(variable, backup)  # the class's own assign, whatever wraps it
             raise
+
+    def _checked_variables(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The model's variables by name, once every name in ``values`` is known and every shape fits."""
+        variables = {_variable_name(v): v for v in self.obj.weights}
+        for name, value in values.items():
+            if name not in variables:
+                raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
+            if tuple(np.shape(value)) != tuple(variables[name].shape):
+                raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {tuple(variables[name].shape)}")
+        return variables
 
     def iter_arrays(self, names: list[str]):
         variables = {_variable_name(v): v for v in self.obj.weights}
@@ -270,7 +279,8 @@ class KerasModel(ModelHandle):
                                   spec.dtype.name, required=i == 0) for i, (name, spec) in enumerate(specs.items())]
         return super().input_slots()
 
-    def forward_with_taps(self, inputs, paths: list[str]) -> tuple[Any, dict[str, Any]]:
+    def forward_with_taps(self, inputs, paths: list[str],
+                          values: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
         """Keras has no forward hooks: each tapped layer's ``call`` is wrapped on the instance for the
         duration of one eager call, then the class's own ``call`` is visible again."""
         taps: dict[str, Any] = {}
@@ -280,10 +290,37 @@ class KerasModel(ModelHandle):
             if layer is not None:
                 object.__setattr__(layer, "call", _tapped(layer, layer.call, taps, path))
         try:
-            return self.forward(inputs), taps
+            with self._substituted(values or {}):
+                return self.forward(inputs), taps
         finally:
             for layer in wrapped:
                 object.__delattr__(layer, "call")
+
+    @contextlib.contextmanager
+    def _substituted(self, values: dict[str, np.ndarray]) -> Iterator[None]:
+        """The model computes as if its variables held ``values``. Keras 3 reads them from a
+        ``StatelessScope`` (what ``stateless_call`` uses); a tf-keras (Keras 2) variable has no such
+        scope, so it holds the value for the call and gets its own back after it, interrupts held off
+        while it does."""
+        if not values:
+            yield
+            return
+        variables = self._checked_variables(values)
+        chosen = [(variables[name], value) for name, value in values.items()]
+        if all(isinstance(v, keras.Variable) for v, _ in chosen):
+            mapping = [(v, np.asarray(value, dtype=_dtype_name(v))) for v, value in chosen]
+            with keras.StatelessScope(state_mapping=mapping):
+                yield
+            return
+        backups = [(v, _snapshot(v)) for v, _ in chosen]
+        try:
+            for variable, value in chosen:
+                variable.assign(np.asarray(value, dtype=_dtype_name(variable)))
+            yield
+        finally:
+            with _interrupts_held():
+                for variable, backup in backups:
+                    type(variable).assign(variable, backup)
 
     def _layer_at(self, path: str) -> Any:
         layer = self.obj
@@ -325,6 +362,22 @@ class KerasModel(ModelHandle):
                     f"a Keras model saves to .keras, .h5, .weights.h5 or .safetensors, not {path.suffix or name}",
                     "to get a torch file, copy the weights into a torch model and save that",
                 )
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C waits until the block ends (in the main thread; elsewhere signals cannot come anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def _subclassed_tf_keras(model: Any) -> bool:

@@ -157,12 +157,12 @@ class TorchModule(ModelHandle):
     def forward(self, inputs):
         return self.forward_with_taps(inputs, [])[0]
 
-    def forward_with_taps(self, inputs, paths: list[str]):
+    def forward_with_taps(self, inputs, paths: list[str], values: dict[str, np.ndarray] | None = None):
         modules = dict(self.obj.named_modules())
         taps: dict[str, Any] = {}
         hooks = [modules[p].register_forward_hook(_recorder(taps, p)) for p in paths if p in modules]
         try:
-            outputs = _to_numpy(self._call(inputs))
+            outputs = _to_numpy(self._call(inputs, self._substitutes(values) if values else None))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -236,17 +236,28 @@ class TorchModule(ModelHandle):
                 calls[name] = LayerCall(name, started[name], (), None)
         return calls
 
-    def _call(self, inputs) -> Any:
-        """The module in eval mode, without gradients, on positional or named inputs."""
+    def _call(self, inputs, substitutes: dict[str, torch.Tensor] | None = None) -> Any:
+        """The module in eval mode, without gradients, on positional or named inputs; with
+        ``substitutes``, through ``torch.func.functional_call``, which swaps those tensors in for the
+        call only (tied ones follow their tie) and leaves the module's own untouched."""
         was_training = self.obj.training
         self.obj.eval()
+        if isinstance(inputs, Mapping):
+            args, kwargs = (), {k: self._input_tensor(v) for k, v in inputs.items()}
+        else:
+            args, kwargs = tuple(self._input_tensor(x) for x in inputs), {}
         try:
             with torch.no_grad():
-                if isinstance(inputs, Mapping):
-                    return self.obj(**{k: self._input_tensor(v) for k, v in inputs.items()})
-                return self.obj(*[self._input_tensor(x) for x in inputs])
+                if substitutes:
+                    return torch.func.functional_call(self.obj, substitutes, args, kwargs, strict=False)
+                return self.obj(*args, **kwargs)
         finally:
             self.obj.train(was_training)
+
+    def _substitutes(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        state = self._state()
+        _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
+        return {name: _as_tensor(value, state[name].dtype) for name, value in values.items()}
 
     def input_slots(self) -> list[InputSlot] | None:
         """The named inputs of ``forward`` that a caller must or usually gives (``input_ids``,

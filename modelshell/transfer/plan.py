@@ -22,8 +22,8 @@ from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo, keras_sna
 from modelshell.transfer import rules as layouts
 from modelshell.transfer.kinds import kind_of, known_kinds
 
-__all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "make_plan", "converted_values", "refuse_mismatched",
-           "trace_both"]
+__all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "Pairing", "make_plan", "pair_layers",
+           "converted_values", "refuse_mismatched", "without_mismatched", "left_over", "trace_both"]
 
 _CONV_KINDS = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3}
 _FLATTEN_RESETS = {"Linear", "LSTM", "GRU", "RNN", "Embedding", "MultiheadAttention", "LayerNorm"}
@@ -79,6 +79,12 @@ class LayerMatch:
     # names decided), "order" (it could, and only the execution order decided: the check after a copy is
     # what proves it), "--map" (the user said so).
     basis: str = "only fit"
+    # Pairs that could take each other's partners (q, k and v of one block) share a group number; the
+    # confirmation by outputs (transfer/confirm.py) tries their other assignments.
+    group: int | None = None
+    # How the pairing was proven, once `confirm` ran: "outputs" (the destination, run with the
+    # converted values, agrees layer by layer), "rule" (the only fit), "--map", or "" (not confirmed).
+    confirmed: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,17 +118,84 @@ class TransferPlan:
             "mismatched": [p.as_json() for p in self.mismatched],
             "warnings": list(self.warnings),
             "notes": list(self.notes),
-            "layers": [{"a": m.a_path, "b": m.b_path, "basis": m.basis} for m in self.matches],
+            "layers": [{"a": m.a_path, "b": m.b_path, "basis": m.basis, "confirmed": m.confirmed or None}
+                       for m in self.matches],
         }
 
 
 # --- the plan ------------------------------------------------------------------------------------------
+@dataclass
+class Pairing:
+    """The layers of both models, in execution order, and which pair with which (indices into them).
+
+    A plan is drawn from it; the confirmation by outputs draws other plans from the same pairing with the
+    partners of an interchangeable group reassigned, without listing, tracing or aligning again."""
+
+    a: ModelHandle
+    b: ModelHandle
+    a_name: str
+    b_name: str
+    a_layers: list[Layer]
+    b_layers: list[Layer]
+    a_tensors: list[TensorInfo]
+    b_tensors: list[TensorInfo]
+    context: Any
+    matched: list[tuple[int, int]]
+    bases: dict[tuple[int, int], str]
+    groups: list[list[int]]  # positions in `matched` of pairs that could take each other's partners
+    notes: list[str]
+
+    def reassigned(self, group: list[int], partners: tuple[int, ...]) -> "Pairing":
+        """The pairing with the pairs at ``group`` given the B layers ``partners`` (in the group's order)."""
+        matched = list(self.matched)
+        bases = dict(self.bases)
+        for position, j in zip(group, partners):
+            i = matched[position][0]
+            bases[(i, j)] = bases.pop(matched[position], "order")
+            matched[position] = (i, j)
+        return dataclasses.replace(self, matched=matched, bases=bases)
+
+    def takes(self, position: int, j: int) -> bool:
+        """Whether the A layer at ``position`` of ``matched`` could pair with B's layer ``j``."""
+        return self.context.takes(self.a_layers[self.matched[position][0]], self.b_layers[j])
+
+    def plan(self) -> TransferPlan:
+        plan = TransferPlan(self.a_name, self.b_name, [], [], [], [], [], [])
+        group_of = {self.matched[p]: g for g, members in enumerate(self.groups) for p in members}
+        used_a, used_b = set(), set()
+        for i, j in self.matched:
+            match = dataclasses.replace(self.context.match(self.a_layers[i], self.b_layers[j]),
+                                        basis=self.bases[(i, j)], group=group_of.get((i, j)))
+            plan.matches.append(match)
+            _add_tensor_pairs(plan, match)
+            used_a.add(i)
+            used_b.add(j)
+        for i, layer in enumerate(self.a_layers):
+            if i not in used_a:
+                reason = f"no layer of {self.b_name} pairs with {_describe(layer)}"
+                plan.unexpected += [Problem(t.name, reason) for t in layer.roles.values()]
+        for j, layer in enumerate(self.b_layers):
+            if j not in used_b:
+                reason = f"no layer of {self.a_name} pairs with {_describe(layer)}"
+                plan.missing += [Problem(t.name, reason) for t in layer.roles.values()]
+        plan.warnings += _warnings(plan, self.a.framework, [(self.a_name, self.a_tensors), (self.b_name, self.b_tensors)])
+        plan.notes += self.notes
+        return plan
+
+
 def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B",
               traces: tuple[dict | None, dict | None] | None = None,
               overrides: list[tuple[str, str]] = ()) -> TransferPlan:
     """Pair A's tensors with B's (A is the source when the plan is copied). Both models are traced once
     on the seeded input when they can run, so layers pair in the order they execute and the flatten
     permutation is applied only where a flattened feature map really feeds a Linear/Dense."""
+    return pair_layers(a, b, a_name, b_name, traces, overrides).plan()
+
+
+def pair_layers(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B",
+                traces: tuple[dict | None, dict | None] | None = None,
+                overrides: list[tuple[str, str]] = ()) -> Pairing:
+    """Which layer of A pairs with which of B: the work of ``make_plan`` before the tensors are listed."""
     a_tensors, b_tensors = a.tensors(), b.tensors()  # listed once: the layers and the warnings both read them
     a_layers, b_layers = _layers(a, a_tensors, b), _layers(b, b_tensors, a)
     if a.framework != b.framework:
@@ -138,47 +211,40 @@ def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "
     rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in forced}]
     aligned = _align([a_layers[i] for i in rest_a], [b_layers[j] for j in rest_b], context)
     matched = sorted(forced + [(rest_a[i], rest_b[j]) for i, j in aligned])
-    plan = TransferPlan(a_name, b_name, [], [], [], [], [], [])
-    used_a, used_b = set(), set()
-    bases = _bases(matched, forced, a_layers, b_layers, context)
-    for i, j in matched:
-        match = dataclasses.replace(context.match(a_layers[i], b_layers[j]), basis=bases[(i, j)])
-        plan.matches.append(match)
-        _add_tensor_pairs(plan, match)
-        used_a.add(i)
-        used_b.add(j)
-    for i, layer in enumerate(a_layers):
-        if i not in used_a:
-            reason = f"no layer of {b_name} pairs with {_describe(layer)}"
-            plan.unexpected += [Problem(t.name, reason) for t in layer.roles.values()]
-    for j, layer in enumerate(b_layers):
-        if j not in used_b:
-            reason = f"no layer of {a_name} pairs with {_describe(layer)}"
-            plan.missing += [Problem(t.name, reason) for t in layer.roles.values()]
-    plan.warnings += _warnings(plan, a.framework, [(a_name, a_tensors), (b_name, b_tensors)])
-    plan.notes += notes
-    return plan
+    bases, groups = _bases(matched, forced, a_layers, b_layers, context)
+    return Pairing(a, b, a_name, b_name, a_layers, b_layers, a_tensors, b_tensors, context, matched, bases,
+                   groups, notes)
 
 
 def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_layers: list[Layer],
-           b_layers: list[Layer], context: Any) -> dict[tuple[int, int], str]:
+           b_layers: list[Layer], context: Any) -> tuple[dict[tuple[int, int], str], list[list[int]]]:
     """For each pair, what decided it: a pair that could swap with the next or previous one (both fit
     the other's partner: q and k of one block) was decided by names where their last names agree, else
-    by order alone."""
+    by order alone. Also the groups of consecutive pairs that could swap (positions in ``matched``)."""
     def swappable(p: tuple[int, int], q: tuple[int, int]) -> bool:
         return context.swappable(a_layers[p[0]], b_layers[p[1]], a_layers[q[0]], b_layers[q[1]])
 
-    bases = {}
+    bases: dict[tuple[int, int], str] = {}
+    groups: list[list[int]] = []
     for k, pair in enumerate(matched):
-        neighbours = [matched[n] for n in (k - 1, k + 1) if 0 <= n < len(matched)]
         if pair in forced:
             bases[pair] = "--map"
-        elif any(swappable(pair, other) for other in neighbours):
+            continue
+        if k > 0 and matched[k - 1] not in forced and swappable(matched[k - 1], pair):
+            if groups and groups[-1][-1] == k - 1:
+                groups[-1].append(k)
+            else:
+                groups.append([k - 1, k])
+    in_group = {k for group in groups for k in group}
+    for k, pair in enumerate(matched):
+        if pair in forced:
+            continue
+        if k in in_group:
             same = _tokens(a_layers[pair[0]].path)[-1:] == _tokens(b_layers[pair[1]].path)[-1:]
             bases[pair] = "names" if same else "order"
         else:
             bases[pair] = "only fit"
-    return bases
+    return bases, groups
 
 
 def _forced_pairs(overrides: list[tuple[str, str]], a_layers: list[Layer], b_layers: list[Layer],
@@ -352,6 +418,52 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
             if target is not None and target.tied_to is None:  # a tied alias is written through its first name
                 values[target.name] = array
     return values
+
+
+def without_mismatched(plan: TransferPlan) -> TransferPlan:
+    """For --partial: the layer pairs whose shapes disagree (a 3-class head against a 4-class one) are
+    left out, their tensors listed as not paired, instead of refusing the whole copy."""
+    bad = {p.name for p in plan.mismatched}
+    keep, dropped = [], []
+    for match in plan.matches:
+        names = {t.name for t in (*match.a_roles.values(), *match.b_roles.values())}
+        (dropped if names & bad or any(n.startswith(f"{match.a_path}:") for n in bad) else keep).append(match)
+    reason = "its shapes do not fit the other model's (left out by --partial)"
+    missing = plan.missing + [Problem(t.name, reason) for m in dropped for t in m.b_roles.values()]
+    unexpected = plan.unexpected + [Problem(t.name, reason) for m in dropped for t in m.a_roles.values()]
+    dropped_names = {t.name for m in dropped for t in (*m.a_roles.values(), *m.b_roles.values())}
+    pairs = [p for p in plan.pairs if not (set(p.a) | set(p.b)) & dropped_names]
+    return dataclasses.replace(plan, matches=keep, pairs=pairs, missing=missing, unexpected=unexpected,
+                               mismatched=[])
+
+
+_DERIVED_KINDS = "iub"  # integer and boolean tensors: counters and index tables the framework computes
+
+
+def left_over(plan: TransferPlan, source: ModelHandle, destination: ModelHandle) -> tuple[list[str], list[tuple[str, Any]]]:
+    """What a strict copy cannot leave unpaired: DST tensors that get no value and SRC tensors that are
+    not used. Tensors the framework derives (integer counters such as ``num_batches_tracked``, index
+    tables such as ``relative_position_index``) and aliases of a tied tensor are let through, the former
+    listed."""
+    infos = {("dst", t.name): t for t in destination.tensors()} | {("src", t.name): t for t in source.tensors()}
+    derived, left = [], []
+    for side, problems in (("dst", plan.missing), ("src", plan.unexpected)):
+        for problem in problems:
+            info = infos.get((side, problem.name))
+            if info is not None and info.tied_to is not None:
+                continue
+            if info is not None and _is_derived(info):
+                derived.append(problem.name)
+            else:
+                left.append((side, problem))
+    return derived, left
+
+
+def _is_derived(info: TensorInfo) -> bool:
+    try:
+        return np.dtype(info.dtype).kind in _DERIVED_KINDS
+    except TypeError:
+        return False
 
 
 def refuse_mismatched(plan: TransferPlan) -> None:
