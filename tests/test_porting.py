@@ -164,3 +164,26 @@ def test_a_strict_copy_refuses_a_head_of_another_size_and_partial_copies_the_res
     assert "every paired layer agrees" in partial.results[0].text
     np.testing.assert_allclose(k.get_layer("body").kernel.numpy(), t[0].weight.detach().numpy().T)
     np.testing.assert_array_equal(k.get_layer("head").kernel.numpy(), head_before)
+
+
+class NotYetBuilt(keras.Model):
+    """A subclassed Keras model makes its weights at its first call (transformers' TF classes too)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="lazy")
+        self.dense = L.Dense(8)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_a_keras_model_not_yet_built_is_one_clear_line_and_models_still_lists_the_rest():
+    session = bind(t=randomize(Chain(), 6), k=NotYetBuilt())
+    for line in ("weights k", "pair t k", "copy t k"):
+        outcome = session.run_line(line)
+        assert not outcome.ok and outcome.error.startswith("lazy has no weights yet: Keras makes them at the "
+                                                           "model's first call"), (line, outcome.error)
+    listed = session.run_line("models --json")
+    assert listed.ok, listed.error
+    rows = {m["name"]: m["params"] for m in listed.results[0].data["models"]}
+    assert rows == {"t": 144, "k": None}

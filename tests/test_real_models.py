@@ -118,6 +118,8 @@ def test_must_port(name: str, direction: str) -> None:
     assert PAIRS[name].same_function
     c = Copy(name, direction, options="--partial" if name in PARTIAL else "")
     assert c.outcome.ok, c.outcome.error
+    confirmed = c.outcome.results[0].data["confirmed"]
+    assert confirmed["NO"] == 0 and confirmed["outputs"] > 0, confirmed  # every layer pair proven by a run
     _, dst_out = c.outputs()
     rm.assert_close(dst_out, c.src_out)
 

@@ -79,15 +79,20 @@ def models(session, args: argparse.Namespace) -> Table | Message:
     if not names:  # the message alone: a table header over no rows says nothing
         return Message("no models yet: `load PATH` adds one, or `help load`", data={"models": []})
     recent = [n for n in session.recent if n in names][:2]
+    footer = []
     for name in names:
         handle = session.model(name, used=False)
+        try:  # one model that cannot list its tensors (a Keras model not yet built) does not hide the rest
+            params, summary = handle.param_counts()["total"], handle.summary()
+        except ModelshellError as exc:
+            params, summary = None, [exc.message]
         found.append({"name": name, "framework": handle.framework, "class": handle.class_name,
-                      "params": handle.param_counts()["total"], "source": handle.source, "trusted": handle.trusted,
+                      "params": params, "source": handle.source, "trusted": handle.trusted,
                       "recent": recent.index(name) + 1 if name in recent else None})
-    rows = [[_RECENT_MARKS.get(m["recent"], ""), m["name"], m["framework"], m["class"], count_text(m["params"]),
-             m["source"]] for m in found]
+        footer += [f"{name}: {line}" for line in summary]
+    rows = [[_RECENT_MARKS.get(m["recent"], ""), m["name"], m["framework"], m["class"],
+             "-" if m["params"] is None else count_text(m["params"]), m["source"]] for m in found]
     trusted = [m["name"] for m in found if m["trusted"]]
-    footer = [f"{m['name']}: {line}" for m in found for line in session.model(m["name"], used=False).summary()]
     if recent:
         footer.append("* used last, + the one before")
     if trusted:  # a line of its own, not a column: the table keeps its width at 100 columns

@@ -214,7 +214,8 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
     data = {"src": args.src, "dst": args.dst, "tensors": tensors, "params": params,
             "missing": [p.as_json() for side, p in left if side == "dst"],
             "unexpected": [p.as_json() for side, p in left if side == "src"], "derived": derived,
-            "warnings": plan.warnings}
+            "warnings": plan.warnings,
+            "confirmed": {_CONFIRMED[key]: sum(1 for m in plan.matches if m.confirmed == key) for key in _CONFIRMED}}
     if args.no_verify or not (source.has_architecture and destination.has_architecture):
         return Message(text + "".join(notes), data=data)
     verdict, ok = _check_copy(source, destination, confirmation, partial=bool(left))

@@ -101,6 +101,7 @@ class KerasModel(ModelHandle):
         return owners
 
     def tensors(self) -> list[TensorInfo]:
+        _require_built(self.obj)
         owners = self._owners()
         first_of: dict[int, str] = {}
         infos = []
@@ -308,14 +309,14 @@ class KerasModel(ModelHandle):
         variables = self._checked_variables(values)
         chosen = [(variables[name], value) for name, value in values.items()]
         if all(isinstance(v, keras.Variable) for v, _ in chosen):
-            mapping = [(v, np.asarray(value, dtype=_dtype_name(v))) for v, value in chosen]
+            mapping = [(v, _assignable(value, _dtype_name(v))) for v, value in chosen]
             with keras.StatelessScope(state_mapping=mapping):
                 yield
             return
         backups = [(v, _snapshot(v)) for v, _ in chosen]
         try:
             for variable, value in chosen:
-                variable.assign(np.asarray(value, dtype=_dtype_name(variable)))
+                variable.assign(_assignable(value, _dtype_name(variable)))
             yield
         finally:
             with _interrupts_held():
@@ -362,6 +363,20 @@ class KerasModel(ModelHandle):
                     f"a Keras model saves to .keras, .h5, .weights.h5 or .safetensors, not {path.suffix or name}",
                     "to get a torch file, copy the weights into a torch model and save that",
                 )
+
+
+def _require_built(model: Any) -> None:
+    """A subclassed model makes its weights at its first call; before it, Keras raises a ValueError
+    deep inside whatever asked, which is the user's to fix in one line."""
+    try:
+        built = bool(model.weights) or getattr(model, "built", True)  # Keras 3 lists none; tf-keras raises
+    except ValueError as exc:
+        if "not yet been created" not in str(exc):
+            raise
+        built = False
+    if not built:
+        raise ModelshellError(f"{getattr(model, 'name', type(model).__name__)} has no weights yet: Keras makes "
+                              "them at the model's first call", "call it once on an input, or build(input_shape)")
 
 
 @contextlib.contextmanager

@@ -61,7 +61,8 @@ class Confirmation:
         """``A_LAYER ~ B_LAYER``, the first paired layers whose outputs part in the last run."""
         if self.result is None:
             return None
-        return next((c.name for c in self.result.layers if not agrees(c, self.tolerance)), None)
+        return next((c.name for c in self.result.layers if not agrees(c, self.tolerance)
+                     and not c.note.startswith("shapes differ")), None)
 
     @property
     def unconfirmed(self) -> list[Any]:
@@ -144,7 +145,8 @@ def _positions(pairing: Pairing) -> dict[str, int]:
 
 def _divergence(pairing: Pairing, result: Verification, tol: float, layers_only: bool) -> int | None:
     position = _positions(pairing)
-    parted = [position[c.name] for c in result.layers if not agrees(c, tol) and c.name in position]
+    parted = [position[c.name] for c in result.layers if not agrees(c, tol) and c.name in position
+              and not c.note.startswith("shapes differ")]  # two layers that give other things say nothing
     if parted:
         return min(parted)
     if not layers_only and not (result.outputs and all(agrees(o, tol) for o in result.outputs)):

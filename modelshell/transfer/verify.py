@@ -201,10 +201,21 @@ def _compare(name: str, x: np.ndarray, y: np.ndarray, a_framework: str, channels
         moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels)
         if moved.shape == x.shape:
             y, note = moved, "channels moved"
+    if x.shape != y.shape and y.ndim >= 3:
+        # Layers inside a model that takes channels-first input in both frameworks (transformers' TF
+        # vision classes transpose `pixel_values` themselves) still compute channels last.
+        moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", True)
+        if moved.shape == x.shape:
+            y, note = moved, "channels moved"
     if x.shape != y.shape and x.size == y.size and x.shape[:1] == y.shape[:1] and x.ndim > 1:
         # The same values, grouped otherwise: a Keras EinsumDense gives (N, T, heads, size) where a torch
         # Linear gives (N, T, heads * size).
         y, note = y.reshape(x.shape), "reshaped"
+    if x.shape != y.shape and x.ndim == y.ndim and 1 in (x.shape[0], y.shape[0]) and x.shape[1:] == y.shape[1:]:
+        # One the same for every example, the other per example: transformers' position embedding gives
+        # (1, T, E), keras-hub's broadcasts it to (N, T, E).
+        x, y = np.broadcast_arrays(x, y)
+        note = note or "broadcast"
     if x.shape != y.shape:
         return OutputComparison(name, tuple(x.shape), float("inf"), float("inf"), False,
                                 f"shapes differ: {tuple(x.shape)} and {tuple(y.shape)}")
