@@ -137,6 +137,6 @@ FORMATS = FormatRegistry([
     Format("TF SavedModel", "a `tf.saved_model.save` / Keras `model.export` folder: the variables of "
            "`variables/variables.index`, weights only; the graph is never loaded or run",
            readers.saved_model_folder, "TensorFlow", folder=readers.is_saved_model_folder),
-    Format("TF checkpoint folder", "a folder of TF checkpoints: the one its `checkpoint` file names last, or "
+    Format("TF checkpoints", "a folder of TF checkpoints: the one its `checkpoint` file names last, or "
            "its only `.index`", readers.tf_checkpoint_folder, "TensorFlow", folder=readers.is_tf_checkpoint_folder),
 ])

@@ -63,8 +63,10 @@ class TFCheckpoint(ArrayFile):
         (``full_name``: Keras names it ``dense/kernel``) is shown by it, when every variable does and each
         name is one variable. A Keras export tracks each variable twice (in two lists): keys of one name
         are listed once, only when their shapes, dtypes and values agree (read here to make sure)."""
-        paths = {key.removesuffix(_ATTRIBUTE): key for key in keys}
         full = _full_names(self._reader)
+        order = {key: i for i, key in enumerate(full)}  # TF's own walk of the object graph: the model's order
+        keys = sorted(keys, key=lambda key: order.get(key, len(order)))
+        paths = {key.removesuffix(_ATTRIBUTE): key for key in keys}
         if not keys or any("/" not in full.get(key, "") for key in keys):
             return paths
         groups: dict[str, list[str]] = {}
@@ -89,8 +91,9 @@ class TFCheckpoint(ArrayFile):
 
 
 def _full_names(reader) -> dict[str, str]:
-    """Checkpoint key -> the variable's own name, from the checkpoint's object graph (a protobuf that TF
-    parses; nothing in it is run). Empty for a checkpoint without one (TF1 name-based checkpoints)."""
+    """Checkpoint key -> the variable's own name, in the order of the checkpoint's object graph (a
+    protobuf that TF parses; nothing in it is run). Empty for a checkpoint without one (TF1 name-based
+    checkpoints)."""
     from tensorflow.core.protobuf import trackable_object_graph_pb2
 
     if not reader.has_tensor(_OBJECT_GRAPH):
