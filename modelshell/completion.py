@@ -20,7 +20,8 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prompt_toolkit.application.current import get_app
@@ -32,6 +33,7 @@ from prompt_toolkit.filters import Condition
 from modelshell.commands import COMMANDS
 from modelshell.commands.format import shape_text
 from modelshell.commands.inspect import resolve_dotted
+from modelshell.formats import FORMATS
 from modelshell.session import is_command_line, shadows
 
 if TYPE_CHECKING:
@@ -132,7 +134,7 @@ class SessionCompleter(Completer):
         literals = [*(action.choices or []), *(_metavar_words(action) if index == 0 else [])]
         found = [_Value(w) for w in dict.fromkeys(literals) if w.startswith(word)]
         if kind == "path":
-            found += _paths(word)
+            found += _paths(word, _PATH_FORMATS.get(command))
         elif kind == "model":
             found += [_Value(n) for n in self.session.model_names() if n.startswith(word)]
         elif kind == "command":
@@ -356,9 +358,11 @@ def _options(parser: argparse.ArgumentParser, given: _Given, word: str) -> list[
     return found
 
 
-def _paths(value: str) -> list[_Value]:
+def _paths(value: str, formats: Callable[[str], str | None] | None = None) -> list[_Value]:
     """Files and folders that complete ``value``; a folder ends in ``/``, so the next Tab goes inside it.
-    Dotfiles only when the name typed starts with a dot, as in a Unix shell."""
+    Dotfiles only when the name typed starts with a dot, as in a Unix shell. With ``formats`` (``load``,
+    ``save``), only the files it names a format for, that format shown beside each, and every folder (to
+    go inside), a model folder marked as one."""
     typed = os.path.basename(value)
     found = []
     for c in PathCompleter(expanduser=True).get_completions(Document(value), CompleteEvent()):
@@ -366,8 +370,22 @@ def _paths(value: str) -> list[_Value]:
             continue
         is_folder = c.display_text.endswith("/")
         full = value + c.text + ("/" if is_folder else "")
-        found.append(_Value(full, final=not is_folder, display=c.display_text))
+        meta = None
+        if formats is not None:
+            meta = _folder_format(full) if is_folder else formats(c.display_text)
+            if meta is None and not is_folder:
+                continue
+        found.append(_Value(full, final=not is_folder, display=c.display_text, meta=meta))
     return found
+
+
+def _folder_format(folder: str) -> str | None:
+    form = FORMATS.for_folder(Path(os.path.expanduser(folder)))
+    return f"{form.name} folder" if form is not None else None
+
+
+# The files `load` and `save` complete: those whose suffix the registry reads, or writes.
+_PATH_FORMATS: dict[str, Callable[[str], str | None]] = {"load": FORMATS.read_format, "save": FORMATS.write_format}
 
 
 def _by_prefix_else_substring(word: str, names: Collection[str]) -> list[str]:

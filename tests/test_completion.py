@@ -133,14 +133,14 @@ def test_paths_after_load_save_and_record(demo_session, tmp_path, monkeypatch):
     (tmp_path / "lenet5.h5").write_bytes(b"")
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "big.safetensors").write_bytes(b"")
-    (tmp_path / ".hidden").write_bytes(b"")
+    (tmp_path / ".hidden.pt").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     assert applied(demo_session, "load len") == ["load lenet5.h5", "load lenet5.pt"]
     assert applied(demo_session, "load mo") == ["load models/"]  # a folder ends in /, so Tab goes on inside
     assert applied(demo_session, "load models/") == ["load models/big.safetensors"]
     assert applied(demo_session, "save torch_model lenet5.p") == ["save torch_model lenet5.pt"]
     assert applied(demo_session, "record ") == ["record stop", "record lenet5.h5", "record lenet5.pt", "record models/"]
-    assert applied(demo_session, "load .h") == ["load .hidden"]  # dotfiles only when asked for
+    assert applied(demo_session, "load .h") == ["load .hidden.pt"]  # dotfiles only when asked for
     assert applied(demo_session, f"verify torch_model keras_model --input {tmp_path}/models/b") == [
         f"verify torch_model keras_model --input {tmp_path}/models/big.safetensors"]
 

@@ -560,6 +560,7 @@ def bad_dir(tmp_path_factory, torch_net, keras_net) -> Path:
         (d / name).write_bytes(b"")
     (d / "folder.pt").mkdir()
     (d / "model.onnx").write_bytes(b"onnx?")
+    (d / "model.xyz").write_bytes(b"no format has this suffix")
     (d / "model").write_bytes(b"no suffix")
 
     save_safetensors({k: v.contiguous() for k, v in torch_net.state_dict().items()}, str(d / "good.safetensors"))
@@ -617,7 +618,7 @@ def victim(victim_models) -> Session:
 BAD_INPUTS = [
     # (id, line, words the error must contain, words it must not)
     ("missing file", "load {d}/nosuch.pt", ["nosuch.pt", "no such file"], []),
-    ("unknown suffix", "load {d}/model.onnx", ["model.onnx", ".onnx"], []),
+    ("unknown suffix", "load {d}/model.xyz", ["model.xyz", ".xyz"], []),
     ("no suffix", "load {d}/model", ["model", "no extension"], []),
     ("empty .pt", "load {d}/empty.pt", ["empty.pt", "empty"], []),
     ("empty .safetensors", "load {d}/empty.safetensors", ["empty.safetensors", "empty"], []),

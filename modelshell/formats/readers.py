@@ -12,7 +12,8 @@ from modelshell.frameworks.base import ModelHandle
 
 __all__ = ["torch_file", "safetensors_file", "index_file", "keras_model", "h5_file", "keras_weights",
            "transformers_folder", "keras_hub_folder", "is_transformers_folder", "is_keras_hub_folder",
-           "TRANSFORMERS_WEIGHTS"]
+           "npz_file", "onnx_file", "tf_checkpoint", "tf_checkpoint_folder", "saved_model_folder",
+           "is_tf_checkpoint_folder", "is_saved_model_folder", "TRANSFORMERS_WEIGHTS"]
 
 # What a transformers folder keeps its weights in, in the order transformers itself prefers them.
 TRANSFORMERS_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
@@ -104,14 +105,72 @@ def keras_hub_folder(path: Path, trust: bool) -> ModelHandle:
     return _with_config(keras_weights(found, trust), path, "keras-hub preset", _keras_hub_summary)
 
 
+def npz_file(path: Path, trust: bool) -> ModelHandle:
+    from modelshell.frameworks.npz_file import NpzFile
+
+    return _holding(NpzFile(path), trust)
+
+
+def onnx_file(path: Path, trust: bool) -> ModelHandle:
+    quiet.require("onnx", f"loading {path.name}")  # before numpy is imported: the missing package is what to say
+    from modelshell.frameworks.onnx_file import OnnxInitializers
+
+    return _holding(OnnxInitializers(path), trust)
+
+
+def tf_checkpoint(path: Path, trust: bool) -> ModelHandle:
+    """A file of a TF checkpoint (its ``.index`` or one ``.data-*`` shard): the whole checkpoint."""
+    quiet.require("tensorflow", f"loading {path.name}")
+    from modelshell.frameworks.tf_checkpoint import TFCheckpoint, checkpoint_prefix
+
+    prefix = checkpoint_prefix(path)
+    handle = _holding(TFCheckpoint(path, prefix), trust)
+    handle.note = "; ".join(filter(None, [f"{path.name} is one file of the checkpoint {prefix.name}: the whole "
+                                          "checkpoint was loaded", handle.obj.naming]))
+    return handle
+
+
+def tf_checkpoint_folder(path: Path, trust: bool) -> ModelHandle:
+    quiet.require("tensorflow", f"loading {path.name}")
+    from modelshell.frameworks.tf_checkpoint import TFCheckpoint, checkpoint_prefix
+
+    prefix = checkpoint_prefix(path)
+    handle = _holding(TFCheckpoint(path, prefix), trust)
+    handle.note = "; ".join(filter(None, [f"the checkpoint {prefix.name}", handle.obj.naming]))
+    return handle
+
+
+def saved_model_folder(path: Path, trust: bool) -> ModelHandle:
+    """A SavedModel's variables, from its checkpoint; its graph is never loaded."""
+    quiet.require("tensorflow", f"loading {path.name}")
+    from modelshell.frameworks.tf_checkpoint import TFCheckpoint, saved_model_prefix
+
+    handle = _holding(TFCheckpoint(path, saved_model_prefix(path), kind="TF SavedModel"), trust)
+    handle.note = handle.obj.naming
+    return handle
+
+
+def is_tf_checkpoint_folder(path: Path) -> bool:
+    return (path / "checkpoint").is_file() or any(path.glob("*.index"))
+
+
+def is_saved_model_folder(path: Path) -> bool:
+    return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
+
+
 def _weights(reader: str, path: Path, trust: bool, **known) -> ModelHandle:
     """A weights-only file; one with no tensors at all is refused, as a torch file holding none is.
     ``known`` passes on what the HDF5 probe already read (``datasets``)."""
     from modelshell.frameworks import weights_files
 
-    arrays = getattr(weights_files, reader)(path, **known)
+    return _holding(getattr(weights_files, reader)(path, **known), trust)
+
+
+def _holding(arrays, trust: bool) -> ModelHandle:
+    from modelshell.frameworks import weights_files
+
     if not arrays:
-        raise ModelshellError(f"{path} holds no tensors, so there is no model in it")
+        raise ModelshellError(f"{arrays.path} holds no tensors, so there is no model in it")
     return weights_files.WeightsFile(arrays, trust)
 
 

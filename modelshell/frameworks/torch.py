@@ -26,10 +26,10 @@ from modelshell.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, tree_from_names
 from modelshell.frameworks.copying import lend_copy_kernel
 from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
-from modelshell.safety.pickle_scan import describe, scan_torch_file
+from modelshell.safety.pickle_scan import PickleGlobals, classify, describe, scan_torch_file
 from modelshell.safety.resources import check_declared_allocation, check_fits, unpacked_zip_size
 
-__all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
+__all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "globals_needed", "version"]
 
 version = torch.__version__
 
@@ -487,9 +487,9 @@ def load_torch_file(path: Path, trust: bool) -> ModelHandle:
         obj = torch.load(str(path), map_location="cpu", weights_only=not trust, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         # The weights-only unpickler stops at the first class it does not allow, or at an opcode it does
-        # not know (protocols 4 and 5 frame their data): either way the scan says what the file would call.
-        found = scan_torch_file(path) if not trust else None
-        if found is not None and (found.names or _refused_for_code(exc)):
+        # not know (protocols 4 and 5 frame their data): what the file needs then says which it was.
+        found = globals_needed(path) if not trust else None
+        if found is not None and found.names:
             raise ModelshellError(
                 f"{path} holds pickled Python objects that run code when loaded: "
                 f"{describe(found)}; nothing was run",
@@ -520,13 +520,21 @@ def _has_torch_signature(path: Path) -> bool:
     return start == b"PK\x03\x04" or start[:1] == b"\x80"
 
 
-def _refused_for_code(exc: BaseException) -> bool:
-    """True when the weights-only unpickler stopped at a class or function (which a full unpickle would
-    import and call), not at damaged bytes: only then is ``--trust`` the answer."""
-    text = str(exc).lower()
-    return "weights only load failed" in text and any(
-        marker in text for marker in ("unsupported global", "allowlist", "reduce for", "unsupported class")
-    )
+def globals_needed(path: Path) -> PickleGlobals:
+    """The globals a torch file needs beyond what the weights-only unpickler allows: for a zip checkpoint,
+    torch's own answer (``get_unsafe_globals_in_checkpoint``, its allowlist included), in the order the
+    pickle names them, with the scan's dangerous calls added; for a legacy file, or a pickle torch's
+    static reader does not follow (it knows the opcodes torch writes, not ``STACK_GLOBAL`` or frames), the
+    ``pickletools`` scan. Empty means the file was refused for damage, not for code."""
+    scanned = scan_torch_file(path)
+    if not zipfile.is_zipfile(path):
+        return scanned
+    try:
+        needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # noqa: BLE001 - UnpicklingError on opcodes it does not read, damaged archives
+        return scanned
+    first_seen = [n for n in scanned.names if n in needed]
+    return classify([*first_seen, *sorted(needed.difference(first_seen)), *scanned.dangerous])
 
 
 def _reason(exc: BaseException) -> str:

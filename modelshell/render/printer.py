@@ -33,6 +33,12 @@ def make_console(file: TextIO | None = None, width: int | None = None) -> "Conso
     )
 
 
+def _renderable(result, ascii_only: bool):
+    from modelshell.render.rich import to_renderable  # rich only once something is drawn with it
+
+    return to_renderable(result, ascii_only)
+
+
 class Printer:
     """Draws outcomes. In the interactive shell, a result taller than the terminal goes to a pager (long
     tables and trees, and text that asks for it, such as ``doc``) unless the line said ``--all``;
@@ -62,8 +68,6 @@ class Printer:
         if not self.streamed_too:
             outcome = replace(outcome, results=[r for r in outcome.results
                                                 if not (isinstance(r, Text) and r.streamed)])
-        from modelshell.render.rich import to_renderable
-
         may_page = self.interactive and outcome.page and self.console.is_terminal
         for result in outcome.results:
             if outcome.as_json:
@@ -74,15 +78,19 @@ class Printer:
                 # the console width and expand tabs, which breaks output that scripts read back.
                 text = result.text if result.text.endswith("\n") else result.text + "\n"
                 self._write(text, may_page and result.page)
+            elif isinstance(result, Message) and not self.out.isatty():
+                # Plain text into a pipe, as rich would write it there, without importing rich: a script
+                # that loads and lists (`load DIR` + `weights --json`) then never needs it.
+                self.out.write("\n".join(line.rstrip() for line in result.text.split("\n")) + "\n")
             elif isinstance(result, Message):
                 # A message keeps its one line (paths in it too) however narrow the console.
-                self._print(to_renderable(result, self.ascii_only), soft_wrap=True)
+                self._print(_renderable(result, self.ascii_only), soft_wrap=True)
             elif may_page:
                 with self.console.capture() as capture:  # drawn once, then shown or paged
-                    self.console.print(to_renderable(result, self.ascii_only))
+                    self.console.print(_renderable(result, self.ascii_only))
                 self._write(capture.get(), page=True)
             else:
-                self._print(to_renderable(result, self.ascii_only))
+                self._print(_renderable(result, self.ascii_only))
         self.out.flush()
         if outcome.traceback:
             self.err.write(outcome.traceback)
