@@ -327,10 +327,6 @@ class WeightsFile(ModelHandle):
         super().__init__(arrays, str(arrays.path), trusted)
         self.framework = arrays.layout
 
-    config: dict | None = None  # a model folder's config.json, kept with its weights
-    folder: tuple[str, Path, tuple[str, str]] | None = None  # (kind, path, (architecture, sizes))
-    note: str | None = None  # how it was found, said by `load` (one shard stands for the whole checkpoint)
-
     @property
     def class_name(self) -> str:
         if self.folder is not None:
@@ -339,13 +335,6 @@ class WeightsFile(ModelHandle):
         if isinstance(self.obj, ShardedWeights):
             return f"weights file ({len(self.obj.shards)} shards)"
         return f"weights file ({self.obj.path.name.split('.', 1)[-1]})"
-
-    def summary(self) -> list[str]:
-        """The lines `weights` and `models` add: the folder's config, in short."""
-        if self.folder is None:
-            return []
-        kind, path, (architecture, sizes) = self.folder
-        return [f"{kind} folder {path.name}: {architecture}" + (f" ({sizes})" if sizes else "")]
 
     def tensors(self) -> list[TensorInfo]:
         infos = []
