@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 import real_models
+from modelshell.formats import FORMATS
 from modelshell.formats.writers import save_safetensors_folder
 from modelshell.session import Session
 from test_formats import assert_unchanged, data_of, run_fail, run_ok, snapshot
@@ -62,6 +63,20 @@ def hub_bert(tmp_path_factory):
     tm.save_pretrained(root / "pt")
     km.save_to_preset(str(root / "preset"))
     return pair, tm, t_in, k_in, root
+
+
+# --- help and the registry --------------------------------------------------------------------------------
+def test_help_load_and_save_show_build_and_what_each_folder_gets(session):
+    load_text = " ".join(run_ok(session, "help load").results[0].text.split())  # argparse wraps the lines
+    save_text = " ".join(run_ok(session, "help save").results[0].text.split())
+    assert "--build" in load_text and "load bert-folder/ --build as bert" in load_text
+    builders = [f for f in FORMATS.folders() if f.builder is not None]
+    assert {f.name for f in builders} == {"transformers", "keras-hub preset"}
+    for form in builders:
+        assert form.builds.replace("`", "") in load_text, form.name
+    assert "--max-shard-size" in save_text and "save_pretrained" in save_text and "save_to_preset" in save_text
+    writers = [f for f in FORMATS.formats if f.folder_writer is not None]
+    assert [f.name for f in writers] == ["transformers", "keras-hub preset"]
 
 
 # --- build, copy, save, load back -------------------------------------------------------------------------

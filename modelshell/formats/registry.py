@@ -121,7 +121,7 @@ FORMATS = FormatRegistry([
     Format("transformers", "a `save_pretrained` folder (`config.json` with `model.safetensors`, its shards "
            "and index, `pytorch_model.bin` and its shards, or `tf_model.h5`), weights only",
            readers.transformers_folder, "nothing; torch for `.bin`; transformers for `--build`",
-           "with `--build --trust` (`auto_map` code in the folder)", folder=readers.is_transformers_folder,
+           "with `--build --trust`: the `auto_map` code a folder ships", folder=readers.is_transformers_folder,
            saves="`save NAME DIR/`: for a transformers model its `save_pretrained` (`config.json` and "
            "safetensors); for any other model `model.safetensors`, and the `config.json` of a model loaded "
            "from a folder; shards and their index above `--max-shard-size`",
