@@ -97,8 +97,12 @@ def test_transformers_folders_build_copy_and_save_a_folder_transformers_loads(hf
 
     want = pair.run_torch(tm, t_in)
     assert real_models.differs(pair.run_keras(tf, k_in), want)  # before the copy
+    run_fail(session, "verify pt tf", "differ")
+    pairs = data_of(session, "pair pt tf --json")
+    assert len(pairs["pairs"]) == len(torch_state(tm)) and not pairs["missing"] and not pairs["unexpected"]
     run_ok(session, "copy pt tf")
     real_models.assert_close(pair.run_keras(tf, k_in), want)
+    run_ok(session, "verify pt tf")
 
     out = tmp_path / "tf-copy"
     saved = data_of(session, f"save tf {out}/")
@@ -160,6 +164,25 @@ def test_keras_hub_preset_builds_takes_a_copy_and_saves_a_preset_keras_hub_loads
     for got, kept in zip(keras_state(back), keras_state(kh), strict=True):
         np.testing.assert_array_equal(got, kept)
     real_models.assert_close(pair.run_keras(back, k_in), want)
+
+
+def test_a_torch_bin_folder_builds(hf_bert, tmp_path):
+    _, tm, _, _, _ = hf_bert
+    tm.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    assert (tmp_path / "bin" / "pytorch_model.bin").is_file()
+    session = Session()
+    run_ok(session, f"load {tmp_path / 'bin'} --build as pt")
+    for name, array in torch_state(tm).items():
+        np.testing.assert_array_equal(session.model("pt").read(name), array, err_msg=name)
+
+
+def test_a_weights_only_preset_saved_to_a_folder_gets_no_keras_hub_config(hub_bert, tmp_path):
+    """A preset read as weights only saves as safetensors; its keras-hub config.json beside them would
+    make a folder that looks like transformers' and that no library reads."""
+    session = Session()
+    run_ok(session, f"load {hub_bert[4] / 'preset'} as weights")
+    saved = data_of(session, f"save weights {tmp_path / 'out'}/")
+    assert saved["files"] == ["model.safetensors"] and saved["writer"] == "safetensors"
 
 
 def test_a_keras_hub_task_preset_builds_its_task(tmp_path):

@@ -123,8 +123,8 @@ FORMATS = FormatRegistry([
            readers.transformers_folder, "nothing; torch for `.bin`; transformers for `--build`",
            "with `--build --trust`: the `auto_map` code a folder ships", folder=readers.is_transformers_folder,
            saves="`save NAME DIR/`: for a transformers model its `save_pretrained` (`config.json` and "
-           "safetensors); for any other model `model.safetensors`, and the `config.json` of a model loaded "
-           "from a folder; shards and their index above `--max-shard-size`",
+           "safetensors); for any other model `model.safetensors`, and the `config.json` of a model read "
+           "from a transformers folder; shards and their index above `--max-shard-size`",
            builder=builders.transformers_model,
            builds="the model itself, offline: the `AutoModel...` class of its architecture, torch for "
            "safetensors and `.bin`, TF for `tf_model.h5`", folder_writer=builders.write_transformers_folder),

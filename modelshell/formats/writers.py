@@ -29,7 +29,7 @@ def save_safetensors_folder(handle, folder: Path, max_shard_bytes: int) -> list[
     """Write ``handle``'s tensors as ``model.safetensors``, or, above ``max_shard_bytes``, as
     ``model-0000N-of-0000M.safetensors`` shards with ``model.safetensors.index.json`` (the layout
     transformers' ``save_pretrained`` writes and ``from_pretrained`` reads), and the ``config.json`` a
-    model loaded from a folder came with. ``folder`` is the temporary folder ``save`` renames into
+    model loaded from a transformers folder came with. ``folder`` is the temporary folder ``save`` renames into
     place when every file is written (``atomic_folder``)."""
     import numpy as np  # imported here: `import modelshell` imports no numpy
     from safetensors.numpy import save_file
@@ -47,8 +47,8 @@ def save_safetensors_folder(handle, folder: Path, max_shard_bytes: int) -> list[
         index = {"metadata": {"total_size": tensor_bytes(t for shard in shards for t in shard)},
                  "weight_map": {t.name: name for shard, name in zip(shards, names) for t in shard}}
         written.append(_write_text(folder / "model.safetensors.index.json", json.dumps(index, indent=2) + "\n"))
-    config = getattr(handle, "config", None)
-    if isinstance(config, dict):
+    config = handle.config if handle.folder is not None and handle.folder[0] == "transformers" else None
+    if isinstance(config, dict):  # a keras-hub preset's config.json would make a folder no library reads
         written.append(_write_text(folder / "config.json", json.dumps(config, indent=2) + "\n"))
     return written
 

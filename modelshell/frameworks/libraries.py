@@ -58,7 +58,7 @@ def build_transformers(folder: Path, config: dict, weights: Path, trust: bool) -
     loader = _auto_class(transformers, config, architecture, tf, remote if trust else None)
     model, info = _from_pretrained(loader, folder, trust and remote is not None)
     handle = wrap_object(model, source=str(folder), trusted=trust)
-    handle.note = _loading_note(type(model).__name__, loader, info)
+    handle.note = _loading_note(loader, info)
     return handle
 
 
@@ -183,7 +183,7 @@ def _library_quiet() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def _loading_note(built: str, loader: Any, info: dict) -> str:
+def _loading_note(loader: Any, info: dict) -> str:
     """What ``load`` says: the class used, and every tensor the library did not load from the folder."""
     note = f"built with transformers {loader.__name__}"
     for key, what in (("missing_keys", "not in the folder, initialised at random"),
@@ -193,7 +193,7 @@ def _loading_note(built: str, loader: Any, info: dict) -> str:
         if names:
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             note += f"; {len(names)} tensor{'s' * (len(names) > 1)} {what}: {shown}"
-    return note if loader.__name__ != built else note.replace(f"with transformers {built}", f"as {built}")
+    return note
 
 
 def save_pretrained(obj: Any, folder: Path, max_shard_bytes: int) -> None:
