@@ -322,6 +322,23 @@ def test_broken_folders_and_code_without_trust_fail_in_one_line(demo_session, hf
     assert_unchanged(demo_session, before)
 
 
+def test_a_folder_whose_code_transformers_also_has_builds_with_the_library_class(hf_bert, custom_code, tmp_path,
+                                                                                monkeypatch):
+    """Without --trust, an `auto_map` beside an architecture transformers has builds the library's class,
+    as transformers itself does, and `load` says the folder's code did not run."""
+    folder = tmp_path / "bert_with_code"
+    shutil.copytree(hf_bert[4] / "pt", folder)
+    shutil.copy(custom_code / "modeling_tiny.py", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "modeling_tiny.TinyModel"}}))
+    marker = tmp_path / "ran.txt"
+    monkeypatch.setenv("MODELSHELL_TEST_MARKER", str(marker))
+    session = Session()
+    said = run_ok(session, f"load {folder} --build as pt").results[0].text
+    assert "torch BertModel" in said and "(modeling_tiny.py) did not run" in said, said
+    assert not marker.exists()
+
+
 def test_code_in_a_folder_runs_with_trust(custom_code, tmp_path):
     """In a fresh process whose transformers caches the folder's modules under a temporary HF_HOME."""
     marker = tmp_path / "ran.txt"

@@ -59,6 +59,8 @@ def build_transformers(folder: Path, config: dict, weights: Path, trust: bool) -
     model, info = _from_pretrained(loader, folder, trust and remote is not None)
     handle = wrap_object(model, source=str(folder), trusted=trust)
     handle.note = _loading_note(loader, info)
+    if remote is not None and not trust:
+        handle.note += f"; the folder's own code ({', '.join(remote_code_files(config))}) did not run (--trust runs it)"
     return handle
 
 
