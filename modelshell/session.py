@@ -217,7 +217,7 @@ class Session:
         command = COMMANDS[name]
         if "-h" in argv or "--help" in argv:  # before parsing: `weights --help` lacks the required NAME
             return self._run_command("help", [name])
-        args = command.parser.parse_args(argv)
+        args = command.parser.parse_intermixed_args(argv)  # `load DIR --build as NAME`: options anywhere
         writes = {n: handle.writes for n, handle in self.handles.items()}  # what Ctrl-C may have let finish
         try:
             with _collector_paused():

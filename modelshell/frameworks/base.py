@@ -182,6 +182,9 @@ class ModelHandle(ABC):
 
     framework: str = ""
     has_architecture: bool = True
+    config: dict | None = None  # a model folder's config.json, kept with the model read or built from it
+    folder: tuple[str, Path, tuple[str, str]] | None = None  # (kind, path, (architecture, sizes))
+    note: str | None = None  # how it was found or built, said by `load`
 
     def __init__(self, obj: Any, source: str, trusted: bool = False) -> None:
         self.obj = obj
@@ -218,8 +221,12 @@ class ModelHandle(ABC):
         return count_params(self.tensors())
 
     def summary(self) -> list[str]:
-        """Lines about where the model came from that `weights` and `models` show (a folder's config)."""
-        return []
+        """Lines about where the model came from that `weights` and `models` show: the folder's config,
+        in short, for a model read or built from a model folder."""
+        if self.folder is None:
+            return []
+        kind, path, (architecture, sizes) = self.folder
+        return [f"{kind} folder {path.name}: {architecture}" + (f" ({sizes})" if sizes else "")]
 
     # --- what pair, copy and verify need ------------------------------------------------------------
     def layers(self, tensors: list[TensorInfo] | None = None) -> list[Layer]:

@@ -332,10 +332,6 @@ class WeightsFile(ModelHandle):
         super().__init__(arrays, str(arrays.path), trusted)
         self.framework = arrays.layout
 
-    config: dict | None = None  # a model folder's config.json, kept with its weights
-    folder: tuple[str, Path, tuple[str, str]] | None = None  # (kind, path, (architecture, sizes))
-    note: str | None = None  # how it was found, said by `load` (one shard stands for the whole checkpoint)
-
     @property
     def class_name(self) -> str:
         if self.folder is not None:
