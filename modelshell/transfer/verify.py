@@ -123,8 +123,12 @@ def _paired_paths(a: ModelHandle, b: ModelHandle, plan: Any = None) -> list[tupl
     at its pointwise conv, whose output is the separable layer's."""
     from modelshell.transfer.plan import make_plan
 
+    from modelshell.transfer.rules import parts
+
     plan = plan or make_plan(a, b)
-    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in plan.matches]
+    # A fused layer (one torch q/k/v projection against three Keras ones) has no one output to compare.
+    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in plan.matches
+            if m.rule is None or parts(m.rule) == 1]
 
 
 def _first_leaf(output: Any) -> np.ndarray:
