@@ -351,6 +351,12 @@ TWINS = [
     Twin("hf_conv1d_einsum_merge", _hf_fused(5),
          lambda: L.EinsumDense("abcd,cde->abe", output_shape=(None, 5), bias_axes="e"),
          (None, 4, 6), normal(2, 4, 6), params={"H": 2}, keras_call=_heads_in),
+    Twin("linear_einsum_heads_first", lambda: nn.Linear(6, 6),
+         lambda: L.EinsumDense("btd,ndh->btnh", output_shape=(None, 2, 3), bias_axes="nh"),
+         (None, 4, 6), normal(2, 4, 6), params={"H": 2}, keras_call=_heads_out),
+    Twin("linear_einsum_2d", lambda: nn.Linear(6, 5),
+         lambda: L.EinsumDense("btd,df->btf", output_shape=(None, 5), bias_axes="f"),
+         (None, 4, 6), normal(2, 4, 6)),
     Twin("conv1d_weight_norm", _weight_norm_conv1d, lambda: WeightNormConv1D(6, 5, 2, 2), (None, 9, 4),
          normal(2, 4, 9), True),
 ]

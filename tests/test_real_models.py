@@ -34,7 +34,7 @@ DIRECTIONS = (T2K, K2T)
 MUST_PORT: list[str] = [
     "hf-bert", "hf-gpt2", "hf-gpt2-lm", "hf-distilbert", "hf-vit", "hf-resnet", "hf-convnext", "hf-swin",
     "hf-mobilevit", "kh-bert", "kh-distilbert", "kh-llama", "kh-vit", "tv-vgg16", "tv-densenet121",
-    "tv-vgg19", "tv-convnext-tiny", "kh-gpt2", "hf-wav2vec2",
+    "tv-vgg19", "tv-convnext-tiny", "kh-gpt2", "hf-wav2vec2", "kh-qwen2", "kh-gemma", "kh-albert", "kh-mistral",
 ]
 # Pairs that copy right one way only (none today: torchvision's ResNet50 restrided to v1 gets zero biases
 # into Keras, but Keras runs a block's shortcut conv first and it has the shape of the block's last conv,
@@ -42,7 +42,9 @@ MUST_PORT: list[str] = [
 ONE_WAY: set[tuple[str, str]] = set()
 # Where one model has a head the other lacks (transformers' ViT has a pooler, keras-hub's backbone none):
 # a strict copy refuses, --partial copies the rest and holds every paired layer to agree.
-PARTIAL = {"kh-vit"}
+# keras-hub's Mistral backbone keeps an untied LM head (`reverse_embeddings`) that it never runs and
+# transformers' base model lacks.
+PARTIAL = {"kh-vit", "kh-mistral"}
 
 
 

@@ -261,7 +261,7 @@ def _layers(handle: ModelHandle, tensors: list[TensorInfo], other: ModelHandle) 
     else:
         layers = handle.layers(tensors)
     resolved = [dataclasses.replace(layer, kind=kind_of(layer)) if layer.kind else layer for layer in layers]
-    leaves = [leaf for layer in resolved for leaf in _leaves_of(layer)]
+    leaves = [leaf for layer in resolved for part in _beyond_rules(layer) for leaf in _leaves_of(part)]
     # A layer of a kind no rule knows (a library's own norm or embedding) pairs by its tensors, as a
     # weights-only file's layers do; its class name stays in its lineage for messages.
     return [dataclasses.replace(layer, kind="") if layer.kind and layer.kind not in known_kinds() else layer
@@ -285,6 +285,29 @@ def _leaves_of(layer: Layer) -> list[Layer]:
         path = separator.join(p for p in (layer.path, role.replace("/", separator)) if p)
         leaves.append(Layer(path, "", {role.rpartition("/")[2]: tensor}, {}, (LEAF,)))
     return leaves
+
+
+def _beyond_rules(layer: Layer) -> list[Layer]:
+    """A layer of a known kind that owns a tensor no rule of its kind has (keras-hub's untied
+    ``ReversibleEmbedding`` keeps its output projection ``reverse_embeddings`` beside ``embeddings``):
+    the layer keeps the roles its rules know, and each other tensor pairs on its own, as a leaf, so the
+    layer still pairs and the extra tensor is listed (or pairs) by itself."""
+    known = _roles_of_kind(layer.kind)
+    extra = [role for role in layer.roles if role not in known]
+    if not layer.kind or not known or not extra or len(extra) == len(layer.roles):
+        return [layer]
+    kept = Layer(layer.path, layer.kind, {r: t for r, t in layer.roles.items() if r in known}, layer.config,
+                 layer.lineage)
+    separator = "/" if "/" in layer.path else "."
+    return [kept] + [Layer(separator.join(p for p in (layer.path, role) if p), "", {role: layer.roles[role]}, {},
+                           (LEAF,)) for role in extra]
+
+
+@functools.lru_cache(maxsize=None)
+def _roles_of_kind(kind: str) -> frozenset[str]:
+    return frozenset(r.name for rule in layouts.RULES for side in ("torch", "keras")
+                     if (kind == rule.keras_kind if side == "keras" else kind in rule.torch_classes)
+                     for r in rule.roles(side))
 
 
 @functools.lru_cache(maxsize=1)

@@ -1027,7 +1027,39 @@ def _conv1d_einsum_merge() -> LayerRule:
     )
 
 
-#: Rules added to the table after the first ones: fused projections, weight-normalised convolutions.
+def _einsum_heads_first() -> LayerRule:
+    """torch ``Linear`` against an ``EinsumDense`` whose kernel puts the heads first (``btd,ndh->btnh``,
+    kernel (H, E, D): keras-hub's Gemma q/k/v): the Linear's outputs are heads x head size, as for
+    ``(E, H, D)``, with the input axis in the middle."""
+    return LayerRule(
+        "linear_einsum_heads_first", "Linear", "EinsumDense", ("Linear",),
+        (Role("weight", ("H*D", "E")), Role("bias", ("H*D",), optional=True)),
+        (Role("kernel", ("H", "E", "D")), Role("bias", ("H", "D"), optional=True)),
+        (Step(("weight",), ("kernel",), "reshape(H,D,E).transpose(0,2,1)",
+              lambda a, d: (a[0].reshape(d["H"], d["D"], d["E"]).transpose(0, 2, 1),)),
+         _reshaped("bias", "bias", "reshape(H,D)", lambda d: (d["H"], d["D"]))),
+        (Step(("kernel",), ("weight",), "transpose(0,2,1).reshape(H*D,E)",
+              lambda a, d: (a[0].transpose(0, 2, 1).reshape(d["H"] * d["D"], d["E"]),)),
+         _reshaped("bias", "bias", "reshape(H*D)", lambda d: (d["H"] * d["D"],))),
+        notes=("the heads H and head size D come from the EinsumDense kernel; where H equals E the kernel "
+               "alone cannot tell (E, H, D) from (H, E, D): the check after a copy does",),
+    )
+
+
+def _einsum_dense() -> LayerRule:
+    """torch ``Linear`` against an ``EinsumDense`` with a 2-d kernel (``btd,df->btf``: keras-hub's Gemma
+    feed-forward): a Dense by another name, kernel (in, out)."""
+    return LayerRule(
+        "linear_einsum_2d", "Linear", "EinsumDense", ("Linear",),
+        (Role("weight", ("out", "in")), Role("bias", ("out",), optional=True)),
+        (Role("kernel", ("in", "out")), Role("bias", ("out",), optional=True)),
+        (_transpose("weight", "kernel", (1, 0)), _same("bias", "bias")),
+        (_transpose("kernel", "weight", (1, 0)), _same("bias", "bias")),
+    )
+
+
+#: Rules added to the table after the first ones: fused projections, weight-normalised convolutions,
+#: EinsumDense kernels in other layouts.
 FUSED_RULES: tuple[LayerRule, ...] = (
     _fused("hf_conv1d_fused_heads", "Conv1D", in_out=True, heads=True),
     _fused("linear_fused_heads", "Linear", in_out=False, heads=True),
@@ -1035,6 +1067,8 @@ FUSED_RULES: tuple[LayerRule, ...] = (
     _fused("linear_fused_dense", "Linear", in_out=False, heads=False),
     _conv1d_einsum_merge(),
     _weight_norm_conv1d(),
+    _einsum_heads_first(),
+    _einsum_dense(),
 )
 RULES = RULES + FUSED_RULES
 _BY_KEY.update({r.key: r for r in FUSED_RULES})
