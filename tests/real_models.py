@@ -336,6 +336,29 @@ HF_PAIRS = [
                 attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
                 layerdrop=0.0, do_stable_layer_norm=False, feat_extract_norm="group"),
             "Wav2Vec2Model", "TFWav2Vec2Model", audio_inputs(400), ["last_hidden_state"]),
+    hf_pair("hf-roberta", roberta_config, "RobertaModel", "TFRobertaModel",
+            text_inputs(TEXT_IDS_MASK, None, low=2), ["last_hidden_state", "pooler_output"]),
+    hf_pair("hf-albert", albert_config, "AlbertModel", "TFAlbertModel", text_inputs(TEXT_BERT, None),
+            ["last_hidden_state", "pooler_output"], note="one shared block run num_layers times"),
+    hf_pair("hf-electra", lambda: transformers.ElectraConfig(
+                vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=37, max_position_embeddings=64, **TINY),
+            "ElectraModel", "TFElectraModel", text_inputs(TEXT_BERT, None), ["last_hidden_state"]),
+    hf_pair("hf-deit", lambda: transformers.DeiTConfig(
+                image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                num_attention_heads=2, intermediate_size=37, **TINY),
+            "DeiTModel", "TFDeiTModel", image_inputs(32, False, "pixel_values"),
+            ["last_hidden_state", "pooler_output"], note="a class and a distillation token"),
+    hf_pair("hf-regnet", lambda: transformers.RegNetConfig(
+                num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8),
+            "RegNetModel", "TFRegNetModel", image_inputs(32, False, "pixel_values"),
+            ["last_hidden_state", "pooler_output"], note="grouped convolutions, squeeze-excitation"),
+    hf_pair("hf-segformer", lambda: transformers.SegformerConfig(
+                num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
+                patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0),
+            "SegformerModel", "TFSegformerModel", image_inputs(32, False, "pixel_values"),
+            ["last_hidden_state"], note="overlapping patch embeddings, spatial-reduction attention"),
 ]
 
 
@@ -440,6 +463,16 @@ KERAS_HUB_PAIRS = [
             num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads, hidden_dim=c.hidden_size,
             mlp_dim=c.intermediate_size, layer_norm_epsilon=c.layer_norm_eps, use_mha_bias=c.qkv_bias),
         "convert_vit", image_inputs(32, True, "pixel_values"), {"last_hidden_state": None}),
+    keras_hub_pair(
+        "kh-deit", lambda: transformers.DeiTConfig(
+            image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=37, layer_norm_eps=1e-6, **TINY), "DeiTModel",
+        lambda c: keras_hub.models.DeiTBackbone(
+            image_shape=(c.image_size, c.image_size, c.num_channels), patch_size=c.patch_size,
+            num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads, hidden_dim=c.hidden_size,
+            intermediate_dim=c.intermediate_size, layer_norm_epsilon=c.layer_norm_eps),
+        "convert_deit", image_inputs(32, True, "pixel_values"), {"last_hidden_state": None},
+        note="a class and a distillation token"),
     keras_hub_pair(
         "kh-mistral", decoder_config("MistralConfig", sliding_window=None), "MistralModel",
         _decoder_backbone("MistralBackbone", rope_max_wavelength=10000.0, sliding_window=None),

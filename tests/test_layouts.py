@@ -586,3 +586,32 @@ def test_missing_unknown_and_underdetermined_are_refused() -> None:
         torch_to_keras("linear", {"bias": np.zeros(2)})
     with pytest.raises(ValueError, match="no layout rule pairs torch Conv2d with Keras Dense"):
         rule_for("Conv2d", "Dense")
+
+
+def test_weight_norm_over_another_axis_is_refused() -> None:
+    """torch's default weight norm (dim=0: one g per output channel, shape (cout, 1, 1)) computes another
+    function than a norm per kernel position: its g has another shape, and the rule says which."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        per_channel = nn.utils.weight_norm(nn.Conv1d(4, 6, 5, padding=2, groups=2), name="weight", dim=0)
+    layer = WeightNormConv1D(6, 5, 2, 2)
+    layer.build((None, 9, 4))
+    rule = layouts.rule("conv1d_weight_norm")
+    with pytest.raises(ValueError, match=r"'weight_g' has shape \(6, 1, 1\), expected \(1, 1, kl\)"):
+        torch_to_keras(rule, torch_arrays(per_channel), expect=shapes(keras_arrays(layer, rule)))
+
+
+def test_fused_parts_are_split_in_order_and_by_head() -> None:
+    """The fused rule's split, stated by index: part p, head h, position d of the Keras kernels is column
+    p*H*D + h*D + d of a Conv1D weight (in, out), and the way back joins them again."""
+    E, H, D = 6, 2, 3
+    w = np.arange(E * 3 * H * D, dtype=np.float32).reshape(E, 3 * H * D)
+    out = torch_to_keras("hf_conv1d_fused_heads", {"weight": w}, H=H)
+    for p in range(3):
+        for h in range(H):
+            for d in range(D):
+                np.testing.assert_array_equal(out[f"{p}/kernel"][:, h, d], w[:, p * H * D + h * D + d])
+    np.testing.assert_array_equal(keras_to_torch("hf_conv1d_fused_heads", out)["weight"], w)
+    assert layouts.parts("hf_conv1d_fused_heads") == 3 and layouts.parts("linear") == 1

@@ -34,17 +34,18 @@ DIRECTIONS = (T2K, K2T)
 MUST_PORT: list[str] = [
     "hf-bert", "hf-gpt2", "hf-gpt2-lm", "hf-distilbert", "hf-vit", "hf-resnet", "hf-convnext", "hf-swin",
     "hf-mobilevit", "kh-bert", "kh-distilbert", "kh-llama", "kh-vit", "tv-vgg16", "tv-densenet121",
-    "tv-vgg19", "tv-convnext-tiny", "kh-gpt2", "hf-wav2vec2", "kh-qwen2", "kh-gemma", "kh-albert", "kh-mistral",
+    "tv-vgg19", "tv-convnext-tiny", "kh-gpt2", "hf-wav2vec2", "kh-qwen2", "kh-gemma", "kh-albert", "kh-mistral", "kh-deit",
+    "hf-roberta", "hf-albert", "hf-electra", "hf-deit", "hf-regnet", "hf-segformer",
 ]
 # Pairs that copy right one way only (none today: torchvision's ResNet50 restrided to v1 gets zero biases
 # into Keras, but Keras runs a block's shortcut conv first and it has the shape of the block's last conv,
 # so order pairs them crosswise and the check after the copy fails it, naming the layer).
 ONE_WAY: set[tuple[str, str]] = set()
-# Where one model has a head the other lacks (transformers' ViT has a pooler, keras-hub's backbone none):
+# Where one model has a head the other lacks (transformers' ViT and DeiT have a pooler, keras-hub's backbones none):
 # a strict copy refuses, --partial copies the rest and holds every paired layer to agree.
 # keras-hub's Mistral backbone keeps an untied LM head (`reverse_embeddings`) that it never runs and
 # transformers' base model lacks.
-PARTIAL = {"kh-vit", "kh-mistral"}
+PARTIAL = {"kh-vit", "kh-deit", "kh-mistral"}
 
 
 

@@ -796,9 +796,13 @@ def _merge_runs(layers: list[Layer], other: list[Layer], rule: layouts.LayerRule
             starts.append(i)
             taken = i + count - 1
     merged = {i: _merged(layers[i:i + count]) for i in starts}
-    torch_kinds = [t for t in other if t.kind in rule.torch_classes]
-    wanted = [i for i, layer in merged.items()
-              if any(_fits(rule, "torch", t) and _shapes_agree(rule, t, layer) for t in torch_kinds)]
+    torch_kinds = [t for t in other if t.kind in rule.torch_classes and _fits(rule, "torch", t)]
+    taken: dict[tuple, bool] = {}  # by the parts' shapes: every block of a model asks the same question
+    for layer in merged.values():
+        key = tuple(t.shape for t in layer.roles.values())
+        if key not in taken:
+            taken[key] = any(_shapes_agree(rule, t, layer) for t in torch_kinds)
+    wanted = [i for i, layer in merged.items() if taken[tuple(t.shape for t in layer.roles.values())]]
     if not wanted:
         return layers
     part = layers[wanted[0]]
