@@ -180,6 +180,12 @@ def _compare(name: str, x: np.ndarray, y: np.ndarray, a_framework: str, channels
         moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels)
         if moved.shape == x.shape:
             y, note = moved, "channels moved"
+    elif x.shape != y.shape and y.ndim >= 3:
+        # A convolution's output in the other layout where the inputs have none to move (an audio model's
+        # Conv1d gives (N, C, L), Keras's Conv1D (N, L, C)): the moved one, when it is the shape.
+        moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", True)
+        if moved.shape == x.shape:
+            y, note = moved, "channels moved"
     if x.shape != y.shape and x.size == y.size and x.shape[:1] == y.shape[:1] and x.ndim > 1:
         # The same values, grouped otherwise: a Keras EinsumDense gives (N, T, heads, size) where a torch
         # Linear gives (N, T, heads * size).
