@@ -130,6 +130,9 @@ class TorchModule(ModelHandle):
                 own = [n for n, _ in module.named_parameters(recurse=False)]
                 own += [n for n, _ in module.named_buffers(recurse=False)]
                 roles = {n: infos[prefix + n] for n in own if prefix + n in infos}
+                roles.update(_parametrized_roles(module, prefix, infos))
+                if _PARAMETRIZATIONS in path.split("."):
+                    continue  # its tensors are roles of the module it parametrizes
             if roles:
                 found.append(Layer(path, kind, roles, _config(module), lineage))
         return found
@@ -358,6 +361,23 @@ class TorchStateDict(ModelHandle):
 
 # Modules whose layout rule covers the tensors of their children (out_proj of attention).
 _WHOLE_MODULES = {"MultiheadAttention"}
+_PARAMETRIZATIONS = "parametrizations"
+
+
+def _parametrized_roles(module: torch.nn.Module, prefix: str, infos: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
+    """The tensors ``torch.nn.utils.parametrize`` keeps for a module's parametrized weight, as roles of
+    the module itself: a weight norm's ``original0``/``original1`` are ``weight_g``/``weight_v``, the names
+    the older ``weight_norm`` gives them (what a layout rule knows, whichever API made them); any other
+    parametrization keeps its own names (``parametrizations.weight.original``)."""
+    found: dict[str, TensorInfo] = {}
+    for name, plist in getattr(module, _PARAMETRIZATIONS, {}).items():
+        base = f"{prefix}{_PARAMETRIZATIONS}.{name}."
+        weight_norm = len(plist) == 1 and type(plist[0]).__name__ == "_WeightNorm"
+        renames = {"original0": f"{name}_g", "original1": f"{name}_v"} if weight_norm else {}
+        for own, _ in plist.named_parameters(recurse=False):
+            if base + own in infos:
+                found[renames.get(own, f"{_PARAMETRIZATIONS}.{name}.{own}")] = infos[base + own]
+    return found
 _CONFIG_KEYS = (
     "eps", "momentum", "groups", "in_channels", "out_channels", "kernel_size", "stride", "padding",
     "dilation", "padding_mode", "in_features", "out_features", "num_embeddings", "embedding_dim",

@@ -205,6 +205,8 @@ def pair_layers(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str =
     notes: list[str] = []
     a_trace, b_trace = traces if traces is not None else trace_both(a, b, a_layers, b_layers, notes)
     a_layers, b_layers = _in_execution_order(a_layers, a_trace), _in_execution_order(b_layers, b_trace)
+    if a.framework != b.framework:
+        a_layers, b_layers = _merge_fused(a, a_layers, b_layers), _merge_fused(b, b_layers, a_layers)
     context = _Context(a, b, a_layers, b_layers, (a_trace, b_trace), notes)
     forced = _forced_pairs(overrides, a_layers, b_layers, context, a_name, b_name)
     rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in forced}]
@@ -325,7 +327,7 @@ def _layers(handle: ModelHandle, tensors: list[TensorInfo], other: ModelHandle) 
     else:
         layers = handle.layers(tensors)
     resolved = [dataclasses.replace(layer, kind=kind_of(layer)) if layer.kind else layer for layer in layers]
-    leaves = [leaf for layer in resolved for leaf in _leaves_of(layer)]
+    leaves = [leaf for layer in resolved for part in _beyond_rules(layer) for leaf in _leaves_of(part)]
     # A layer of a kind no rule knows (a library's own norm or embedding) pairs by its tensors, as a
     # weights-only file's layers do; its class name stays in its lineage for messages.
     return [dataclasses.replace(layer, kind="") if layer.kind and layer.kind not in known_kinds() else layer
@@ -349,6 +351,29 @@ def _leaves_of(layer: Layer) -> list[Layer]:
         path = separator.join(p for p in (layer.path, role.replace("/", separator)) if p)
         leaves.append(Layer(path, "", {role.rpartition("/")[2]: tensor}, {}, (LEAF,)))
     return leaves
+
+
+def _beyond_rules(layer: Layer) -> list[Layer]:
+    """A layer of a known kind that owns a tensor no rule of its kind has (keras-hub's untied
+    ``ReversibleEmbedding`` keeps its output projection ``reverse_embeddings`` beside ``embeddings``):
+    the layer keeps the roles its rules know, and each other tensor pairs on its own, as a leaf, so the
+    layer still pairs and the extra tensor is listed (or pairs) by itself."""
+    known = _roles_of_kind(layer.kind)
+    extra = [role for role in layer.roles if role not in known]
+    if not layer.kind or not known or not extra or len(extra) == len(layer.roles):
+        return [layer]
+    kept = Layer(layer.path, layer.kind, {r: t for r, t in layer.roles.items() if r in known}, layer.config,
+                 layer.lineage)
+    separator = "/" if "/" in layer.path else "."
+    return [kept] + [Layer(separator.join(p for p in (layer.path, role) if p), "", {role: layer.roles[role]}, {},
+                           (LEAF,)) for role in extra]
+
+
+@functools.lru_cache(maxsize=None)
+def _roles_of_kind(kind: str) -> frozenset[str]:
+    return frozenset(r.name for rule in layouts.RULES for side in ("torch", "keras")
+                     if (kind == rule.keras_kind if side == "keras" else kind in rule.torch_classes)
+                     for r in rule.roles(side))
 
 
 @functools.lru_cache(maxsize=1)
@@ -859,6 +884,70 @@ def _merge_separable(handle: ModelHandle, layers: list[Layer], other: list[Layer
             merged.append(first)
             i += 1
     return merged
+
+
+def _merge_fused(handle: ModelHandle, layers: list[Layer], other: list[Layer]) -> list[Layer]:
+    """On the Keras side, P sibling layers that run one after the other with the same kind and shapes (the
+    q, k and v projections of a block) become one layer where a fused rule covers them: the torch model
+    has a layer that the fused rule takes with them (GPT-2's ``Conv1D (E, 3E)``), and too few layers to
+    take the parts one by one (a model with separate q/k/v Linears keeps them apart)."""
+    if handle.framework != "keras" or not handle.has_architecture:
+        return layers
+    for rule in layouts.RULES:
+        count = layouts.parts(rule)
+        if count > 1:
+            layers = _merge_runs(layers, other, rule, count)
+    return layers
+
+
+def _merge_runs(layers: list[Layer], other: list[Layer], rule: layouts.LayerRule, count: int) -> list[Layer]:
+    runs = [i for i in range(len(layers) - count + 1) if _is_run(layers[i:i + count], rule)]
+    starts, taken = [], -1
+    for i in runs:  # runs that do not overlap, first come first
+        if i > taken:
+            starts.append(i)
+            taken = i + count - 1
+    merged = {i: _merged(layers[i:i + count]) for i in starts}
+    torch_kinds = [t for t in other if t.kind in rule.torch_classes and _fits(rule, "torch", t)]
+    taken: dict[tuple, bool] = {}  # by the parts' shapes: every block of a model asks the same question
+    for layer in merged.values():
+        key = tuple(t.shape for t in layer.roles.values())
+        if key not in taken:
+            taken[key] = any(_shapes_agree(rule, t, layer) for t in torch_kinds)
+    wanted = [i for i, layer in merged.items() if taken[tuple(t.shape for t in layer.roles.values())]]
+    if not wanted:
+        return layers
+    part = layers[wanted[0]]
+    singles = sum(1 for t in other if t.kind and (r := _find_rule(t, part, None)) is not None
+                  and layouts.parts(r) == 1 and _shapes_agree(r, t, part))
+    if singles >= count * len(wanted):
+        return layers  # every part can pair alone: the torch model has them apart
+    out, skip = [], set()
+    for i, layer in enumerate(layers):
+        if i in skip:
+            continue
+        if i in wanted:
+            out.append(merged[i])
+            skip.update(range(i, i + count))
+        else:
+            out.append(layer)
+    return out
+
+
+def _is_run(group: list[Layer], rule: layouts.LayerRule) -> bool:
+    """P layers of the rule's Keras kind, siblings, with the same roles and shapes."""
+    first = group[0]
+    parent = first.path.rpartition("/")[0]
+    return all(layer.kind == rule.keras_kind and layer.path.rpartition("/")[0] == parent
+               and set(layer.roles) <= {"kernel", "bias"} and "kernel" in layer.roles
+               and {r: t.shape for r, t in layer.roles.items()} == {r: t.shape for r, t in first.roles.items()}
+               for layer in group)
+
+
+def _merged(group: list[Layer]) -> Layer:
+    roles = {f"{p}/{role}": tensor for p, layer in enumerate(group) for role, tensor in layer.roles.items()}
+    return Layer("+".join(layer.path for layer in group), group[0].kind, roles, dict(group[0].config),
+                 group[0].lineage)
 
 
 def _common_parent(a: str, b: str) -> str:

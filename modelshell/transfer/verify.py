@@ -148,7 +148,11 @@ def paired_paths(a: ModelHandle, b: ModelHandle, plan: Any = None) -> list[tuple
         from modelshell.transfer.confirm import confirmed_plan
 
         plan = confirmed_plan(a, b)
-    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in plan.matches]
+    from modelshell.transfer.rules import parts
+
+    # A fused layer (one torch q/k/v projection against three Keras ones) has no one output to compare.
+    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in plan.matches
+            if m.rule is None or parts(m.rule) == 1]
 
 
 def _first_leaf(output: Any) -> np.ndarray:
@@ -202,8 +206,9 @@ def _compare(name: str, x: np.ndarray, y: np.ndarray, a_framework: str, channels
         if moved.shape == x.shape:
             y, note = moved, "channels moved"
     if x.shape != y.shape and y.ndim >= 3:
-        # Layers inside a model that takes channels-first input in both frameworks (transformers' TF
-        # vision classes transpose `pixel_values` themselves) still compute channels last.
+        # A convolution's output in the other layout where the inputs have none to move: transformers' TF
+        # vision classes take `pixel_values` channels first and compute channels last; an audio model's
+        # Conv1d gives (N, C, L), Keras's Conv1D (N, L, C). The moved one, when it is the shape.
         moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", True)
         if moved.shape == x.shape:
             y, note = moved, "channels moved"
