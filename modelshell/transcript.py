@@ -34,7 +34,7 @@ from pathlib import Path
 from modelshell import __version__
 from modelshell.safety.atomic import atomic_target
 from modelshell.render.text import DEFAULT_WIDTH, outcome_text
-from modelshell.results import Outcome
+from modelshell.core.results import Outcome
 
 __all__ = [
     "PROMPT", "CONTINUATION", "Step", "Block", "Transcript", "Mismatch", "parse", "lines_match",
@@ -330,7 +330,7 @@ class Replayer:
     """Replays one transcript in one session, in a temporary working folder of its own (removed with it)."""
 
     def __init__(self, transcript: Transcript) -> None:
-        from modelshell.session import Session
+        from modelshell.core.session import Session
 
         self.transcript = transcript
         self.session = Session()
@@ -528,6 +528,6 @@ class Recorder:
 
 
 def _is_record_command(text: str) -> bool:
-    from modelshell.session import is_command_line
+    from modelshell.core.session import is_command_line
 
     return is_command_line(text) and text.split()[0] == "record"

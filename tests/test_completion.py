@@ -19,10 +19,10 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 import modelshell
-import modelshell.completion
+import modelshell.terminal.completion
 from modelshell.commands.registry import COMMANDS, arg, command
-from modelshell.completion import SessionCompleter, shell_words, wants_menu_while_typing
-from modelshell.errors import ModelshellError
+from modelshell.terminal.completion import SessionCompleter, shell_words, wants_menu_while_typing
+from modelshell.core.errors import ModelshellError
 
 
 def completions(session, before: str, after: str = ""):
@@ -287,7 +287,7 @@ def test_completion_never_raises(demo_session, before, caplog):
     """Any exception means no completions, never a traceback on the prompt; but the ones completion
     swallows (it logs them) must be the expected kinds, not a bug of its own."""
     demo_session.namespace["hostile"] = _Hostile()
-    caplog.set_level(logging.DEBUG, logger="modelshell.completion")
+    caplog.set_level(logging.DEBUG, logger="modelshell.terminal.completion")
     completions(demo_session, before)
     assert _bugs(caplog) == []
 
@@ -310,8 +310,8 @@ def _bugs(caplog) -> list[str]:
 
 def test_a_bug_inside_completion_is_reported_by_the_never_raises_check(demo_session, caplog, monkeypatch):
     """The check above can fail: an error in modelshell's own code is caught and named."""
-    monkeypatch.setattr(modelshell.completion, "_TAIL", None)  # _python_tail's regex: `None.search` fails
-    caplog.set_level(logging.DEBUG, logger="modelshell.completion")
+    monkeypatch.setattr(modelshell.terminal.completion, "_TAIL", None)  # _python_tail's regex: `None.search` fails
+    caplog.set_level(logging.DEBUG, logger="modelshell.terminal.completion")
     assert completions(demo_session, "x = torch_model.sta") == []  # still no traceback for the user
     bugs = _bugs(caplog)
     assert len(bugs) == 1 and "AttributeError" in bugs[0] and "_python_tail" in bugs[0]
@@ -359,7 +359,7 @@ def test_the_menu_while_typing_is_wanted_only_after_a_dot_in_python():
 
 
 def test_importing_the_completer_imports_no_framework():
-    code = "import sys, modelshell.completion; print(sorted({'torch', 'tensorflow', 'keras'} & set(sys.modules)))"
+    code = "import sys, modelshell.terminal.completion; print(sorted({'torch', 'tensorflow', 'keras'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
 

@@ -21,10 +21,10 @@ from torch import nn  # noqa: E402
 from modelshell.cli import load_demo  # noqa: E402
 from modelshell.commands import COMMANDS  # noqa: E402
 from modelshell.frameworks.detect import wrap_object  # noqa: E402
-from modelshell.lines import complete_inputs  # noqa: E402
+from modelshell.core.lines import complete_inputs  # noqa: E402
 from modelshell.render.printer import Printer  # noqa: E402
-from modelshell.results import Outcome, Table, Text, Tree  # noqa: E402
-from modelshell.session import Session, is_command_line  # noqa: E402
+from modelshell.core.results import Outcome, Table, Text, Tree  # noqa: E402
+from modelshell.core.session import Session, is_command_line  # noqa: E402
 
 TORCH_NAMES = [f"{layer}.{role}" for layer in (0, 3, 6, 9, 11) for role in ("weight", "bias")]
 TORCH_SHAPES = ["(6, 1, 5, 5)", "(6,)", "(16, 6, 5, 5)", "(16,)", "(120, 16, 5, 5)", "(120,)",

@@ -22,7 +22,7 @@ from rich.console import Console
 from modelshell.render import Printer
 from modelshell.render.fit import column_limits
 from modelshell.render.rich import _rich_table, to_renderable
-from modelshell.results import Column, Table
+from modelshell.core.results import Column, Table
 from tmux_terminal import MODELSHELL, STARTUP_TIMEOUT, TermPane, _tmux, start_afresh_after_a_failure
 
 # COLUMNS and LINES too: under pytest, readline puts 80x24 in the environment, and rich would believe
@@ -240,7 +240,7 @@ def test_thousands_of_rows_draw_quickly():
 
 
 def _outcome_of(table: Table):
-    from modelshell.results import Outcome
+    from modelshell.core.results import Outcome
 
     return Outcome(results=[table])
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from modelshell.completion import SessionCompleter
-from modelshell.output import LiveOutput
-from modelshell.prompt_look import ShellLexer
-from modelshell.results import Message, Table, Text
-from modelshell.session import Session
+from modelshell.terminal.completion import SessionCompleter
+from modelshell.core.output import LiveOutput
+from modelshell.terminal.prompt_look import ShellLexer
+from modelshell.core.results import Message, Table, Text
+from modelshell.core.session import Session
 from tmux_terminal import MODELSHELL
 
 TIMEOUT = 120

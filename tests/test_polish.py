@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from modelshell.render.text import outcome_text
-from modelshell.results import Message
+from modelshell.core.results import Message
 
 
 def test_models_with_none_is_only_its_message(session):
@@ -63,7 +63,7 @@ def test_the_transcript_plugin_runs_only_where_a_project_asks(tmp_path):
 
 
 def test_a_long_name_folds_after_a_separator_not_mid_word():
-    from modelshell.results import Column, Outcome, Table
+    from modelshell.core.results import Column, Outcome, Table
 
     names = ["encoder/block_11/attention/query_projection/kernel", "encoder/block_11/attention/output/bias"]
     table = Table("t", [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("note")],

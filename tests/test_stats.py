@@ -32,8 +32,8 @@ from modelshell.commands.stats import read_stats  # noqa: E402
 from modelshell.frameworks.detect import wrap_object  # noqa: E402
 from modelshell.render.printer import Printer  # noqa: E402
 from modelshell.render.text import outcome_text  # noqa: E402
-from modelshell.results import Histogram, Outcome, Sparkline, Table  # noqa: E402
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.results import Histogram, Outcome, Sparkline, Table  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 from modelshell.tensor_stats import tensor_stats  # noqa: E402
 from tmux_terminal import SOCKET  # noqa: E402
 

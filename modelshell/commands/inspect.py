@@ -10,10 +10,10 @@ from typing import Any, NamedTuple
 
 from modelshell.commands.format import count_text, matches, shape_text
 from modelshell.commands.registry import arg, command
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import LayerCall, LayerNode, TensorInfo, count_params
 from modelshell.frameworks.detect import framework_of
-from modelshell.results import Cell, Column, Table, Text, Tree, TreeNode
+from modelshell.core.results import Cell, Column, Table, Text, Tree, TreeNode
 
 __all__ = ["describe_member", "resolve_dotted"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import COMMANDS, GROUPS, arg, command
-from modelshell.errors import ModelshellError
-from modelshell.results import Column, Message, Table, Text
+from modelshell.core.errors import ModelshellError
+from modelshell.core.results import Column, Message, Table, Text
 
 __all__: list[str] = []
 

@@ -10,12 +10,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from modelshell.errors import ModelshellError
-from modelshell.results import Outcome, Table, Tree, TreeNode
+from modelshell.core.errors import ModelshellError
+from modelshell.core.results import Outcome, Table, Tree, TreeNode
 
 if TYPE_CHECKING:
-    from modelshell.results import Result
-    from modelshell.session import Session
+    from modelshell.core.results import Result
+    from modelshell.core.session import Session
 
 __all__ = ["Command", "CommandParser", "arg", "command", "COMMANDS", "GROUPS", "apply_listing_options"]
 

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 from modelshell.safety.atomic import atomic_target
 from modelshell.safety.resources import tensor_bytes
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, layers_from_tensors, tree_from_names
 
 __all__ = ["ArrayFile", "SafetensorsFile", "KerasH5Weights", "TorchShard", "ShardedWeights", "WeightsFile",

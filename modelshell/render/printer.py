@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 from modelshell.render.json import to_json_line
-from modelshell.results import Message, Outcome, Text
+from modelshell.core.results import Message, Outcome, Text
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -15,7 +15,7 @@ from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.lexers import Lexer, PygmentsLexer
 from prompt_toolkit.styles import Style, merge_styles, style_from_pygments_cls
 
-from modelshell.session import Session, is_command_line
+from modelshell.core.session import Session, is_command_line
 
 __all__ = ["prompt_message", "toolbar_text", "ShellLexer", "shell_style"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.text import Text
 
-from modelshell.session import is_command_line
+from modelshell.core.session import is_command_line
 
 if TYPE_CHECKING:
     from rich.live import Live

@@ -18,13 +18,13 @@ from typing import Any
 
 from modelshell.commands import COMMANDS
 from modelshell.commands.registry import apply_listing_options
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks import quiet
 from modelshell.frameworks.detect import framework_of, wrap_object
-from modelshell.output import LiveOutput, captured
-from modelshell.python import PythonLines, error_line, formatted_traceback
-from modelshell.results import Failed, Message, Outcome, Text
+from modelshell.core.output import LiveOutput, captured
+from modelshell.core.python import PythonLines, error_line, formatted_traceback
+from modelshell.core.results import Failed, Message, Outcome, Text
 
 __all__ = ["Session", "is_command_line", "shadows"]
 

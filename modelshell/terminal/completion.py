@@ -5,7 +5,7 @@ dict keys.
 Completion runs while the user waits for a key to answer, and on objects the user made, so it evaluates
 nothing but attribute access (``name.attr.attr``, never a call or a subscript), reads dict keys only of
 real dicts, and any exception means "no completions": a traceback on the prompt would be worse (it is
-logged at debug level on the ``modelshell.completion`` logger, so a test or a developer can see it).
+logged at debug level on the ``modelshell.terminal.completion`` logger, so a test or a developer can see it).
 
 Tab completes in its key handler (``complete_now``), on the text the buffer holds when it is pressed.
 """
@@ -32,10 +32,10 @@ from prompt_toolkit.filters import Condition
 from modelshell.commands import COMMANDS
 from modelshell.commands.format import shape_text
 from modelshell.commands.inspect import resolve_dotted
-from modelshell.session import is_command_line, shadows
+from modelshell.core.session import is_command_line, shadows
 
 if TYPE_CHECKING:
-    from modelshell.session import Session
+    from modelshell.core.session import Session
 
 __all__ = ["SessionCompleter", "complete_now", "menu_while_typing", "wants_menu_while_typing"]
 

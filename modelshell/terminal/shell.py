@@ -11,13 +11,13 @@ from prompt_toolkit.filters import emacs_insert_mode, is_searching, vi_insert_mo
 from prompt_toolkit.history import FileHistory, InMemoryHistory, ThreadedHistory
 from prompt_toolkit.key_binding import KeyBindings
 
-from modelshell.completion import SessionCompleter, complete_now, menu_while_typing
-from modelshell.lines import after_enter, dedent_continuation
-from modelshell.prompt_look import ShellLexer, prompt_message, shell_style, toolbar_text
-from modelshell.progress import spinner
+from modelshell.terminal.completion import SessionCompleter, complete_now, menu_while_typing
+from modelshell.core.lines import after_enter, dedent_continuation
+from modelshell.terminal.prompt_look import ShellLexer, prompt_message, shell_style, toolbar_text
+from modelshell.terminal.progress import spinner
 from modelshell.render import Printer
-from modelshell.results import Outcome
-from modelshell.session import Session
+from modelshell.core.results import Outcome
+from modelshell.core.session import Session
 
 __all__ = ["run_interactive", "history_path", "PROMPT", "CONTINUATION"]
 
