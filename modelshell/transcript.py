@@ -530,4 +530,4 @@ class Recorder:
 def _is_record_command(text: str) -> bool:
     from modelshell.core.session import is_command_line
 
-    return is_command_line(text) and text.split()[0] == "record"
+    return is_command_line(text, ("record",))

@@ -20,7 +20,7 @@ from prompt_toolkit.document import Document
 
 import modelshell
 import modelshell.terminal.completion
-from modelshell.commands.registry import COMMANDS, arg, command
+from modelshell.commands.registry import arg, command
 from modelshell.terminal.completion import SessionCompleter, shell_words, wants_menu_while_typing
 from modelshell.core.errors import ModelshellError
 
@@ -101,16 +101,18 @@ def test_tensor_names_after_weights_name_with_their_shapes(demo_session):
 
 
 @pytest.fixture
-def tensor_command():
-    """A command with a positional named ``tensor`` (as `hist NAME TENSOR`), registered for one test."""
+def tensor_command(demo_session):
+    """A command with a positional named ``tensor`` (as `hist NAME TENSOR`), in the session's registry for
+    one test."""
     name = "probe_tensor_completion"
 
     @command(name, "inspect", "a test command", args=[arg("name"), arg("tensor")])
     def probe(session, args):  # pragma: no cover - never run, only completed
         return None
 
+    demo_session.commands.add_function(probe)
     yield name
-    COMMANDS.pop(name)
+    demo_session.commands.remove(name)
 
 
 def test_any_positional_named_tensor_completes_tensor_names(demo_session, tensor_command):
@@ -347,15 +349,15 @@ def test_shell_words_read_quotes_and_the_word_being_typed():
     assert shell_words("weights m ", 7) == [("m", 8), ("", 10)]
 
 
-def test_the_menu_while_typing_is_wanted_only_after_a_dot_in_python():
-    assert wants_menu_while_typing("torch_model.")
-    assert wants_menu_while_typing("x = torch_model.state_d")
-    assert not wants_menu_while_typing("wei")
-    assert not wants_menu_while_typing("weights torch_model 0.")
-    assert not wants_menu_while_typing("doc torch_model.")
-    assert not wants_menu_while_typing('x = torch_model.state_dict()["0.weight"].shape')
-    assert not wants_menu_while_typing('sd["0.')
-    assert not wants_menu_while_typing("x = 1.5")
+def test_the_menu_while_typing_is_wanted_only_after_a_dot_in_python(demo_session):
+    assert wants_menu_while_typing(demo_session, "torch_model.")
+    assert wants_menu_while_typing(demo_session, "x = torch_model.state_d")
+    assert not wants_menu_while_typing(demo_session, "wei")
+    assert not wants_menu_while_typing(demo_session, "weights torch_model 0.")
+    assert not wants_menu_while_typing(demo_session, "doc torch_model.")
+    assert not wants_menu_while_typing(demo_session, 'x = torch_model.state_dict()["0.weight"].shape')
+    assert not wants_menu_while_typing(demo_session, 'sd["0.')
+    assert not wants_menu_while_typing(demo_session, "x = 1.5")
 
 
 def test_importing_the_completer_imports_no_framework():

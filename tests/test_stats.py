@@ -379,9 +379,9 @@ def test_unknown_tensor_suggests_close_names_and_the_shell_goes_on(stats_session
 
 
 def test_hist_parser_dests_and_help():
-    from modelshell.commands import COMMANDS
+    from modelshell.commands import default_registry
 
-    hist = COMMANDS["hist"]
+    hist = default_registry()["hist"]
     dests = [a.dest for a in hist.parser._actions if not a.option_strings]
     assert dests == ["name", "tensor"]
     assert hist.group == "inspect" and len(hist.examples) == 2

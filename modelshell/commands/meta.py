@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from modelshell.commands.format import count_text
-from modelshell.commands.registry import COMMANDS, GROUPS, arg, command
+from modelshell.commands.registry import GROUPS, CommandRegistry, arg, command
 from modelshell.core.errors import ModelshellError
 from modelshell.core.results import Column, Message, Table, Text
 
@@ -27,27 +27,28 @@ _PYTHON_NOTE = (
 )
 def help_(session, args: argparse.Namespace) -> Text:
     if args.topic is None:
-        return Text(_overview())
-    if args.topic not in COMMANDS:
+        return Text(_overview(session.commands))
+    if args.topic not in session.commands:
         raise ModelshellError(f"no command {args.topic!r}", "`help` lists the commands")
-    return Text(command_help(args.topic))
+    return Text(command_help(session.commands, args.topic))
 
 
-def _overview() -> str:
-    width = max(len(name) for name in COMMANDS)
+def _overview(commands: CommandRegistry) -> str:
+    """The session's commands by group, each with its summary."""
+    width = max(len(name) for name in commands)
     lines = []
     for group in GROUPS:
-        names = [n for n, c in COMMANDS.items() if c.group == group]
+        names = [n for n, c in commands.items() if c.group == group]
         if names:
             lines.append(f"{group}:")
-            lines += [f"  {n:<{width}}  {COMMANDS[n].summary}" for n in names]
+            lines += [f"  {n:<{width}}  {commands[n].summary}" for n in names]
     lines += ["", _PYTHON_NOTE, "`help COMMAND` or `COMMAND --help` shows one command's usage, options and examples."]
     return "\n".join(lines)
 
 
-def command_help(name: str) -> str:
+def command_help(commands: CommandRegistry, name: str) -> str:
     """Usage, options and examples, generated from the command's own parser so it is always true."""
-    cmd = COMMANDS[name]
+    cmd = commands[name]
     lines = [f"usage: {cmd.usage()}", "", cmd.summary + "."]
     if cmd.details:
         lines += ["", cmd.details]

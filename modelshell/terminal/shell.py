@@ -59,7 +59,7 @@ def _prompt_session(session: Session) -> PromptSession:
     _block_bindings(bindings, session)
     return PromptSession(
         completer=SessionCompleter(session),
-        complete_while_typing=menu_while_typing,  # a menu pops up by itself only after `name.` in Python
+        complete_while_typing=menu_while_typing(session),  # a menu pops up by itself only after `name.` in Python
         history=_history(),
         auto_suggest=AutoSuggestFromHistory(),  # fish-style grey suggestion; the right arrow accepts it
         lexer=ShellLexer(session),
@@ -133,7 +133,7 @@ def _run_and_show(session: Session, printer: Printer, text: str) -> Outcome:
     the interrupt into an error line); one that comes in between, or while the output is drawn, only
     cuts the output short: the prompt comes back either way."""
     try:
-        with spinner(printer.console, text) as stop_spinner:
+        with spinner(printer.console, text, session.command_words(text)) as stop_spinner:
             if session.output is not None:
                 session.output.before_write = stop_spinner  # the line's own output takes the screen
             outcome = session.run_line(text)
