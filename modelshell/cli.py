@@ -90,8 +90,7 @@ def _interact(session) -> int:
     try:
         return run_interactive(session)
     finally:
-        if session.recorder is not None:
-            session.recorder.close()
+        session.close()
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -138,11 +137,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _new_session(debug: bool, demo: bool):
-    from modelshell.core.output import LiveOutput
+    from modelshell.core.output import StreamSink
     from modelshell.core.session import Session
 
-    session = Session(debug=debug)
-    session.output = LiveOutput()  # a Python line's output shows as it is written, in the shell and in scripts
+    # A Python line's output shows as it is written: in scripts and pipes on stdout; the interactive shell
+    # gives the session its terminal's sink instead (modelshell.terminal.shell).
+    session = Session(debug=debug, output=StreamSink())
     if demo:
         from modelshell.core.errors import ModelshellError
 
@@ -204,7 +204,5 @@ def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<st
         sys.stderr.write("interrupted\n")
         return 130
     finally:
-        if session.recorder is not None:
-            session.recorder.close()
-            session.recorder = None
+        session.close()  # a recording started by the script ends with it
     return 1 if failed else 0

@@ -484,7 +484,8 @@ def _alignment(expected: list[str], actual: list[str]) -> list[list[str]]:
 # --- recording ------------------------------------------------------------------------------------------
 class Recorder:
     """Writes every input and its normalised output to a transcript as the session goes (the whole file,
-    after every input, so a crash or Ctrl-D never loses what was recorded).
+    after every input, so a crash or Ctrl-D never loses what was recorded). It observes the session
+    (``line_done``); the session is not told it exists.
 
     What it writes replays as it was typed: random numbers are seeded as a replay seeds them, and once a
     line has failed the block is marked ``expect: error`` (a mistake made while recording is part of it)."""
@@ -501,7 +502,8 @@ class Recorder:
         self._watching = contextlib.ExitStack()
         self._watching.enter_context(self._seeds.watching_imports())
 
-    def add(self, text: str, outcome: Outcome) -> None:
+    def line_done(self, text: str, outcome: Outcome) -> None:
+        """As a session's observer (``Session.observe``): the input and its output join the transcript."""
         self._seeds.catch_up()
         if _is_record_command(text):
             return  # a `record` that failed (already recording): about the recording, not part of it

@@ -416,7 +416,6 @@ def test_doc_of_a_method(insp_session):
     outcome = run_ok(insp_session, "doc torch_model.load_state_dict")
     text = single(outcome, Text)
     assert "state_dict" in text.text and "load_state_dict" in text.text
-    assert text.page
 
 
 def test_doc_question_mark_forms(insp_session):

@@ -305,7 +305,7 @@ def doc(session, args: argparse.Namespace) -> Text:
     import pydoc  # here, not at start-up: it costs ~8 ms that only `doc` needs
 
     text = pydoc.render_doc(obj, title=f"Help on %s ({args.target}):", renderer=pydoc.plaintext)
-    return Text(text, page=True, data={"target": args.target, "doc": text})
+    return Text(text, data={"target": args.target, "doc": text})
 
 
 def resolve_dotted(namespace: dict[str, Any], target: str) -> Any:

@@ -114,7 +114,7 @@ def models(session, args: argparse.Namespace) -> Table | Message:
 def traceback_(session, args: argparse.Namespace) -> Text | Message:
     if session.last_traceback is None:
         return Message("no error yet in this session")
-    return Text(session.last_traceback.rstrip("\n"), page=True)
+    return Text(session.last_traceback.rstrip("\n"))
 
 
 @command(
@@ -149,20 +149,19 @@ def trust(session, args: argparse.Namespace) -> Message:
 def record(session, args: argparse.Namespace) -> Message:
     from modelshell.transcript import Recorder
 
+    recording = next((o for o in session.observers if isinstance(o, Recorder)), None)
     if args.path == "stop":
-        if session.recorder is None:
+        if recording is None:
             raise ModelshellError("not recording", "`record PATH` starts")
-        path = session.recorder.path
-        session.recorder.close()
-        session.recorder = None
-        return Message(f"recording stopped; replay it with `modelshell replay {path}`")
-    if session.recorder is not None:
-        raise ModelshellError(f"already recording to {session.recorder.path}", "`record stop` first")
+        session.stop_observing(recording)
+        return Message(f"recording stopped; replay it with `modelshell replay {recording.path}`")
+    if recording is not None:
+        raise ModelshellError(f"already recording to {recording.path}", "`record stop` first")
     path = Path(args.path).expanduser()
     if not path.parent.is_dir():
         raise ModelshellError(f"{path.parent} is not a folder")
     try:
-        session.recorder = Recorder(path, args.title)
+        session.observe(Recorder(path, args.title))
     except OSError as exc:
         raise ModelshellError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return Message(f"recording to {path}")

@@ -158,8 +158,8 @@ def apply_listing_options(outcome: Outcome, args: argparse.Namespace) -> Outcome
     """``--limit N`` and ``--all``, for every listing command alike, on what the command returned.
 
     The limit shortens only what people read: ``--json`` is for scripts, which want every row, and a
-    table that was cut says so under it. ``--all`` only tells the printer not to page."""
-    outcome.page = not getattr(args, "all", False)
+    table that was cut says so under it. ``--all`` changes nothing here: the terminal, which decides
+    paging, reads it from the line (``modelshell.terminal.paging``)."""
     limit = getattr(args, "limit", None)
     if limit is not None and not outcome.as_json:
         outcome.results = [_first_rows(result, limit) for result in outcome.results]

@@ -14,7 +14,7 @@ import re
 import shlex
 import traceback
 from collections.abc import Container, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from modelshell.commands import CommandRegistry, default_registry
 from modelshell.commands.registry import apply_listing_options
@@ -22,11 +22,11 @@ from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks import quiet
 from modelshell.frameworks.detect import framework_of, wrap_object
-from modelshell.core.output import LiveOutput, captured
+from modelshell.core.output import OutputSink, captured
 from modelshell.core.python import PythonLines, error_line, formatted_traceback
 from modelshell.core.results import Failed, Message, Outcome, Text
 
-__all__ = ["Session", "is_command_line", "shadows"]
+__all__ = ["Session", "LineObserver", "is_command_line", "shadows"]
 
 _WORD = re.compile(r"^\s*([A-Za-z_]\w*)(.*)$", re.DOTALL)
 # What makes `NAME rest` Python although NAME is a command: right after the name (no space) anything does
@@ -66,6 +66,14 @@ def shadows(name: str, namespace: Mapping[str, Any]) -> bool:
     return name in namespace and namespace[name] is not _SESSION_BINDINGS.get(name)
 
 
+class LineObserver(Protocol):
+    """What watches a session (``record``'s transcript): told each input and its outcome once it has run."""
+
+    def line_done(self, text: str, outcome: Outcome) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Session:
     """Named models and the namespace that Python lines run in.
 
@@ -73,7 +81,8 @@ class Session:
     still bound to that name, and any torch module or Keras model a Python line binds becomes a model.
     """
 
-    def __init__(self, debug: bool = False, commands: CommandRegistry | None = None) -> None:
+    def __init__(self, debug: bool = False, commands: CommandRegistry | None = None,
+                 output: OutputSink | None = None) -> None:
         self.debug = debug
         # The commands this session runs; `help` and completion read them from here.
         self.commands = default_registry() if commands is None else commands
@@ -81,12 +90,14 @@ class Session:
         # themselves; --debug shows it.
         quiet.install(show=debug)
         self.handles: dict[str, ModelHandle] = {}
-        self.recorder = None  # a transcript.Recorder while `record` is on
+        self.observers: list[LineObserver] = []  # told of every line: `record`'s transcript while it is on
         self.trust = False  # `trust on`: every following load is as if given --trust
         self.recent: list[str] = []  # model names, the one a command used last first (`models` marks two)
         self.namespace: dict[str, Any] = {"__name__": "__modelshell__", "__builtins__": builtins, **_SESSION_BINDINGS}
         self.python = PythonLines(self.namespace)
-        self.output: LiveOutput | None = None  # None: a Python line's output is only kept in its outcome
+        # Where a Python line's output goes as it is written (the terminal, stdout of `run`); by default
+        # nowhere: it is only kept in the outcome.
+        self.output = OutputSink() if output is None else output
         self.last_traceback: str | None = None  # the last error's, for `traceback` (`%tb`)
         self._shadow_noted: set[str] = set()  # command names bound as variables, told once about `%NAME`
 
@@ -169,12 +180,29 @@ class Session:
             return False  # complete (if wrong): running it says what is wrong, in one line
 
     def run_line(self, text: str) -> Outcome:
-        """Run one complete input (a command, or Python that may span lines) and say what it produced."""
-        recorder = self.recorder
+        """Run one complete input (a command, or Python that may span lines) and say what it produced;
+        then tell the observers that watched it from start to end (so the line that starts or stops
+        `record` is not part of the recording)."""
+        watching = list(self.observers)
         outcome = self._run(text)
-        if recorder is not None and self.recorder is recorder and text.strip():
-            recorder.add(text, outcome)  # the line that starts or stops recording is not part of it
+        if text.strip():
+            for observer in watching:
+                if observer in self.observers:
+                    observer.line_done(text, outcome)
         return outcome
+
+    def observe(self, observer: LineObserver) -> None:
+        self.observers.append(observer)
+
+    def stop_observing(self, observer: LineObserver) -> None:
+        """``observer`` hears of no further line, and is closed."""
+        self.observers.remove(observer)
+        observer.close()
+
+    def close(self) -> None:
+        """The session ends: every observer is closed (a recording has its last line written already)."""
+        while self.observers:
+            self.stop_observing(self.observers[-1])
 
     def _run(self, text: str) -> Outcome:
         stripped = text.strip()
@@ -275,7 +303,7 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - user code errors are reported like the Python REPL does
             self._python_failed(outcome, exc, source)
         if kept:
-            outcome.results.insert(0, Text("".join(kept), streamed=self.output is not None))
+            outcome.results.insert(0, Text("".join(kept), streamed=self.output.shows))
         self._note_shadowing(outcome)
         return outcome
 
