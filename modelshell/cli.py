@@ -85,13 +85,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interact(session) -> int:
-    from modelshell.shell import run_interactive
+    from modelshell.terminal.shell import run_interactive
 
     try:
         return run_interactive(session)
     finally:
-        if session.recorder is not None:
-            session.recorder.close()
+        session.close()
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -138,13 +137,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _new_session(debug: bool, demo: bool):
-    from modelshell.output import LiveOutput
-    from modelshell.session import Session
+    from modelshell.core.output import StreamSink
+    from modelshell.core.session import Session
 
-    session = Session(debug=debug)
-    session.output = LiveOutput()  # a Python line's output shows as it is written, in the shell and in scripts
+    # A Python line's output shows as it is written: in scripts and pipes on stdout; the interactive shell
+    # gives the session its terminal's sink instead (modelshell.terminal.shell).
+    session = Session(debug=debug, output=StreamSink())
     if demo:
-        from modelshell.errors import ModelshellError
+        from modelshell.core.errors import ModelshellError
 
         try:
             notes = load_demo(session)
@@ -161,7 +161,7 @@ def load_demo(session) -> list[str]:
     is installed. The lines to tell the user about the others (none when both were built); a demo with
     neither framework is refused in one line."""
     from modelshell.demo import keras_lenet5, torch_lenet5
-    from modelshell.errors import ModelshellError
+    from modelshell.core.errors import ModelshellError
     from modelshell.frameworks import quiet
     from modelshell.frameworks.detect import wrap_object
 
@@ -183,7 +183,7 @@ def load_demo(session) -> list[str]:
 def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<stdin>", out=None) -> int:
     """Run lines as a script. Exit status 1 at the first failing line, or at the end with ``keep_going``.
     ``out``: where results go (stdout unless told)."""
-    from modelshell.lines import complete_inputs
+    from modelshell.core.lines import complete_inputs
     from modelshell.render import Printer
 
     printer = Printer(out=out)
@@ -204,7 +204,5 @@ def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<st
         sys.stderr.write("interrupted\n")
         return 130
     finally:
-        if session.recorder is not None:
-            session.recorder.close()
-            session.recorder = None
+        session.close()  # a recording started by the script ends with it
     return 1 if failed else 0

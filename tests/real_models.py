@@ -865,7 +865,7 @@ def reference_port(pair: ModelPair, seed: int = 0) -> Reference:
 
 def copy_outcome(pair: ModelPair, direction: str, seed: int = 0) -> tuple[str, str]:
     """Build, perturb, copy with a real Session; ('refused', reason) / ('ok', diff) / ('WRONG', diff)."""
-    from modelshell.session import Session
+    from modelshell.core.session import Session
 
     tm, km, t_in, k_in = prepare(pair, seed)
     session = Session()

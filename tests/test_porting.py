@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from modelshell.session import Session
+from modelshell.core.session import Session
 
 L = keras.layers
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import real_models as rm
-from modelshell.session import Session
+from modelshell.core.session import Session
 from real_models import K2T, PAIRS, T2K
 
 pytestmark = pytest.mark.slow

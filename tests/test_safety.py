@@ -36,7 +36,7 @@ from torch import nn  # noqa: E402
 
 from modelshell.safety import pickle_scan, probe, resources  # noqa: E402
 from modelshell.cli import load_demo  # noqa: E402
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 from tests.test_formats import MarkerPayload, run_fail, run_ok, snapshot, assert_unchanged, values  # noqa: E402
 
 MODELSHELL = str(Path(sys.executable).parent / "modelshell")
@@ -217,7 +217,7 @@ def test_a_pickle_that_allocates_more_than_the_file_holds_is_refused_first(tmp_p
     assert path.stat().st_size < 4096
     code = textwrap.dedent(f"""
         import json, resource
-        from modelshell.session import Session
+        from modelshell.core.session import Session
         s = Session()
         s.namespace["keeper"] = 1
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -478,7 +478,7 @@ def test_fifos_and_devices_named_like_models_are_refused_at_once(tmp_path):
         paths += [fifo, tmp_path / f"to-fifo{suffix}", tmp_path / f"to-zero{suffix}"]
     code = textwrap.dedent(f"""
         import json
-        from modelshell.session import Session
+        from modelshell.core.session import Session
         s = Session()
         s.namespace["keeper"] = 1
         print(json.dumps([s.run_line("load " + p).error for p in {[str(p) for p in paths]!r}]))
@@ -685,7 +685,7 @@ def test_a_save_removes_the_temporaries_of_killed_saves_and_keeps_running_ones(d
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace shows the system calls a save makes")
 def test_a_save_flushes_the_file_before_the_rename_and_the_folder_after(tmp_path):
     target = tmp_path / "net.pt"
-    code = (f"from modelshell.session import Session; import torch; s = Session(); "
+    code = (f"from modelshell.core.session import Session; import torch; s = Session(); "
             f"s.namespace['net'] = torch.nn.Linear(2, 2); assert s.run_line('save net {target}').ok")
     trace = tmp_path / "trace"
     subprocess.run(["strace", "-f", "--seccomp-bpf", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",

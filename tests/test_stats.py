@@ -32,8 +32,8 @@ from modelshell.commands.stats import read_stats  # noqa: E402
 from modelshell.frameworks.detect import wrap_object  # noqa: E402
 from modelshell.render.printer import Printer  # noqa: E402
 from modelshell.render.text import outcome_text  # noqa: E402
-from modelshell.results import Histogram, Outcome, Sparkline, Table  # noqa: E402
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.results import Histogram, Outcome, Sparkline, Table  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 from modelshell.tensor_stats import tensor_stats  # noqa: E402
 from tmux_terminal import SOCKET  # noqa: E402
 
@@ -379,9 +379,9 @@ def test_unknown_tensor_suggests_close_names_and_the_shell_goes_on(stats_session
 
 
 def test_hist_parser_dests_and_help():
-    from modelshell.commands import COMMANDS
+    from modelshell.commands import default_registry
 
-    hist = COMMANDS["hist"]
+    hist = default_registry()["hist"]
     dests = [a.dest for a in hist.parser._actions if not a.option_strings]
     assert dests == ["name", "tensor"]
     assert hist.group == "inspect" and len(hist.examples) == 2

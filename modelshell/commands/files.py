@@ -12,9 +12,9 @@ from modelshell.formats.writers import DEFAULT_MAX_SHARD_SIZE, parse_size
 from modelshell.safety.atomic import atomic_folder, atomic_target, full_suffix
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import arg, command
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.safety.resources import check_free_space, tensor_bytes
-from modelshell.results import Message
+from modelshell.core.results import Message
 
 __all__: list[str] = []
 

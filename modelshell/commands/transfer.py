@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from modelshell.commands.format import count_text, shape_text
 from modelshell.commands.registry import arg, command
-from modelshell.errors import ModelshellError
-from modelshell.results import Column, Failed, Message, Table
+from modelshell.core.errors import ModelshellError
+from modelshell.core.results import Column, Failed, Message, Table
 
 if TYPE_CHECKING:
     from modelshell.transfer.plan import TransferPlan

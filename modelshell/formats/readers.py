@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 from modelshell.frameworks import quiet
 from modelshell.frameworks.base import ModelHandle
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 
 if TYPE_CHECKING:  # numpy costs ~0.15 s to import; the shell's start-up does not need it
     import numpy as np

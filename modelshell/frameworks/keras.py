@@ -29,7 +29,7 @@ from absl import logging as _absl_logging  # noqa: E402
 # for is not the place for it.
 _absl_logging.set_verbosity(_absl_logging.ERROR)
 
-from modelshell.errors import ModelshellError, first_line  # noqa: E402
+from modelshell.core.errors import ModelshellError, first_line  # noqa: E402
 from modelshell.frameworks.base import (  # noqa: E402
     InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, keras_snake_case,
 )

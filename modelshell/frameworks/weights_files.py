@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, layers_from_tensors, tree_from_names
 
 __all__ = ["ArrayFile", "SafetensorsFile", "KerasH5Weights", "TorchShard", "ShardedWeights", "WeightsFile",
@@ -353,10 +353,14 @@ class WeightsFile(ModelHandle):
         return lines
 
     def tensors(self) -> list[TensorInfo]:
+        """In the natural order of their layers, as ``layers`` has them (``0, 3, 6, 9, 11``, not the text
+        order ``0, 11, 3`` a safetensors file stores); a layer's own tensors as the file has them."""
         infos = []
         for name, (shape, dtype) in self.obj.entries.items():
             layer, role = self.obj.layer_and_role(name)
             infos.append(TensorInfo(name, shape, dtype, None, layer, role, "tensor"))
+        if isinstance(self.obj, (SafetensorsFile, ShardedWeights)):
+            infos.sort(key=lambda info: _natural_key(info.layer.replace(".", "/")))
         return infos
 
     def layer_tree(self) -> LayerNode:

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 
 __all__ = ["available_memory", "check_declared_allocation", "check_fits", "check_free_space", "tensor_bytes",
            "unpacked_zip_size"]

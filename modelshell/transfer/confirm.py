@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 from modelshell.frameworks.base import ModelHandle
 from modelshell.transfer.plan import (
     Pairing, TransferPlan, converted_values, left_over, pair_layers, without_mismatched,

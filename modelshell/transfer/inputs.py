@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, ModelHandle
 from modelshell.transfer import kinds
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo, keras_snake_case
 from modelshell.transfer import rules as layouts
 from modelshell.transfer.kinds import kind_of, known_kinds

@@ -25,7 +25,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 
 __all__ = [
     "Direction",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 from modelshell.frameworks.base import ModelHandle
 from modelshell.transfer.inputs import PairedInputs, paired_inputs, to_other_layout
 
