@@ -25,6 +25,7 @@ from modelshell.frameworks.detect import framework_of, wrap_object
 from modelshell.output import LiveOutput, captured
 from modelshell.python import PythonLines, error_line, formatted_traceback
 from modelshell.results import Failed, Message, Outcome, Text
+from modelshell.safety import mapped
 
 __all__ = ["Session", "is_command_line", "shadows"]
 
@@ -157,10 +158,31 @@ class Session:
     def run_line(self, text: str) -> Outcome:
         """Run one complete input (a command, or Python that may span lines) and say what it produced."""
         recorder = self.recorder
+        before = self._changed_files(mapped.check_files())  # truncated without a lease: dropped first
         outcome = self._run(text)
+        outcome.results[:0] = before
+        outcome.results += self._changed_files(mapped.take_changes())
         if recorder is not None and self.recorder is recorder and text.strip():
             recorder.add(text, outcome)  # the line that starts or stops recording is not part of it
         return outcome
+
+    def _changed_files(self, changes: list[mapped.Change]) -> list[Message]:
+        """Say which memory-mapped files another program changed, and what that did to their models:
+        nothing (their values were moved into memory first), or they are dropped (truncated unnoticed)."""
+        notes = []
+        for change in changes:
+            names = [n for n, h in self.handles.items() if h.source == change.path]
+            if change.whole:
+                kept = f"{', '.join(names) or 'its tensors'} kept the values loaded (moved into memory first)"
+                notes.append(Message(f"note: {change.path} was changed on disk by another program; {kept}"))
+                continue
+            for name in names:
+                self.handles.pop(name, None)
+                self.namespace.pop(name, None)
+            notes.append(Message(
+                f"note: {change.path} was truncated by another program while mapped: "
+                f"{', '.join(names) or 'its tensors'} no longer hold what was loaded and were dropped (load it again)"))
+        return notes
 
     def _run(self, text: str) -> Outcome:
         stripped = text.strip()

@@ -27,6 +27,7 @@ from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, M
 from modelshell.frameworks.copying import lend_copy_kernel
 from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
 from modelshell.safety.pickle_scan import describe, scan_torch_file
+from modelshell.safety.mapped import guard as guard_mapping
 from modelshell.safety.resources import check_declared_allocation, check_fits, unpacked_zip_size
 
 __all__ = ["TorchModule", "TorchStateDict", "load_torch_file", "save_state_dict", "version"]
@@ -470,6 +471,8 @@ def load_torch_file(path: Path, trust: bool) -> ModelHandle:
         check_fits(path, path.stat().st_size)
     if not trust:
         check_declared_allocation(path)
+    if is_zip:  # another program truncating a mapped file would kill the shell (SIGBUS): leased first
+        guard_mapping(path)
     try:
         # A zip archive is memory-mapped: its tensors are paged in from the file as they are read, so a
         # file larger than the free memory still loads.
