@@ -496,10 +496,39 @@ def load_keras_file(path: Path, trust: bool) -> ModelHandle:
                 "nothing was run",
                 f"if you trust the file, `load {path} --trust` (or `trust on`) loads it",
             ) from exc
-        raise ModelshellError(f"cannot read {path} as a Keras model: {first_line(exc)}") from exc
+        raise _load_failed(path, exc) from exc
     except Exception as exc:  # noqa: BLE001 - a corrupt file fails in many ways; all are one user error
-        raise ModelshellError(f"cannot read {path} as a Keras model: {first_line(exc)}") from exc
+        raise _load_failed(path, exc) from exc
     return KerasModel(model, str(path), trust)
+
+
+# Where Keras's own words about a failed deserialization end and its advice or the config dump begins.
+_KERAS_TAIL = re.compile(r"\s*(Make sure custom classes|Full object config:|Please ensure that|config=\{)")
+_GENERIC = "could not be deserialized properly"
+
+
+def keras_reason(exc: BaseException) -> str:
+    """The line that says why Keras failed: it wraps the real error in one "<class Functional> could not be
+    deserialized properly..." per level of the config, with the reason after the last "Exception
+    encountered:" (or at the end of the exception chain)."""
+    text = str(exc).rsplit("Exception encountered:", 1)[-1]
+    cause = exc
+    while _GENERIC in text and (cause := cause.__cause__ or cause.__context__) is not None:
+        text = str(cause)
+    text = _KERAS_TAIL.split(text.strip(), 1)[0].strip()
+    return first_line(Exception(text))[:400].rstrip(".") if text else first_line(exc)
+
+
+def _load_failed(path: Path, exc: BaseException) -> ModelshellError:
+    reason = keras_reason(exc)
+    custom = [c for c in code_in_config(path) if c.startswith("custom object")]
+    if "Could not locate" in reason and custom:
+        return ModelshellError(
+            f"{path} is refused: its config names classes Keras does not know ({', '.join(custom[:4])}): "
+            f"{reason}; nothing was run",
+            "a custom class must be registered (@keras.saving.register_keras_serializable) by code you trust, "
+            "imported first (`load code.py:FACTORY` or an `import` line)")
+    return ModelshellError(f"cannot read {path} as a Keras model: {reason}")
 
 
 def code_in_config(path: Path) -> list[str]:
