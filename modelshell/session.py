@@ -158,10 +158,16 @@ class Session:
     def run_line(self, text: str) -> Outcome:
         """Run one complete input (a command, or Python that may span lines) and say what it produced."""
         recorder = self.recorder
-        before = self._changed_files(mapped.check_files())  # truncated without a lease: dropped first
-        outcome = self._run(text)
-        outcome.results[:0] = before
-        outcome.results += self._changed_files(mapped.take_changes())
+        writes = None
+        try:
+            writes = self._writes()
+            before = self._changed_files(mapped.check_files())  # truncated without a lease: dropped first
+            outcome = self._run(text)
+            outcome.results[:0] = before
+            outcome.results += self._changed_files(mapped.take_changes())
+        except KeyboardInterrupt:  # before a command ran, or after it: say what it did (a Python line says itself)
+            nothing = "interrupted (nothing changed)" if self._is_command(text) else "interrupted"
+            outcome = Outcome(ok=False, error=nothing if writes is None else self._interrupted(writes, nothing))
         if recorder is not None and self.recorder is recorder and text.strip():
             recorder.add(text, outcome)  # the line that starts or stops recording is not part of it
         return outcome
@@ -207,8 +213,6 @@ class Session:
         except ModelshellError as exc:
             return Outcome(ok=False, error=exc.one_line(), traceback=self._keep_traceback(traceback.format_exc()),
                            missing=getattr(exc, "package", None))
-        except KeyboardInterrupt:
-            return Outcome(ok=False, error="interrupted")
         except Exception as exc:  # noqa: BLE001 - the session must survive any bug, and say what happened
             package = quiet.missing_framework(exc)
             if package is not None:  # a command reached for a framework that is not installed
@@ -240,20 +244,29 @@ class Session:
         if "-h" in argv or "--help" in argv:  # before parsing: `weights --help` lacks the required NAME
             return self._run_command("help", [name])
         args = command.parser.parse_args(argv)
-        writes = {n: handle.writes for n, handle in self.handles.items()}  # what Ctrl-C may have let finish
+        writes = self._writes()  # what Ctrl-C may have let finish
         try:
             with _collector_paused():
                 produced = command.run(self, args)
-        except KeyboardInterrupt:  # commands change nothing until they succeed (copy rolls back, save is atomic)
+            as_json = getattr(args, "json", False)
+            if isinstance(produced, Failed):
+                outcome = Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
+            else:
+                outcome = Outcome(results=produced if isinstance(produced, list) else [produced], as_json=as_json)
+            return apply_listing_options(outcome, args)
+        except KeyboardInterrupt:  # commands change nothing until they succeed (copy rolls back, save is atomic),
+            # and one that came after the command's last write, while its result was being put together,
+            # is told as such
             return Outcome(ok=False, error=self._interrupted(writes))
-        as_json = getattr(args, "json", False)
-        if isinstance(produced, Failed):
-            outcome = Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
-        else:
-            outcome = Outcome(results=produced if isinstance(produced, list) else [produced], as_json=as_json)
-        return apply_listing_options(outcome, args)
 
-    def _interrupted(self, writes_before: dict[str, int]) -> str:
+    def _is_command(self, text: str) -> bool:
+        stripped = text.strip()
+        return bool(_FORCED.match(stripped)) or is_command_line(stripped, self.namespace)
+
+    def _writes(self) -> dict[str, int]:
+        return {n: handle.writes for n, handle in self.handles.items()}
+
+    def _interrupted(self, writes_before: dict[str, int], nothing: str = "interrupted (nothing changed)") -> str:
         """What a Ctrl-C during a command left: nothing, or (when it came after a write completed) the
         models written, which are then marked changed."""
         written = [n for n, h in self.handles.items() if h.writes > writes_before.get(n, 0)]
@@ -261,7 +274,7 @@ class Session:
             self.handles[name].changed = True
         if written:
             return f"interrupted after the copy into {', '.join(written)} had completed (it holds the new values)"
-        return "interrupted (nothing changed)"
+        return nothing
 
     def _run_python(self, source: str) -> Outcome:
         try:

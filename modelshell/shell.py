@@ -16,7 +16,7 @@ from modelshell.lines import after_enter, dedent_continuation
 from modelshell.prompt_look import ShellLexer, prompt_message, shell_style, toolbar_text
 from modelshell.progress import spinner
 from modelshell.render import Printer
-from modelshell.results import Outcome
+from modelshell.results import Message, Outcome
 from modelshell.session import Session
 
 __all__ = ["run_interactive", "history_path", "PROMPT", "CONTINUATION"]
@@ -132,6 +132,7 @@ def _run_and_show(session: Session, printer: Printer, text: str) -> Outcome:
     """One line, with a spinner while it runs long. Ctrl-C while it runs cancels it (the session turns
     the interrupt into an error line); one that comes in between, or while the output is drawn, only
     cuts the output short: the prompt comes back either way."""
+    outcome = None
     try:
         with spinner(printer.console, text) as stop_spinner:
             if session.output is not None:
@@ -139,8 +140,10 @@ def _run_and_show(session: Session, printer: Printer, text: str) -> Outcome:
             outcome = session.run_line(text)
         printer.show(outcome)
         return outcome
-    except KeyboardInterrupt:
-        printer.show(Outcome(ok=False, error="interrupted"))
+    except KeyboardInterrupt:  # once the line has run, say how it ended, not only that the output was cut
+        done = None if outcome is None else outcome.error or next(
+            (r.text for r in outcome.results if isinstance(r, Message)), "done")
+        printer.show(Outcome(ok=False, error="interrupted" if done is None else f"output cut short by Ctrl-C; {done}"))
         return Outcome(ok=False)
 
 

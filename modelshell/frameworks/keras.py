@@ -26,6 +26,7 @@ from absl import logging as _absl_logging  # noqa: E402
 _absl_logging.set_verbosity(_absl_logging.ERROR)
 
 from modelshell.errors import ModelshellError, first_line  # noqa: E402
+from modelshell.safety.interrupts import deferred_interrupts  # noqa: E402
 from modelshell.frameworks.base import (  # noqa: E402
     InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, keras_snake_case,
 )
@@ -174,16 +175,19 @@ class KerasModel(ModelHandle):
         # exception (an interrupt in the middle too), so copy stays all or nothing. The old buffers are
         # held until the end, so the largest goes first: its new buffer then comes while the fewest old
         # buffers are held. Each value is converted just before its assign, never all of them up front.
+        # Ctrl-C is taken between two variables only, and never while the backups go back.
         backups: list[tuple[Any, Any]] = []
-        try:
-            for name in sorted(values, key=lambda n: -np.size(values[n])):
-                backups.append((variables[name], _snapshot(variables[name])))
-                variables[name].assign(_assignable(values.pop(name), dtypes[name]))
-            self.writes += 1
-        except BaseException:
-            for variable, backup in reversed(backups):
-                type(variable).assign(variable, backup)  # the class's own assign, whatever wraps it
-            raise
+        with deferred_interrupts() as interrupts:
+            try:
+                for name in sorted(values, key=lambda n: -np.size(values[n])):
+                    interrupts.check()
+                    backups.append((variables[name], _snapshot(variables[name])))
+                    variables[name].assign(_assignable(values.pop(name), dtypes[name]))
+                self.writes += 1
+            except BaseException:
+                for variable, backup in reversed(backups):
+                    type(variable).assign(variable, backup)  # the class's own assign, whatever wraps it
+                raise
 
     def iter_arrays(self, names: list[str]):
         variables = {_variable_name(v): v for v in self.obj.weights}
@@ -226,13 +230,16 @@ class KerasModel(ModelHandle):
             return traced
 
         layers = self._all_layers()
-        for path, layer in layers:
-            object.__setattr__(layer, "call", wrap(layer, path, layer.call))
         try:
+            with deferred_interrupts():  # every layer wrapped is unwrapped
+                for path, layer in layers:
+                    object.__setattr__(layer, "call", wrap(layer, path, layer.call))
             self.forward(inputs)
         finally:
-            for _, layer in layers:
-                object.__delattr__(layer, "call")
+            with deferred_interrupts():
+                for _, layer in layers:
+                    if "call" in vars(layer):
+                        object.__delattr__(layer, "call")
         return calls
 
     def _all_layers(self) -> list[tuple[str, Any]]:
