@@ -71,3 +71,31 @@ def test_a_keras_refusal_shows_the_line_that_says_why(session, tmp_path, suffix,
     error = run_fail(session, f"load {path}", path.name, *says)
     assert GENERIC not in error and "Full object config" not in error and "config=" not in error, error
     assert session.model_names() == []
+
+
+# --- sizes a small file declares (found by tests/test_fuzz_structured.py) --------------------------------
+def _giant_input(layer: dict) -> None:
+    layer.setdefault("build_config", {})["input_shape"] = [2**40, 2**40]
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_config_declaring_a_shape_no_memory_holds_is_refused_before_keras_builds_it(session, tmp_path, suffix):
+    """Keras builds every layer from the config before reading a weight: a 3 KB file declaring an input of
+    2**40 x 2**40 had it allocate (or try for minutes)."""
+    path = _edited(tmp_path, suffix, _giant_input)
+    run_fail(session, f"load {path}", path.name, "is refused", "declares a shape [1099511627776, 1099511627776]",
+             "nothing was built")
+    assert session.model_names() == []
+
+
+def test_an_hdf5_dataset_declared_larger_than_memory_is_refused_at_load(session, tmp_path):
+    """HDF5 lets a few KB declare a dataset of terabytes, never written: it could never be read."""
+    path = tmp_path / "giant.weights.h5"
+    keras.Model(inputs := keras.Input((3,)), keras.layers.Dense(2)(inputs)).save_weights(str(path))
+    with h5py.File(path, "r+") as f:
+        name = next(n for n in ("layers/dense/vars/0", "_layer_checkpoint_dependencies/dense/vars/0") if n in f)
+        del f[name]
+        f.create_dataset(name, shape=(2**20, 2**20), dtype="float32")
+    assert path.stat().st_size < 100_000
+    run_fail(session, f"load {path}", path.name, "too large to load", name, "(1048576, 1048576)", "4.0 TB")
+    assert session.model_names() == []

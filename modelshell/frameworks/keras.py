@@ -32,7 +32,7 @@ from modelshell.frameworks.base import (  # noqa: E402
 )
 from modelshell.frameworks.copying import copy_into  # noqa: E402
 from modelshell.safety.probe import probe_hdf5  # noqa: E402
-from modelshell.safety.resources import check_fits, unpacked_zip_size  # noqa: E402
+from modelshell.safety.resources import check_declared_shapes, check_fits, unpacked_zip_size  # noqa: E402
 
 __all__ = ["KerasModel", "load_keras_file", "version"]
 
@@ -490,6 +490,7 @@ def load_keras_file(path: Path, trust: bool) -> ModelHandle:
         _check_archive(path)
         _probe_weights(path)
     check_fits(path, unpacked_zip_size(path) if is_keras else _h5_size(path))
+    check_declared_shapes(path, _config(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -541,18 +542,7 @@ def _load_failed(path: Path, exc: BaseException) -> ModelshellError:
 def code_in_config(path: Path) -> list[str]:
     """The Lambda layers and custom (non-Keras) classes a saved model's config names, read as JSON and
     never deserialized, so a refusal can say what code the file carries."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-        else:
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                raw = f.attrs.get("model_config")
-                config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except Exception:  # noqa: BLE001 - this only adds detail to a refusal
-        return []
+    config = _config(path)
     found: list[str] = []
 
     def visit(node: Any) -> None:
@@ -571,6 +561,22 @@ def code_in_config(path: Path) -> list[str]:
 
     visit(config)
     return list(dict.fromkeys(found))
+
+
+def _config(path: Path) -> Any:
+    """A saved model's config as plain JSON (``config.json`` of a ``.keras``, ``model_config`` of an
+    ``.h5``), or None when it cannot be read (the load itself then says why)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except Exception:  # noqa: BLE001 - a damaged or missing config: the load reports it
+        return None
 
 
 def _check_archive(path: Path) -> None:
