@@ -171,6 +171,84 @@ def test_the_scan_agrees_with_picklescan():
         assert dangerous <= set(ours.dangerous), case
 
 
+# Globals that call code, each as a file of its own (never unpickled): (module, qualified name).
+_CALLS = [("posix", "system"), ("os", "popen"), ("subprocess", "Popen"), ("builtins", "exec"), ("builtins", "eval"),
+          ("builtins", "open"), ("builtins", "__import__"), ("pydoc", "pipepager"), ("timeit", "timeit"),
+          ("cProfile", "run"), ("codecs", "open"), ("pathlib", "Path.write_text"), ("torch.jit", "load"),
+          ("torch", "load"), ("torch", "os.system"), ("torch.serialization", "os.system"), ("runpy", "_run_code"),
+          ("webbrowser", "open"), ("socket", "create_connection"), ("shutil", "rmtree"), ("pty", "spawn"),
+          ("functools", "partial"), ("operator", "attrgetter"), ("numpy.testing._private.utils", "runstring")]
+# Where we flag more than picklescan calls "Dangerous" (it says "Suspicious", or nothing): deliberate, and
+# listed in SECURITY.md. Anything else picklescan flags, we must flag too.
+_WE_FLAG_MORE = {"codecs.open", "pathlib.Path.write_text", "torch.jit.load", "torch.load", "torch.os.system",
+                 "torch.serialization.os.system", "builtins.__import__"}
+
+
+def _calling(module: str, name: str) -> bytes:
+    """A protocol 4 pickle that imports ``module.name`` and calls it with one string."""
+    return b"\x80\x04" + _short_unicode(module) + _short_unicode(name) + b"\x93" + _short_unicode("true") + b"\x85R."
+
+
+def _pickle_files(d: Path) -> dict[str, Path]:
+    """Every kind of pickle file these tests make: each dangerous call as a bare pickle and inside a torch
+    zip archive, the hand-built opcode streams, plain pickles of every protocol, torch files (zip and
+    legacy) with payloads, a pickled module, the allocation balloon and a TorchScript archive."""
+    files: dict[str, bytes | Path] = {}
+    for module, name in _CALLS:
+        files[f"{module}.{name}.pkl"] = _calling(module, name)
+    files.update({f"{case}.pkl": data for case, data in HAND_BUILT.items()})
+    files.update({f"{case}.pkl": data for case, data in _protocol_pickles().items()})
+    for zip_format in (True, False):
+        path = d / f"payloads-{'zip' if zip_format else 'legacy'}.pt"
+        torch.save({"weight": torch.ones(2), "a": MarkerPayload(d / "ran"), "b": _exec_payload(d / "ran")}, path,
+                   _use_new_zipfile_serialization=zip_format)
+        files[path.name] = path
+    torch.save(nn.Linear(2, 2), d / "module.pt")
+    torch.save({"b": _Allocates()}, d / "balloon.pt")
+    torch.jit.save(torch.jit.script(nn.Linear(2, 2)), str(d / "script.pt"))
+    for name in ("module.pt", "balloon.pt", "script.pt"):
+        files[name] = d / name
+    base = d / "payloads-zip.pt"
+    for module, name in _CALLS[:6]:  # the call as data.pkl of a torch archive
+        path = d / f"zip-{module}.{name}.pt"
+        with zipfile.ZipFile(base) as source, zipfile.ZipFile(path, "w") as out:
+            for info in source.infolist():
+                out.writestr(info, _calling(module, name) if info.filename.endswith("data.pkl") else source.read(info))
+        files[path.name] = path
+    paths = {}
+    for name, content in files.items():
+        path = content if isinstance(content, Path) else d / name
+        if not isinstance(content, Path):
+            path.write_bytes(content)
+        paths[name] = path
+    return paths
+
+
+@pytest.mark.skipif(importlib.util.find_spec("picklescan") is None, reason="picklescan is a test dependency")
+def test_the_scan_agrees_with_picklescan_on_every_pickle_file(tmp_path):
+    """picklescan read as a file (zip members and all): the same globals as ours once the plain-data
+    ones torch writes are set aside, everything it calls dangerous flagged by us, and where we flag more,
+    only the deliberate differences listed."""
+    import io
+
+    from picklescan.scanner import scan_bytes as picklescan_bytes
+
+    more: set[str] = set()
+    for name, path in _pickle_files(tmp_path).items():
+        data = path.read_bytes()
+        theirs = picklescan_bytes(io.BytesIO(data), name, path.suffix).globals
+        ours = pickle_scan.scan_torch_file(path)
+        if any("unknown" in (g.module, g.name) for g in theirs):
+            assert name.startswith("decoy") and ours.dangerous == ["posix.system"], name
+            continue
+        their_names = pickle_scan.classify([pickle_scan.Global(g.module, g.name) for g in theirs])
+        assert set(their_names.names) == set(ours.names), (name, their_names.names, ours.names)
+        dangerous = {str(pickle_scan.Global(g.module, g.name)) for g in theirs if g.safety.name == "Dangerous"}
+        assert dangerous <= set(ours.dangerous), (name, dangerous, ours.dangerous)
+        more |= set(ours.dangerous) - dangerous
+    assert more == _WE_FLAG_MORE, more
+
+
 def test_the_scan_reads_every_pickle_member_past_a_damaged_one(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"weight": torch.ones(2), "a": MarkerPayload(tmp_path / "ran")}, path)
@@ -187,7 +265,7 @@ def test_the_scan_reads_every_pickle_member_past_a_damaged_one(tmp_path):
     "builtins.compile", "builtins.open", "builtins.__import__", "__builtin__.eval", "pydoc.pipepager",
     "timeit.timeit", "cProfile.run", "codecs.open", "pathlib.Path.write_text", "torch.jit.load",
     "torch.os.system", "torch.serialization.os.system", "numpy.testing._private.utils.runstring",
-    "runpy._run_code", "(unknown global)"])
+    "runpy._run_code", "(unknown global)", "torch.serialization.pickle.loads"])
 def test_the_scan_flags_what_a_global_resolves_to(name):
     assert pickle_scan.is_dangerous(name)
 
@@ -199,7 +277,8 @@ def test_the_scan_resolves_re_exports_through_the_attribute_chain():
 
 
 @pytest.mark.parametrize("name", ["torch.nn.modules.linear.Linear", "collections.OrderedDict", "builtins.len",
-                                  "mylib.code.Net", "mylib.types.Config", "numpy.core.multiarray._reconstruct"])
+                                  "mylib.code.Net", "mylib.types.Config", "numpy.core.multiarray._reconstruct",
+                                  "torch.jit._pickle.build_intlist", "torch.jit._pickle.restore_type_tag"])
 def test_the_scan_does_not_flag_plain_classes(name):
     assert not pickle_scan.is_dangerous(name)
 
