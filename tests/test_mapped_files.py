@@ -100,3 +100,21 @@ def test_an_unleased_mapping_that_shrank_is_dropped_in_one_line(tmp_path):
     assert len(notes) == 1 and "a no longer hold what was loaded and were dropped" in notes[0], first
     assert out["names"] == ["other"]
     assert out["kept"] == pytest.approx(np.linspace(-1, 1, 5).tolist())
+
+
+def test_a_safetensors_file_truncated_after_loading_fails_in_one_line_saying_so(tmp_path):
+    """safetensors tensors are mapped one read at a time: a file shortened since the load is caught
+    before the mapping, and said to have changed (not a bare "mmap length is greater than file size")."""
+    from safetensors.torch import save_file
+
+    from modelshell.session import Session
+    from tests.test_formats import run_fail, run_ok
+
+    path = tmp_path / "s.safetensors"
+    save_file({"w": torch.arange(100_000, dtype=torch.float32), "b": torch.ones(3)}, str(path))
+    session = Session()
+    run_ok(session, f"load {path} as s")
+    run_ok(session, "other = __import__('torch').nn.Linear(2, 2)")
+    path.write_bytes(path.read_bytes()[:300])
+    run_fail(session, "weights s --stats", "s.safetensors", "was changed on disk since it was loaded")
+    assert session.model_names() == ["s", "other"]
