@@ -490,7 +490,7 @@ def load_keras_file(path: Path, trust: bool) -> ModelHandle:
         _check_archive(path)
         _probe_weights(path)
     check_fits(path, unpacked_zip_size(path) if is_keras else _h5_size(path))
-    check_declared_shapes(path, _config(path))
+    check_declared_shapes(path, _saved_config(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -542,7 +542,7 @@ def _load_failed(path: Path, exc: BaseException) -> ModelshellError:
 def code_in_config(path: Path) -> list[str]:
     """The Lambda layers and custom (non-Keras) classes a saved model's config names, read as JSON and
     never deserialized, so a refusal can say what code the file carries."""
-    config = _config(path)
+    config = _saved_config(path)
     found: list[str] = []
 
     def visit(node: Any) -> None:
@@ -563,7 +563,7 @@ def code_in_config(path: Path) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _config(path: Path) -> Any:
+def _saved_config(path: Path) -> Any:
     """A saved model's config as plain JSON (``config.json`` of a ``.keras``, ``model_config`` of an
     ``.h5``), or None when it cannot be read (the load itself then says why)."""
     try:
