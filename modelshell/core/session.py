@@ -25,6 +25,7 @@ from modelshell.frameworks.detect import framework_of, wrap_object
 from modelshell.core.output import OutputSink, captured
 from modelshell.core.python import PythonLines, error_line, formatted_traceback
 from modelshell.core.results import Failed, Message, Outcome, Text
+from modelshell.safety import mapped
 
 __all__ = ["Session", "LineObserver", "is_command_line", "shadows"]
 
@@ -182,9 +183,19 @@ class Session:
     def run_line(self, text: str) -> Outcome:
         """Run one complete input (a command, or Python that may span lines) and say what it produced;
         then tell the observers that watched it from start to end (so the line that starts or stops
-        `record` is not part of the recording)."""
+        `record` is not part of the recording). A memory-mapped file another program changed is said
+        (and its models dropped when it was truncated unnoticed) before and after the line."""
         watching = list(self.observers)
-        outcome = self._run(text)
+        writes = None
+        try:
+            writes = self._writes()
+            before = self._changed_files(mapped.check_files())  # truncated without a lease: dropped first
+            outcome = self._run(text)
+            outcome.results[:0] = before
+            outcome.results += self._changed_files(mapped.take_changes())
+        except KeyboardInterrupt:  # before a command ran, or after it: say what it did (a Python line says itself)
+            nothing = "interrupted (nothing changed)" if self.is_command(text.strip()) else "interrupted"
+            outcome = Outcome(ok=False, error=nothing if writes is None else self._interrupted(writes, nothing))
         if text.strip():
             for observer in watching:
                 if observer in self.observers:
@@ -203,6 +214,24 @@ class Session:
         """The session ends: every observer is closed (a recording has its last line written already)."""
         while self.observers:
             self.stop_observing(self.observers[-1])
+
+    def _changed_files(self, changes: list[mapped.Change]) -> list[Message]:
+        """Say which memory-mapped files another program changed, and what that did to their models:
+        nothing (their values were moved into memory first), or they are dropped (truncated unnoticed)."""
+        notes = []
+        for change in changes:
+            names = [n for n, h in self.handles.items() if h.source == change.path]
+            if change.whole:
+                kept = f"{', '.join(names) or 'its tensors'} kept the values loaded (moved into memory first)"
+                notes.append(Message(f"note: {change.path} was changed on disk by another program; {kept}"))
+                continue
+            for name in names:
+                self.handles.pop(name, None)
+                self.namespace.pop(name, None)
+            notes.append(Message(
+                f"note: {change.path} was truncated by another program while mapped: "
+                f"{', '.join(names) or 'its tensors'} no longer hold what was loaded and were dropped (load it again)"))
+        return notes
 
     def _run(self, text: str) -> Outcome:
         stripped = text.strip()
@@ -227,8 +256,6 @@ class Session:
         except ModelshellError as exc:
             return Outcome(ok=False, error=exc.one_line(), traceback=self._keep_traceback(traceback.format_exc()),
                            missing=getattr(exc, "package", None))
-        except KeyboardInterrupt:
-            return Outcome(ok=False, error="interrupted")
         except Exception as exc:  # noqa: BLE001 - the session must survive any bug, and say what happened
             package = quiet.missing_framework(exc)
             if package is not None:  # a command reached for a framework that is not installed
@@ -260,20 +287,29 @@ class Session:
         if "-h" in argv or "--help" in argv:  # before parsing: `weights --help` lacks the required NAME
             return self._run_command("help", [name])
         args = command.parser.parse_intermixed_args(argv)  # `load DIR --build as NAME`: options anywhere
-        writes = {n: handle.writes for n, handle in self.handles.items()}  # what Ctrl-C may have let finish
+        writes = self._writes()  # what Ctrl-C may have let finish
         try:
             with _collector_paused():
                 produced = command.run(self, args)
-        except KeyboardInterrupt:  # commands change nothing until they succeed (copy rolls back, save is atomic)
+            as_json = getattr(args, "json", False)
+            if isinstance(produced, Failed):
+                outcome = Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
+            else:
+                outcome = Outcome(results=produced if isinstance(produced, list) else [produced], as_json=as_json)
+            return apply_listing_options(outcome, args)
+        except KeyboardInterrupt:  # commands change nothing until they succeed (copy rolls back, save is atomic),
+            # and one that came after the command's last write, while its result was being put together,
+            # is told as such
             return Outcome(ok=False, error=self._interrupted(writes))
-        as_json = getattr(args, "json", False)
-        if isinstance(produced, Failed):
-            outcome = Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
-        else:
-            outcome = Outcome(results=produced if isinstance(produced, list) else [produced], as_json=as_json)
-        return apply_listing_options(outcome, args)
 
-    def _interrupted(self, writes_before: dict[str, int]) -> str:
+    def _is_command(self, text: str) -> bool:
+        stripped = text.strip()
+        return bool(_FORCED.match(stripped)) or is_command_line(stripped, self.namespace)
+
+    def _writes(self) -> dict[str, int]:
+        return {n: handle.writes for n, handle in self.handles.items()}
+
+    def _interrupted(self, writes_before: dict[str, int], nothing: str = "interrupted (nothing changed)") -> str:
         """What a Ctrl-C during a command left: nothing, or (when it came after a write completed) the
         models written, which are then marked changed."""
         written = [n for n, h in self.handles.items() if h.writes > writes_before.get(n, 0)]
@@ -281,7 +317,7 @@ class Session:
             self.handles[name].changed = True
         if written:
             return f"interrupted after the copy into {', '.join(written)} had completed (it holds the new values)"
-        return "interrupted (nothing changed)"
+        return nothing
 
     def _run_python(self, source: str) -> Outcome:
         try:

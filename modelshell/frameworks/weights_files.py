@@ -158,6 +158,9 @@ class SafetensorsFile(ArrayFile):
         shape, dtype = self.entries[name]
         start, end = self._offsets[name]
         np_dtype = _numpy_dtype(dtype)
+        if self._data_start + end > self._file_size():  # another program truncated it since the load
+            raise ModelshellError(f"cannot read {name} from {self.path}: the file was changed on disk since it was "
+                                  "loaded (it is now shorter than its header says)", "load it again")
         data = np.memmap(self._file, dtype=np.uint8, mode="r", offset=self._data_start + start, shape=(end - start,))
         return np.array(data.view(np_dtype).reshape(shape))
 

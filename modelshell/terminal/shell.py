@@ -18,7 +18,7 @@ from modelshell.terminal.live import TerminalOutput
 from modelshell.terminal.paging import Pager
 from modelshell.terminal.progress import spinner
 from modelshell.render import Printer
-from modelshell.core.results import Outcome
+from modelshell.core.results import Message, Outcome
 from modelshell.core.session import Session
 
 __all__ = ["run_interactive", "history_path", "PROMPT", "CONTINUATION"]
@@ -137,6 +137,7 @@ def _run_and_show(session: Session, output: TerminalOutput, printer: Printer, pa
     """One line, with a spinner while it runs long. Ctrl-C while it runs cancels it (the session turns
     the interrupt into an error line); one that comes in between, or while the output is drawn, only
     cuts the output short: the prompt comes back either way."""
+    outcome = None
     try:
         words = session.command_words(text)
         with spinner(printer.console, text, words) as stop_spinner:
@@ -144,8 +145,10 @@ def _run_and_show(session: Session, output: TerminalOutput, printer: Printer, pa
             outcome = session.run_line(text)
         printer.show(outcome, pager.for_line(words))
         return outcome
-    except KeyboardInterrupt:
-        printer.show(Outcome(ok=False, error="interrupted"))
+    except KeyboardInterrupt:  # once the line has run, say how it ended, not only that the output was cut
+        done = None if outcome is None else outcome.error or next(
+            (r.text for r in outcome.results if isinstance(r, Message)), "done")
+        printer.show(Outcome(ok=False, error="interrupted" if done is None else f"output cut short by Ctrl-C; {done}"))
         return Outcome(ok=False)
 
 
