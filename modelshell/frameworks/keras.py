@@ -291,16 +291,19 @@ class KerasModel(ModelHandle):
         duration of one eager call, then the class's own ``call`` is visible again."""
         taps: dict[str, Any] = {}
         found = [(path, self._layer_at(path)) for path in paths]
-        wrapped = [layer for _, layer in found if layer is not None]
-        for path, layer in found:
-            if layer is not None:
-                object.__setattr__(layer, "call", _tapped(layer, layer.call, taps, path))
+        wrapped: list[Any] = []
         try:
+            with deferred_interrupts():  # a Ctrl-C never leaves a wrapped call behind
+                for path, layer in found:
+                    if layer is not None:
+                        object.__setattr__(layer, "call", _tapped(layer, layer.call, taps, path))
+                        wrapped.append(layer)
             with self._substituted(values or {}):
                 return self.forward(inputs), taps
         finally:
-            for layer in wrapped:
-                object.__delattr__(layer, "call")
+            with deferred_interrupts():
+                for layer in wrapped:
+                    object.__delattr__(layer, "call")
 
     @contextlib.contextmanager
     def _substituted(self, values: dict[str, np.ndarray]) -> Iterator[None]:
@@ -314,7 +317,7 @@ class KerasModel(ModelHandle):
         variables = self._checked_variables(values)
         chosen = [(variables[name], value) for name, value in values.items()]
         if all(isinstance(v, keras.Variable) for v, _ in chosen):
-            mapping = [(v, _assignable(value, _dtype_name(v))) for v, value in chosen]
+            mapping = [(v, np.asarray(value, dtype=_dtype_name(v))) for v, value in chosen]
             with keras.StatelessScope(state_mapping=mapping):
                 yield
             return
