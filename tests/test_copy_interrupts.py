@@ -132,7 +132,7 @@ def _verdict(report: dict, dst: str) -> str | None:
 @pytest.mark.slow
 @pytest.mark.parametrize("src, dst", [("t", "k"), ("k", "t")], ids=["torch to keras", "keras to torch"])
 def test_ctrl_c_at_any_moment_of_a_copy_leaves_it_all_or_nothing_and_says_which(src, dst):
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_CHILD), src, dst], stdin=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", textwrap.dedent(_CHILD), src, dst], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     try:
         seconds = json.loads(child.stdout.readline() or "null")
