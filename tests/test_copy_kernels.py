@@ -180,7 +180,8 @@ def test_reshaped_is_a_view_where_numpy_makes_one_and_never_a_copy():
 def test_copy_into_writes_a_reshaped_view_as_numpy_s_reshape_would(dtype):
     from modelshell.frameworks.copying import reshaped
 
-    big = RNG.normal(size=(64, 512 * 7)).astype(np.float32).reshape(64, 512, 7).transpose(2, 1, 0)  # > 1 MiB: torch's kernel
+    # 14.7 MB, its last axis the source's rows: copied in two slices of that axis, through torch's kernel
+    big = RNG.normal(size=(1024, 512 * 7)).astype(np.float32).reshape(1024, 512, 7).transpose(2, 1, 0)
     for view in (_flatten_view(), big):
         lazy = reshaped(view, (-1, view.shape[-1]))
         out = np.full(lazy.shape, -1, dtype)

@@ -101,7 +101,31 @@ def copy_into(out: np.ndarray, value: np.ndarray | Reshaped) -> None:
         # The same map, nothing made twice; copy=False: a reshape of a strided ``out`` would be a copy,
         # and the values would go into it instead of ``out``.
         out, value = np.reshape(out, value.view.shape, copy=False), value.view
-    else:
-        value = np.asarray(value)
+        for out_block, value_block in _blocks(out, value):
+            _copy(out_block, value_block)
+        return
+    _copy(out, np.asarray(value))
+
+
+def _copy(out: np.ndarray, value: np.ndarray) -> None:
+    import numpy as np
+
     if not any(kernel(out, value) for kernel in _kernels):
         np.copyto(out, value, casting="unsafe")
+
+
+_BLOCK_BYTES = 12 << 20  # of the source per block: VGG16's first Dense copied fastest at ~128 of its 100 KB rows
+
+
+def _blocks(out: np.ndarray, value: np.ndarray):
+    """``out`` and ``value`` in slices of ``out``'s last axis when that axis walks ``value`` with its
+    largest stride (a transpose of 3 or more axes, the flatten reorder): each slice then reads a few
+    whole rows of the source that stay in cache while they are scattered. Copied whole, the 411 MB
+    reorder of VGG16's first Dense took 6-9 s, in slices 2-3 s (same machine, same load)."""
+    last = value.ndim - 1
+    if value.ndim < 3 or value.strides[last] != max(value.strides) or value.nbytes <= _BLOCK_BYTES:
+        yield out, value
+        return
+    step = max(1, _BLOCK_BYTES // (value.nbytes // value.shape[last]))
+    for start in range(0, value.shape[last], step):
+        yield out[..., start:start + step], value[..., start:start + step]
