@@ -173,7 +173,7 @@ def _compare(name: str, x: np.ndarray, y: np.ndarray, a_framework: str, channels
     if channels and y.ndim >= 3:
         # Always the other layout first: when the channels equal a spatial size, both layouts have the
         # same shape and only the moved one compares like with like.
-        moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels)
+        moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels, copy=False)
         if moved.shape == x.shape:
             y, note = moved, "channels moved"
     if x.shape != y.shape and x.size == y.size and x.shape[:1] == y.shape[:1] and x.ndim > 1:
