@@ -150,3 +150,119 @@ def test_a_keras_model_trains_on_the_buffers_a_copy_handed_over():
     assert np.isfinite(gradient_step)
     assert all(not np.array_equal(new, old) for new, old in zip(k.get_weights(), copied))
     np.testing.assert_array_equal(copied[0], _expected_keras_weights(t)[0])  # the torch model is not touched
+
+
+# --- a reshape that no view can take, made only when it is written -----------------------------------------
+def _flatten_view() -> np.ndarray:
+    """A torch Linear weight (out, C*H*W) seen as Keras's (H, W, C, out): the first Dense after a flatten."""
+    return RNG.normal(size=(24, 8 * 3 * 5)).astype(np.float32).reshape(24, 8, 3, 5).transpose(2, 3, 1, 0)
+
+
+def test_reshaped_is_a_view_where_numpy_makes_one_and_never_a_copy():
+    from modelshell.frameworks.copying import Reshaped, reshaped
+
+    contiguous = BIG.reshape(384, 16, 64)
+    view = reshaped(contiguous, (384, -1))
+    assert isinstance(view, np.ndarray) and np.shares_memory(view, BIG) and view.shape == (384, 1024)
+    flatten = _flatten_view()
+    lazy = reshaped(flatten, (-1, 24))
+    assert isinstance(lazy, Reshaped) and np.shares_memory(lazy.view, flatten)
+    assert np.shape(lazy) == (120, 24) and np.size(lazy) == 2880 and lazy.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(lazy), np.reshape(flatten, (-1, 24)))  # numpy's own reshape
+    np.testing.assert_array_equal(np.asarray(lazy.reshape(24, 120)), np.reshape(flatten, (24, 120)))
+    with pytest.raises(ValueError):
+        reshaped(flatten, (7, -1))  # numpy refuses it too: 2880 is no multiple of 7
+    with pytest.raises(ValueError):
+        np.asarray(lazy, copy=False)  # it has no memory of its own to give without a copy
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_copy_into_writes_a_reshaped_view_as_numpy_s_reshape_would(dtype):
+    from modelshell.frameworks.copying import reshaped
+
+    # 14.7 MB, its last axis the source's rows: copied in two slices of that axis, through torch's kernel
+    big = RNG.normal(size=(1024, 512 * 7)).astype(np.float32).reshape(1024, 512, 7).transpose(2, 1, 0)
+    for view in (_flatten_view(), big):
+        lazy = reshaped(view, (-1, view.shape[-1]))
+        out = np.full(lazy.shape, -1, dtype)
+        copy_into(out, lazy)
+        np.testing.assert_array_equal(out, np.reshape(view, lazy.shape).astype(dtype))
+
+
+def test_copy_into_refuses_a_reshaped_value_into_a_strided_buffer():
+    """A strided ``out`` has no view in the value's shape: reshaping it would copy, and the values would land
+    in that copy, leaving ``out`` as it was. It must fail loudly instead."""
+    from modelshell.frameworks.copying import reshaped
+
+    lazy = reshaped(np.arange(24, dtype=np.float32).reshape(6, 4).T, (6, 4))  # (4, 6) F-ordered, read as (6, 4)
+    out = np.zeros((4, 6), np.float32).T  # (6, 4), F-ordered: no view of it is (4, 6)
+    with pytest.raises(ValueError):
+        copy_into(out, lazy)
+    assert (out == 0).all()
+
+
+def _conv_flatten_twins():
+    torch.manual_seed(0)
+    t = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 5))
+    k = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.Flatten(),
+                          keras.layers.Dense(5)])
+    return t, k
+
+
+@pytest.mark.parametrize("direction", ["t k", "k t"])
+def test_the_dense_after_a_flatten_is_converted_without_a_copy_and_written_right(direction):
+    """The (C, H, W) -> (H, W, C) reorder of the Dense after a flatten is a transpose whose reshape no view
+    can take: the value handed to ``write`` must be a view of the source (not a copy of it, which held
+    VGG16's 411 MB kernel once more), and the write must still give both models the same function."""
+    from modelshell.frameworks.copying import Reshaped
+    from modelshell.transfer.plan import converted_values, make_plan
+
+    t, k = _conv_flatten_twins()
+    session = Session()
+    session.namespace.update(t=t, k=k)
+    src, dst = direction.split()
+    a, b = session.model(src), session.model(dst)
+    values = converted_values(make_plan(a, b, src, dst), a)
+    lazy = [name for name, value in values.items() if isinstance(value, Reshaped)]
+    assert len(lazy) == 1, {n: type(v) for n, v in values.items()}
+    source = t[3].weight.detach().numpy() if src == "t" else np.asarray(tf.convert_to_tensor(k.layers[-1].kernel.value))
+    assert np.shares_memory(values[lazy[0]].view, source)
+    assert session.run_line(f"copy {direction} --no-verify").ok
+    x = RNG.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        yt = t(torch.from_numpy(x)).numpy()
+    yk = np.asarray(k(x.transpose(0, 2, 3, 1), training=False))
+    np.testing.assert_allclose(yt, yk, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_a_torch_write_that_fails_midway_puts_back_every_tensor(dtype):
+    """The rollback's backups (numpy's copies where numpy has the dtype, ``clone`` for bfloat16) give back
+    every tensor bit for bit when the fourth write fails."""
+    from modelshell.frameworks.detect import wrap_object
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.LayerNorm(200), torch.nn.Linear(200, 100)).to(dtype)
+    before = {n: v.detach().clone() for n, v in model.state_dict().items()}
+    handle = wrap_object(model, "m")
+    new = {n: RNG.normal(size=tuple(v.shape)).astype(np.float32) for n, v in before.items()}
+    calls = {"n": 0}
+    for tensor in model.state_dict(keep_vars=True).values():
+        original = tensor.copy_
+
+        def failing(*args, original=original, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise RuntimeError("injected")
+            return original(*args, **kwargs)
+
+        tensor.copy_ = failing
+    with pytest.raises(RuntimeError, match="injected"):
+        handle.write(dict(new))
+    for tensor in model.state_dict(keep_vars=True).values():
+        del tensor.__dict__["copy_"]
+    assert calls["n"] == 4  # three tensors were overwritten before the failure
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    handle.write(dict(new))  # and the model is still fine to write into
+    assert not torch.equal(model[0].weight.detach(), before["0.weight"])

@@ -423,7 +423,7 @@ def _assignable(value: Any, dtype: str) -> Any:
     if from_dlpack is None:
         return np.asarray(value, dtype=dtype)
     owned = _aligned_empty(np.shape(value), np.dtype(dtype))
-    copy_into(owned, np.asarray(value))
+    copy_into(owned, value)
     return from_dlpack(owned.__dlpack__())
 
 

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from modelshell.safety.atomic import full_suffix
 from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, tree_from_names
-from modelshell.frameworks.copying import lend_copy_kernel
+from modelshell.frameworks.copying import Reshaped, lend_copy_kernel
 from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
 from modelshell.safety.interrupts import deferred_interrupts
 from modelshell.safety.mapped import guard as guard_mapping
@@ -142,7 +142,7 @@ class TorchModule(ModelHandle):
     def write(self, values: dict[str, np.ndarray]) -> None:
         state = self._state()
         _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
-        prepared = {name: _as_tensor(value, state[name].dtype) for name, value in values.items()}
+        prepared = {name: _source(value, state[name]) for name, value in values.items()}
         values.clear()
         # Nothing is left to fail between the first and the last write, but an interrupt (Ctrl-C) or a
         # framework error can still come in the middle: each tensor is backed up just before it is
@@ -153,8 +153,8 @@ class TorchModule(ModelHandle):
             try:
                 for name in sorted(prepared, key=lambda n: prepared[n].numel()):
                     interrupts.check()
-                    backups.append((state[name], state[name].detach().clone()))
-                    state[name].copy_(prepared.pop(name))
+                    backups.append((state[name], _backup(state[name])))
+                    _write_into(state[name], prepared.pop(name))
                 self.writes += 1
             except BaseException:
                 for tensor, backup in reversed(backups):
@@ -418,10 +418,10 @@ def _config(module: torch.nn.Module) -> dict[str, Any]:
     return config
 
 
-def _as_tensor(value: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+def _as_tensor(value: np.ndarray | Reshaped, dtype: torch.dtype) -> torch.Tensor:
     """A tensor sharing the array's memory where it can (same dtype, any positive strides): a copy of a
     large model must not hold its weights three times. 0-d arrays stay 0-d."""
-    array = np.asarray(value)
+    array = np.asarray(value)  # a Reshaped is made here (a state dict keeps what it is given)
     try:
         with warnings.catch_warnings():  # read-only views (Keras snapshots) are only ever read from here
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -429,6 +429,39 @@ def _as_tensor(value: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     except ValueError:  # negative strides
         tensor = torch.from_numpy(np.array(array, order="C"))
     return tensor.to(dtype)
+
+
+def _source(value: np.ndarray | Reshaped, destination: torch.Tensor) -> torch.Tensor:
+    """What ``_write_into`` copies into ``destination``: the value as a tensor, sharing its memory where
+    it can. A ``Reshaped`` value stays its view, in the view's shape (the destination is written seen in
+    that shape), unless the destination is not contiguous and so has no such view."""
+    if isinstance(value, Reshaped):
+        if destination.is_contiguous():
+            return _as_tensor(value.view, destination.dtype)
+        value = np.asarray(value)
+    return _as_tensor(value, destination.dtype)
+
+
+def _backup(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor`` to put back on a rollback, made by numpy where numpy has the dtype: numpy asks
+    the kernel for huge pages for a large array, where ``clone``'s fresh memory faults in 4 KiB pages
+    (measured on BERT-base's 418 MB: 0.2-0.6 s against 0.7-2.2 s for ``clone``)."""
+    tensor = tensor.detach()
+    if tensor.device.type == "cpu" and tensor.dtype not in _WIDENED:
+        try:
+            return torch.from_numpy(tensor.numpy().copy())
+        except (TypeError, RuntimeError):  # a dtype numpy lacks, a tensor numpy cannot see (conjugate bit)
+            pass
+    return tensor.clone()
+
+
+def _write_into(tensor: torch.Tensor, source: torch.Tensor) -> None:
+    """``tensor.copy_(source)``; a source in another shape of the same size is a ``Reshaped``'s view, whose
+    C-order reshape into ``tensor`` is the copy into ``tensor`` seen in the view's shape (no copy made)."""
+    if source.shape != tensor.shape:
+        tensor.view(source.shape).copy_(source)
+    else:
+        tensor.copy_(source)
 
 
 def _check_values(values: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]], what: str) -> None:

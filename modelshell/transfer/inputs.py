@@ -196,12 +196,13 @@ def _layouts_differ(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_lay
     return any(kind.startswith(_CHANNEL_KINDS) for kind in first)
 
 
-def to_other_layout(x: np.ndarray, framework: str, channels: bool) -> np.ndarray:
-    """An array in ``framework``'s layout moved to the other's (channels first <-> last)."""
+def to_other_layout(x: np.ndarray, framework: str, channels: bool, copy: bool = True) -> np.ndarray:
+    """An array in ``framework``'s layout moved to the other's (channels first <-> last); without ``copy``
+    a view (a comparison only reads it: VGG16's layer outputs were copied 17 times per check for it)."""
     if not channels or x.ndim < 3:
         return x
     moved = np.moveaxis(x, 1, -1) if framework == "torch" else np.moveaxis(x, -1, 1)
-    return np.ascontiguousarray(moved)
+    return np.ascontiguousarray(moved) if copy else moved
 
 
 def _random_inputs(a: ModelHandle, b: ModelHandle, a_layers: list[Layer], b_layers: list[Layer], seed: int,

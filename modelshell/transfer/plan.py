@@ -19,6 +19,7 @@ import numpy as np
 
 from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo, keras_snake_case
+from modelshell.frameworks.copying import reshaped
 from modelshell.transfer import rules as layouts
 from modelshell.transfer.kinds import kind_of, known_kinds
 
@@ -420,23 +421,24 @@ def _call_of(layer: Layer, trace: dict) -> Any:
 def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.ndarray]:
     """Every destination tensor's new value, computed and shape-checked before anything is written.
 
-    Values may be views of the source's arrays (a transpose is one): every adapter's ``write`` copies
-    them into the destination, so the weights are not held a third time on the way."""
+    Values may be views of the source's arrays (a transpose is one), or a ``Reshaped`` where a view
+    cannot take the destination's shape: every adapter's ``write`` copies them into the destination, so
+    the weights are not held a third time on the way."""
     refuse_mismatched(plan)
     values: dict[str, np.ndarray] = {}
     arrays_in_order = source.iter_arrays([t.name for match in plan.matches for t in match.a_roles.values()])
     for match in plan.matches:
         arrays = {role: next(arrays_in_order) for role in match.a_roles}
         if match.rule is None:  # as is, or with unit axes added or dropped (leaves of blocks)
-            out = {role: np.reshape(array, match.b_roles[role].shape) if role in match.b_roles else array
+            out = {role: reshaped(array, match.b_roles[role].shape) if role in match.b_roles else array
                    for role, array in arrays.items()}
         else:
             src_side, dst_side = match.direction.split("->")
             ranked = _rule_shapes(match.rule, src_side, match.a_roles)
-            arrays = {role: np.reshape(array, ranked[role]) for role, array in arrays.items()}
+            arrays = {role: reshaped(array, ranked[role]) for role, array in arrays.items()}
             expect = _rule_shapes(match.rule, dst_side, match.b_roles)
             out = layouts.convert(match.rule, arrays, match.direction, expect=expect, copy=False, **match.dims)
-            out = {role: np.reshape(array, match.b_roles[role].shape) if role in match.b_roles else array
+            out = {role: reshaped(array, match.b_roles[role].shape) if role in match.b_roles else array
                    for role, array in out.items()}
         for role, array in out.items():
             target = match.b_roles.get(role)

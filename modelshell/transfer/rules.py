@@ -26,6 +26,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from modelshell.core.errors import ModelshellError
+from modelshell.frameworks.copying import reshaped
 
 __all__ = [
     "Direction",
@@ -489,13 +490,13 @@ def _flatten_dense(shape_syms: tuple[str, ...]) -> tuple[Step, Step]:
         sizes = [d[s] for s in shape_syms]  # C, then the spatial axes
         w = a[0].reshape(a[0].shape[0], *sizes)  # (out, C, *spatial)
         k = len(sizes) - 1
-        return (w.transpose(*range(2, 2 + k), 1, 0).reshape(-1, a[0].shape[0]),)
+        return (reshaped(w.transpose(*range(2, 2 + k), 1, 0), (-1, a[0].shape[0])),)
 
     def to_torch(a: Sequence[np.ndarray | None], d: Dims) -> tuple[np.ndarray]:
         sizes = [d[s] for s in shape_syms]
         k = len(sizes) - 1
         kernel = a[0].reshape(*sizes[1:], sizes[0], a[0].shape[1])  # (*spatial, C, out)
-        return (kernel.transpose(k + 1, k, *range(k)).reshape(a[0].shape[1], -1),)
+        return (reshaped(kernel.transpose(k + 1, k, *range(k)), (a[0].shape[1], -1)),)
 
     return (
         Step(("weight",), ("kernel",), f"columns ({cf})->({cl}), .T", to_keras),
@@ -529,7 +530,7 @@ def _gru_bias_to_keras(a: Sequence[np.ndarray | None], d: Dims) -> tuple[np.ndar
 def _depthwise_to_keras(n: int) -> TransformFn:
     def fn(a: Sequence[np.ndarray | None], d: Dims) -> tuple[np.ndarray]:
         w = a[0]
-        return (w.transpose(*range(2, 2 + n), 0, 1).reshape(*w.shape[2:], d["C"], d["M"]),)
+        return (reshaped(w.transpose(*range(2, 2 + n), 0, 1), (*w.shape[2:], d["C"], d["M"])),)
 
     return fn
 
@@ -697,7 +698,7 @@ _MHA = LayerRule(
         Step(tuple(f"{p}/bias" for p in _QKV), ("in_proj_bias",), "stack.reshape(3E)", _mha_biases_to_torch),
         Step(
             ("attention_output/kernel",), ("out_proj.weight",), "transpose(2,0,1).reshape(E,E)",
-            lambda a, d: (a[0].transpose(2, 0, 1).reshape(d["H"] * d["D"], d["H"] * d["D"]),),
+            lambda a, d: (reshaped(a[0].transpose(2, 0, 1), (d["H"] * d["D"], d["H"] * d["D"])),),
         ),
         _same("attention_output/bias", "out_proj.bias"),
     ),
@@ -771,7 +772,7 @@ def _reshaped(src: str, dst: str, name: str, shape: Callable[[Dims], tuple[int, 
     the axes are one (a Linear's outputs are an EinsumDense's heads x head size), never to make a fit."""
     def fn(a: Sequence[np.ndarray | None], d: Dims) -> tuple[np.ndarray]:
         value = a[0].T if transpose else a[0]
-        return (value.reshape(shape(d)),)
+        return (reshaped(value, shape(d)),)
 
     return Step((src,), (dst,), name, fn)
 

@@ -202,7 +202,7 @@ def _compare(name: str, x: np.ndarray, y: np.ndarray, a_framework: str, channels
     if channels and y.ndim >= 3:
         # Always the other layout first: when the channels equal a spatial size, both layouts have the
         # same shape and only the moved one compares like with like.
-        moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels)
+        moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels, copy=False)
         if moved.shape == x.shape:
             y, note = moved, "channels moved"
     if x.shape != y.shape and y.ndim >= 3:
@@ -224,10 +224,24 @@ def _compare(name: str, x: np.ndarray, y: np.ndarray, a_framework: str, channels
     if x.shape != y.shape:
         return OutputComparison(name, tuple(x.shape), float("inf"), float("inf"), False,
                                 f"shapes differ: {tuple(x.shape)} and {tuple(y.shape)}")
-    x64, y64 = x.astype(np.float64), y.astype(np.float64)
-    diff = np.abs(x64 - y64)
+    diff, magnitude = _difference_and_magnitude(x, y)
     max_abs = float(diff.max()) if diff.size else 0.0
-    scale = float(np.abs(y64).max()) if diff.size else 0.0
+    scale = float(magnitude.max()) if diff.size else 0.0
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    ok = bool(np.all(diff <= atol + rtol * np.abs(y64)))
+    magnitude *= rtol
+    magnitude += atol
+    ok = bool(np.all(diff <= magnitude))
     return OutputComparison(name, tuple(x.shape), max_abs, max_rel, ok, note)
+
+
+def _difference_and_magnitude(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``|x - y|`` and ``|y|`` as two new arrays, in the wider of the two float dtypes and float32 at least
+    (float64 for anything else). The check after a VGG16 copy compares 17 layer outputs of up to 3.2M
+    values; four float64 temporaries per comparison took 1.6 s of it. Near-equal float32 values subtract
+    exactly (Sterbenz), so float32 hides no difference a float64 one would show."""
+    dtype = np.result_type(x.dtype, y.dtype, np.float32)
+    if dtype.kind != "f":
+        dtype = np.dtype(np.float64)
+    diff = np.subtract(x, y, dtype=dtype)
+    np.abs(diff, out=diff)
+    return diff, np.abs(y, dtype=dtype)
