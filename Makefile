@@ -18,7 +18,7 @@ setup: $(STAMP)
 # their schemas so that the Python side imports.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e '.[all,test]'
+	$(PIP) -e '.[all,onnx,test]'
 	$(PIP) --no-deps tf-keras
 	$(PIP) transformers
 	$(PIP) --no-deps keras-hub tensorflow-text torchvision

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks.detect import wrap_object
 from modelshell.formats import FORMATS

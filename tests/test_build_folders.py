@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 import real_models
 from modelshell.formats import FORMATS
 from modelshell.formats.writers import save_safetensors_folder
-from modelshell.session import Session
+from modelshell.core.session import Session
 from test_formats import assert_unchanged, data_of, run_fail, run_ok, snapshot
 from test_quiet_imports import _blocked
 
@@ -354,7 +354,7 @@ def test_code_in_a_folder_runs_with_trust(custom_code, tmp_path):
         import json, sys
         sys.path.insert(0, {str(TESTS)!r})
         import real_models  # torchvision beside the CPU torch, before transformers
-        from modelshell.session import Session
+        from modelshell.core.session import Session
         session = Session()
         outcome = session.run_line("load {custom_code} --build --trust as tiny")
         handle = session.model("tiny") if outcome.ok else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import keyword
+import shlex
 from pathlib import Path
 
 from modelshell import loaders
@@ -12,9 +13,9 @@ from modelshell.formats.writers import DEFAULT_MAX_SHARD_SIZE, parse_size
 from modelshell.safety.atomic import atomic_folder, atomic_target, full_suffix
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import arg, command
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.safety.resources import check_free_space, tensor_bytes
-from modelshell.results import Message
+from modelshell.core.results import Message
 
 __all__: list[str] = []
 
@@ -45,7 +46,7 @@ SAVE_SUFFIXES = FORMATS.save_suffixes()
     "with or without --trust: load only code you trust. See SECURITY.md.",
 )
 def load(session, args: argparse.Namespace) -> Message:
-    name = _alias(args.alias, args.force) or session.free_name(loaders.default_name(args.spec))
+    name = _alias(args.alias, args.force, args.spec) or session.free_name(loaders.default_name(args.spec))
     if name in session.namespace:
         raise ModelshellError(f"the name {name!r} is already taken", f"choose another with `as`, or `del {name}` first")
     handle = loaders.load(args.spec, trust=args.trust or session.trust, build=args.build)
@@ -61,11 +62,15 @@ def load(session, args: argparse.Namespace) -> Message:
     )
 
 
-def _alias(words: list[str], force: bool = False) -> str | None:
+def _alias(words: list[str], force: bool = False, spec: str = "") -> str | None:
     if not words:
         return None
     if len(words) != 2 or words[0] != "as":
-        raise ModelshellError(f"expected `as NAME` after the path, got {' '.join(words)!r}", "see `help load`")
+        # Most often a file name with spaces, split at them: say how to quote it.
+        rest = words[: words.index("as")] if "as" in words else words
+        whole = shlex.quote(" ".join([spec, *rest]))
+        raise ModelshellError(f"expected `as NAME` after the path, got {' '.join(words)!r}",
+                              f"a path with spaces goes in quotes: `load {whole}`; see `help load`")
     name = words[1]
     if not name.isidentifier() or keyword.iskeyword(name):
         why = "a Python keyword: Python reserves it" if keyword.iskeyword(name) else "not a valid Python identifier"

@@ -6,13 +6,14 @@ import json
 import re
 from pathlib import Path
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 from modelshell.frameworks import quiet
 from modelshell.frameworks.base import ModelHandle
 
 __all__ = ["torch_file", "safetensors_file", "index_file", "keras_model", "h5_file", "keras_weights",
            "transformers_folder", "keras_hub_folder", "is_transformers_folder", "is_keras_hub_folder",
-           "TRANSFORMERS_WEIGHTS"]
+           "npz_file", "onnx_file", "tf_checkpoint", "tf_checkpoint_folder", "saved_model_folder",
+           "is_tf_checkpoint_folder", "is_saved_model_folder", "TRANSFORMERS_WEIGHTS"]
 
 # What a transformers folder keeps its weights in, in the order transformers itself prefers them.
 TRANSFORMERS_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
@@ -62,6 +63,7 @@ def h5_file(path: Path, trust: bool) -> ModelHandle:
     from modelshell.safety.probe import probe_hdf5
 
     datasets = probe_hdf5(path)  # a damaged HDF5 file can hang or crash the library: tried in a child first
+    _check_datasets(path, datasets)
     if not h5_holds_model(path):
         return _weights("KerasH5Weights", path, trust, datasets=datasets)
     return keras_model(path, trust)
@@ -70,7 +72,26 @@ def h5_file(path: Path, trust: bool) -> ModelHandle:
 def keras_weights(path: Path, trust: bool) -> ModelHandle:
     from modelshell.safety.probe import probe_hdf5
 
-    return _weights("KerasH5Weights", path, trust, datasets=probe_hdf5(path))
+    datasets = probe_hdf5(path)
+    _check_datasets(path, datasets)
+    return _weights("KerasH5Weights", path, trust, datasets=datasets)
+
+
+def _check_datasets(path: Path, datasets: dict[str, tuple[tuple[int, ...], str]] | None) -> None:
+    """Refuse a dataset that could never be read: HDF5 lets a file of a few KB declare a dataset of
+    terabytes (never written, all fill value), and reading it would fail or swap the machine."""
+    import math
+
+    import numpy as np
+
+    from modelshell.safety.resources import check_fits
+
+    for name, (shape, dtype) in (datasets or {}).items():
+        try:
+            size = math.prod(shape) * np.dtype(dtype).itemsize
+        except (TypeError, ValueError):  # a dtype numpy cannot name from its text: the reader decides
+            continue
+        check_fits(path, size, what=f"its dataset {name!r} of shape {tuple(shape)} alone would")
 
 
 def is_transformers_folder(path: Path) -> bool:
@@ -104,14 +125,72 @@ def keras_hub_folder(path: Path, trust: bool) -> ModelHandle:
     return _with_config(keras_weights(found, trust), path, "keras-hub preset", _keras_hub_summary)
 
 
+def npz_file(path: Path, trust: bool) -> ModelHandle:
+    from modelshell.frameworks.npz_file import NpzFile
+
+    return _holding(NpzFile(path), trust)
+
+
+def onnx_file(path: Path, trust: bool) -> ModelHandle:
+    quiet.require("onnx", f"loading {path.name}")  # before numpy is imported: the missing package is what to say
+    from modelshell.frameworks.onnx_file import OnnxInitializers
+
+    return _holding(OnnxInitializers(path), trust)
+
+
+def tf_checkpoint(path: Path, trust: bool) -> ModelHandle:
+    """A file of a TF checkpoint (its ``.index`` or one ``.data-*`` shard): the whole checkpoint."""
+    quiet.require("tensorflow", f"loading {path.name}")
+    from modelshell.frameworks.tf_checkpoint import TFCheckpoint, checkpoint_prefix
+
+    prefix = checkpoint_prefix(path)
+    handle = _holding(TFCheckpoint(path, prefix), trust)
+    handle.note = "; ".join(filter(None, [f"{path.name} is one file of the checkpoint {prefix.name}: the whole "
+                                          "checkpoint was loaded", handle.obj.naming]))
+    return handle
+
+
+def tf_checkpoint_folder(path: Path, trust: bool) -> ModelHandle:
+    quiet.require("tensorflow", f"loading {path.name}")
+    from modelshell.frameworks.tf_checkpoint import TFCheckpoint, checkpoint_prefix
+
+    prefix = checkpoint_prefix(path)
+    handle = _holding(TFCheckpoint(path, prefix), trust)
+    handle.note = "; ".join(filter(None, [f"the checkpoint {prefix.name}", handle.obj.naming]))
+    return handle
+
+
+def saved_model_folder(path: Path, trust: bool) -> ModelHandle:
+    """A SavedModel's variables, from its checkpoint; its graph is never loaded."""
+    quiet.require("tensorflow", f"loading {path.name}")
+    from modelshell.frameworks.tf_checkpoint import TFCheckpoint, saved_model_prefix
+
+    handle = _holding(TFCheckpoint(path, saved_model_prefix(path), kind="TF SavedModel"), trust)
+    handle.note = handle.obj.naming
+    return handle
+
+
+def is_tf_checkpoint_folder(path: Path) -> bool:
+    return (path / "checkpoint").is_file() or any(path.glob("*.index"))
+
+
+def is_saved_model_folder(path: Path) -> bool:
+    return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
+
+
 def _weights(reader: str, path: Path, trust: bool, **known) -> ModelHandle:
     """A weights-only file; one with no tensors at all is refused, as a torch file holding none is.
     ``known`` passes on what the HDF5 probe already read (``datasets``)."""
     from modelshell.frameworks import weights_files
 
-    arrays = getattr(weights_files, reader)(path, **known)
+    return _holding(getattr(weights_files, reader)(path, **known), trust)
+
+
+def _holding(arrays, trust: bool) -> ModelHandle:
+    from modelshell.frameworks import weights_files
+
     if not arrays:
-        raise ModelshellError(f"{path} holds no tensors, so there is no model in it")
+        raise ModelshellError(f"{arrays.path} holds no tensors, so there is no model in it")
     return weights_files.WeightsFile(arrays, trust)
 
 

@@ -4,13 +4,14 @@ what it is in one line. ``load``, ``save``, ``help load``/``help save`` and the 
 """
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelshell.formats import builders, readers
 
-__all__ = ["Format", "FormatRegistry", "FORMATS"]
+__all__ = ["Format", "FormatRegistry", "FORMATS", "suffix_fits"]
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,21 @@ class FormatRegistry:
         self.formats = list(formats)
 
     def for_file(self, path: Path) -> Format | None:
-        name = path.name.lower()
-        fits = [(len(s), f) for f in self.formats for s in f.suffixes if name.endswith(s)]
+        fits = [(len(s), f) for f in self.formats for s in f.suffixes if suffix_fits(path.name, s)]
         return max(fits, key=lambda fit: fit[0])[1] if fits else None
 
     def for_folder(self, path: Path) -> Format | None:
         return next((f for f in self.formats if f.folder is not None and f.folder(path)), None)
+
+    def read_format(self, name: str) -> str | None:
+        """The name of the format ``load`` reads a file of this name as (None: none)."""
+        form = self.for_file(Path(name))
+        return form.name if form is not None else None
+
+    def write_format(self, name: str) -> str | None:
+        """The name of the format ``save`` writes to a file of this name (None: it cannot)."""
+        fits = [(len(s), f) for f in self.formats for s in f.save_suffixes() if suffix_fits(name, s)]
+        return max(fits, key=lambda fit: fit[0])[1].name if fits else None
 
     def read_suffixes(self) -> list[str]:
         return [s for f in self.formats for s in f.suffixes]
@@ -86,6 +96,11 @@ class FormatRegistry:
         lines += [f"| {f.label()} | {f.read_as()} | {f.needs} | {f.runs_code} | {_saves_cell(f)} |"
                   for f in self.formats]
         return "\n".join(lines) + "\n"
+
+
+def suffix_fits(name: str, suffix: str) -> bool:
+    """Whether a file name ends in ``suffix``; a suffix may hold ``*`` (``.data-*-of-*``, a TF data shard)."""
+    return fnmatch.fnmatchcase(name.lower(), "*" + suffix)
 
 
 def _saves_cell(f: Format) -> str:
@@ -135,4 +150,16 @@ FORMATS = FormatRegistry([
            builder=builders.keras_hub_model,
            builds="the backbone (or the task of a `task.json`) by the class its config names, `from_preset`",
            folder_writer=builders.write_keras_hub_preset, owns=builders.is_keras_hub_model),
+    Format("npz", "arrays by name (`numpy.savez`), weights only; object arrays are refused (they would be "
+           "unpickled)", readers.npz_file, "nothing", suffixes=(".npz",)),
+    Format("onnx", "the initializers (stored weights) of an ONNX graph, weights only; the graph is not run",
+           readers.onnx_file, "onnx (`pip install 'modelshell[onnx]'`)", suffixes=(".onnx",)),
+    Format("TF checkpoint", "the variables of a TensorFlow checkpoint (`PREFIX.index` + `PREFIX.data-*`), read "
+           "with TensorFlow's checkpoint reader, weights only; either file loads the whole checkpoint",
+           readers.tf_checkpoint, "TensorFlow", suffixes=(".index", ".data-*-of-*")),
+    Format("TF SavedModel", "a `tf.saved_model.save` / Keras `model.export` folder: the variables of "
+           "`variables/variables.index`, weights only; the graph is never loaded or run",
+           readers.saved_model_folder, "TensorFlow", folder=readers.is_saved_model_folder),
+    Format("TF checkpoints", "a folder of TF checkpoints: the one its `checkpoint` file names last, or "
+           "its only `.index`", readers.tf_checkpoint_folder, "TensorFlow", folder=readers.is_tf_checkpoint_folder),
 ])

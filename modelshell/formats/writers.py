@@ -7,7 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
+from modelshell.safety.atomic import atomic_target
 from modelshell.safety.resources import tensor_bytes
 
 __all__ = ["parse_size", "save_safetensors_folder", "DEFAULT_MAX_SHARD_SIZE"]

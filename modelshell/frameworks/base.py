@@ -15,7 +15,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 
 if TYPE_CHECKING:  # numpy costs ~0.15 s to import; the shell's start-up does not need it
     import numpy as np
@@ -252,10 +252,12 @@ class ModelHandle(ABC):
         a list (positional) or a dict by input name (keyword arguments for torch, a dict for Keras)."""
         raise ModelshellError(f"a {self.class_name} has no architecture to run", "load or build the model itself")
 
-    def forward_with_taps(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]",
-                          paths: list[str]) -> tuple[Any, dict[str, Any]]:
+    def forward_with_taps(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]", paths: list[str],
+                          values: "dict[str, np.ndarray] | None" = None) -> tuple[Any, dict[str, Any]]:
         """``forward``, also recording (as copies) the output of each layer in ``paths`` (as ``layers()``
-        names them), for ``verify --layers``."""
+        names them), for ``verify --layers``. With ``values`` (tensor name -> array), the model computes
+        as if those tensors held them, and is left exactly as it was: how a pairing is tried before a
+        copy writes anything (torch ``functional_call``, Keras ``StatelessScope``)."""
         raise ModelshellError(f"a {self.class_name} has no layers to run", "load or build the model itself")
 
     def trace(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]") -> dict[str, LayerCall]:

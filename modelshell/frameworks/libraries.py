@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks import quiet
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks.detect import wrap_object

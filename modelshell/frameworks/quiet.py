@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 
 __all__ = [
     "NOISY", "EXTRAS", "MissingFrameworkError", "install", "startup_text", "missing_framework",
@@ -48,7 +48,7 @@ EXTRAS = {
     "torchvision": ("torchvision", "pip install torchvision"),
     "h5py": ("h5py", "pip install h5py"),
     "safetensors": ("safetensors", "pip install safetensors"),
-    "onnx": ("onnx", "pip install onnx"),
+    "onnx": ("onnx", "pip install 'modelshell[onnx]'"),
 }
 
 # Modules whose own warnings are start-up or internal noise for a shell user.

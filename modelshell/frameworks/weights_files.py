@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, layers_from_tensors, tree_from_names
 
 __all__ = ["ArrayFile", "SafetensorsFile", "KerasH5Weights", "TorchShard", "ShardedWeights", "WeightsFile",
-           "h5_holds_model"]
+           "h5_holds_model", "guess_layout", "natural_key"]
 
 # Every dtype the safetensors format defines that numpy (with ml_dtypes) can hold, as numpy/ml_dtypes name
 # it, with its item size. The sub-byte ones (F4, F6_*) are refused by name.
@@ -45,6 +45,8 @@ class ArrayFile(Mapping):
 
     path: Path
     layout: str  # the framework whose naming and array layout the file follows
+    kind: str | None = None  # what the file is, when its suffix does not say (a folder, a checkpoint prefix)
+    metadata: dict[str, str] = {}  # a safetensors header's __metadata__ (text to text), shown and saved again
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -76,7 +78,8 @@ class ArrayFile(Mapping):
         return f"<{type(self).__name__} {self.path.name}: {len(self)} tensors>"
 
     def layer_and_role(self, name: str) -> tuple[str, str]:
-        layer, _, role = name.rpartition(".")
+        """Keras variable paths end in ``/kernel``, torch names in ``.weight``."""
+        layer, _, role = name.rpartition("/" if self.layout == "keras" else ".")
         return layer, role
 
 
@@ -110,6 +113,7 @@ class SafetensorsFile(ArrayFile):
             raise ModelshellError(f"cannot read {self.path} as safetensors: the header is not a JSON object")
         self._data_start = 8 + length
         metadata = header.pop("__metadata__", None)
+        self.metadata = dict(metadata) if isinstance(metadata, dict) else {}
         try:
             ordered = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
             self._offsets = {name: tuple(info["data_offsets"]) for name, info in ordered}
@@ -150,15 +154,13 @@ class SafetensorsFile(ArrayFile):
                     "(truncated or damaged)"
                 )
 
-    def layer_and_role(self, name: str) -> tuple[str, str]:
-        separator = "/" if self.layout == "keras" else "."
-        layer, _, role = name.rpartition(separator)
-        return layer, role
-
     def _read_array(self, name: str) -> np.ndarray:
         shape, dtype = self.entries[name]
         start, end = self._offsets[name]
         np_dtype = _numpy_dtype(dtype)
+        if self._data_start + end > self._file_size():  # another program truncated it since the load
+            raise ModelshellError(f"cannot read {name} from {self.path}: the file was changed on disk since it was "
+                                  "loaded (it is now shorter than its header says)", "load it again")
         data = np.memmap(self._file, dtype=np.uint8, mode="r", offset=self._data_start + start, shape=(end - start,))
         return np.array(data.view(np_dtype).reshape(shape))
 
@@ -215,7 +217,7 @@ class KerasH5Weights(ArrayFile):
             found = [(name, shape, dtype) for name, (shape, dtype) in self._probed.items()]
         else:
             f.visititems(visit)
-        found.sort(key=lambda item: _natural_key(item[0]))
+        found.sort(key=lambda item: natural_key(item[0]))
         for name, _, _ in found:
             self._datasets[name] = name
         return {name: (shape, dtype) for name, shape, dtype in found}
@@ -272,6 +274,7 @@ class ShardedWeights(ArrayFile):
             self._shard_of[name] = self.shards[shard]
         first = next(iter(self.shards.values()), None)
         self.layout = first.layout if first is not None else "torch"
+        self.metadata = {k: v for shard in self.shards.values() for k, v in shard.metadata.items()}
         return {name: self._shard_of[name].entries[name] for name in weight_map}
 
     def _read_array(self, name: str) -> np.ndarray:
@@ -303,6 +306,11 @@ def _safetensors_layout(metadata, names: list[str]) -> str:
         return "keras"
     if form == "pt":
         return "torch"
+    return guess_layout(names)
+
+
+def guess_layout(names: list[str]) -> str:
+    """Keras variable paths are told apart from torch names by their slashes."""
     return "keras" if names and all("/" in name for name in names) else "torch"
 
 
@@ -334,13 +342,28 @@ class WeightsFile(ModelHandle):
             return f"{architecture} weights ({kind} folder)"
         if isinstance(self.obj, ShardedWeights):
             return f"weights file ({len(self.obj.shards)} shards)"
-        return f"weights file ({self.obj.path.name.split('.', 1)[-1]})"
+        return f"weights file ({self.obj.kind or self.obj.path.name.split('.', 1)[-1]})"
+
+    def summary(self) -> list[str]:
+        """The lines `weights` and `models` add: the folder's config in short, and the file's own metadata
+        (a safetensors ``__metadata__``: who wrote it and how), each value cut to a line's share."""
+        lines = []
+        if self.folder is not None:
+            kind, path, (architecture, sizes) = self.folder
+            lines.append(f"{kind} folder {path.name}: {architecture}" + (f" ({sizes})" if sizes else ""))
+        if self.obj.metadata:
+            lines.append("safetensors metadata: " + ", ".join(f"{key}={_cut(value)}" for key, value in self.obj.metadata.items()))
+        return lines
 
     def tensors(self) -> list[TensorInfo]:
+        """In the natural order of their layers, as ``layers`` has them (``0, 3, 6, 9, 11``, not the text
+        order ``0, 11, 3`` a safetensors file stores); a layer's own tensors as the file has them."""
         infos = []
         for name, (shape, dtype) in self.obj.entries.items():
             layer, role = self.obj.layer_and_role(name)
             infos.append(TensorInfo(name, shape, dtype, None, layer, role, "tensor"))
+        if isinstance(self.obj, (SafetensorsFile, ShardedWeights)):
+            infos.sort(key=lambda info: _natural_key(info.layer.replace(".", "/")))
         return infos
 
     def layer_tree(self) -> LayerNode:
@@ -352,7 +375,7 @@ class WeightsFile(ModelHandle):
         (``0, 3, 6, 9, 11``), and named layers still pair by name."""
         layers = layers_from_tensors(self.tensors() if tensors is None else tensors)
         if isinstance(self.obj, (SafetensorsFile, ShardedWeights)):
-            layers.sort(key=lambda layer: _natural_key(layer.path.replace(".", "/")))
+            layers.sort(key=lambda layer: natural_key(layer.path.replace(".", "/")))
         return layers
 
     def read(self, name: str) -> np.ndarray:
@@ -374,7 +397,7 @@ class WeightsFile(ModelHandle):
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
-            metadata = {"format": "keras" if self.framework == "keras" else "pt"}
+            metadata = {"format": "keras" if self.framework == "keras" else "pt", **self.obj.metadata}
             save_file({name: np.ascontiguousarray(self.read(name)) for name in self.obj}, str(path), metadata=metadata)
         elif path.suffix == ".h5":
             _save_h5_copy(self, path)
@@ -432,9 +455,14 @@ def _numpy_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
+def _cut(text: str, limit: int = 60) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _strings(values) -> list[str]:
     return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split("/")]
