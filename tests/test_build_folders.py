@@ -165,6 +165,14 @@ def test_keras_hub_preset_builds_takes_a_copy_and_saves_a_preset_keras_hub_loads
         np.testing.assert_array_equal(got, kept)
     real_models.assert_close(pair.run_keras(back, k_in), want)
 
+    sharded = tmp_path / "preset-shards"  # --max-shard-size reaches keras-hub's own sharding
+    saved = data_of(session, f"save kh {sharded}/ --max-shard-size 50KB")
+    assert "model.weights.json" in saved["files"] and len([f for f in saved["files"] if f.endswith(".h5")]) > 1
+    back = keras_hub.models.Backbone.from_preset(str(sharded))
+    for got, kept in zip(keras_state(back), keras_state(kh), strict=True):
+        np.testing.assert_array_equal(got, kept)
+    run_ok(session, f"load {sharded} --build as from_shards")
+
 
 def test_a_torch_bin_folder_builds(hf_bert, tmp_path):
     _, tm, _, _, _ = hf_bert
