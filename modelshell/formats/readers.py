@@ -94,7 +94,8 @@ def _check_datasets(path: Path, datasets: dict[str, tuple[tuple[int, ...], str]]
         except (TypeError, ValueError):  # a dtype numpy cannot name from its text: the reader decides
             continue
         if size > file_size:
-            check_fits(path, size, what=f"its dataset {name!r} of shape {tuple(shape)}, declared larger than the file, would")
+            what = f"its dataset {name!r} of shape {tuple(shape)}, declared larger than the file, would"
+            check_fits(path, size, what=what)
 
 
 def is_transformers_folder(path: Path) -> bool:
