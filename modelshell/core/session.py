@@ -1,7 +1,9 @@
 """A session: named models plus the Python namespace they live in, and the dispatcher for one line.
 
 The core of modelshell: it knows nothing of terminals. The interactive shell, ``modelshell run`` and
-transcript replay all feed lines to ``Session.run_line`` and draw the ``Outcome`` it returns.
+transcript replay all feed lines to ``Session.run_line`` and draw the ``Outcome`` it returns. What the
+session needs from outside it is given: the commands it runs (a ``CommandRegistry``), the sink a running
+line's output goes to (``modelshell.core.output``), and observers it tells of each line (``record``).
 """
 from __future__ import annotations
 
