@@ -23,6 +23,7 @@ class Format:
     runs_code: str = "no"  # "no", or when it can ("with --trust")
     suffixes: tuple[str, ...] = ()
     folder: Callable[[Path], bool] | None = None  # recognises a folder of this format
+    marks: str = ""  # what such a folder holds that tells it apart, for the message of a folder that is none
     saves: str | None = None  # what `save` writes; None: it cannot be written
     writes: tuple[str, ...] | None = None  # the suffixes `save` writes, when not all of ``suffixes``
 
@@ -121,12 +122,12 @@ FORMATS = FormatRegistry([
            saves="Keras 3 weights only"),
     Format("transformers", "a `save_pretrained` folder (`config.json` with `model.safetensors`, its shards "
            "and index, `pytorch_model.bin` and its shards, or `tf_model.h5`), weights only",
-           readers.transformers_folder, "nothing; torch for `.bin`", folder=readers.is_transformers_folder,
+           readers.transformers_folder, "nothing; torch for `.bin`", folder=readers.is_transformers_folder, marks="config.json",
            saves="`save NAME DIR/`: `model.safetensors`, or shards and their index above `--max-shard-size`, "
            "and the `config.json` of a model loaded from a folder"),
     Format("keras-hub preset", "a `save_to_preset` folder (`config.json`, `metadata.json`, "
            "`model.weights.h5`), weights only", readers.keras_hub_folder, "h5py",
-           folder=readers.is_keras_hub_folder),
+           folder=readers.is_keras_hub_folder, marks="config.json and metadata.json"),
     Format("npz", "arrays by name (`numpy.savez`), weights only; object arrays are refused (they would be "
            "unpickled)", readers.npz_file, "nothing", suffixes=(".npz",)),
     Format("onnx", "the initializers (stored weights) of an ONNX graph, weights only; the graph is not run",
@@ -136,7 +137,8 @@ FORMATS = FormatRegistry([
            readers.tf_checkpoint, "TensorFlow", suffixes=(".index", ".data-*-of-*")),
     Format("TF SavedModel", "a `tf.saved_model.save` / Keras `model.export` folder: the variables of "
            "`variables/variables.index`, weights only; the graph is never loaded or run",
-           readers.saved_model_folder, "TensorFlow", folder=readers.is_saved_model_folder),
+           readers.saved_model_folder, "TensorFlow", folder=readers.is_saved_model_folder, marks="saved_model.pb"),
     Format("TF checkpoints", "a folder of TF checkpoints: the one its `checkpoint` file names last, or "
-           "its only `.index`", readers.tf_checkpoint_folder, "TensorFlow", folder=readers.is_tf_checkpoint_folder),
+           "its only `.index`", readers.tf_checkpoint_folder, "TensorFlow", folder=readers.is_tf_checkpoint_folder,
+           marks="a checkpoint file or PREFIX.index"),
 ])
