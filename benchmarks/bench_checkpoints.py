@@ -120,7 +120,7 @@ def warm_child(fmt: str, path: str, runs: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, str(ROOT))
     from modelshell.render.json import to_json_line
-    from modelshell.session import Session
+    from modelshell.core.session import Session
 
     reference_code = compile(REFERENCE[fmt].format(path=path), "<reference>", "exec")
 

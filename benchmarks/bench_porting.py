@@ -64,7 +64,7 @@ from transformers.modeling_tf_pytorch_utils import (  # noqa: E402
 
 from _bench import machine, print_table  # noqa: E402
 from bench_transfer import _status, child, profile_text, run_ok, timed  # noqa: E402
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 
 TARGETS = {"pair": 2.0, "bert": 1.0, "vgg": 0.9, "memory": 1.5}
 

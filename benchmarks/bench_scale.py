@@ -53,7 +53,7 @@ def child(folder: str, n: int, runs: int, profile: bool) -> None:
     """One size, in a fresh process: times of each operation, and cProfiles when asked."""
     sys.path.insert(0, str(ROOT))
     from modelshell.render.json import to_json_line
-    from modelshell.session import Session
+    from modelshell.core.session import Session
 
     t, k = make(Path(folder), n)
     session = Session()

@@ -55,7 +55,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 
 L = keras.layers
 BASE = dict(vocab=30522, d=768, heads=12, ff=3072, layers=12, max_pos=512)

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     # stream of `--json` lines stays pure JSON Lines.
     preload = [f"load {shlex.quote(path)}" for path in args.paths]
     if not sys.stdin.isatty():
+        _keep_undecodable_bytes(sys.stdin)
         status = run_lines(session, preload, keep_going=False, out=sys.stderr)
         return status or run_lines(session, sys.stdin, keep_going=False)
     run_lines(session, preload, keep_going=True, out=sys.stderr)  # errors are printed; the shell opens all the same
@@ -85,13 +86,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interact(session) -> int:
-    from modelshell.shell import run_interactive
+    from modelshell.terminal.shell import run_interactive
 
     try:
         return run_interactive(session)
     finally:
-        if session.recorder is not None:
-            session.recorder.close()
+        session.close()
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -127,24 +127,35 @@ def _replay(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     session = _new_session(args.debug, args.demo)
     if args.script == "-":
+        _keep_undecodable_bytes(sys.stdin)
         return run_lines(session, sys.stdin, keep_going=args.keep_going)
     path = Path(args.script)
     try:
-        text = path.read_text(encoding="utf8")
+        text = path.read_bytes().decode("utf8", "surrogateescape")  # a bad line fails alone, in run_lines
     except OSError as exc:
         sys.stderr.write(f"error: cannot read {path}: {exc.strerror or exc}\n")
         return 1
     return run_lines(session, text.splitlines(), keep_going=args.keep_going, label=str(path))
 
 
-def _new_session(debug: bool, demo: bool):
-    from modelshell.output import LiveOutput
-    from modelshell.session import Session
+def _keep_undecodable_bytes(stream) -> None:
+    """Read a piped stdin so that bytes that are not UTF-8 do not end the session: each line holding some
+    is refused on its own by ``run_lines``, the others run."""
+    try:
+        stream.reconfigure(encoding="utf8", errors="surrogateescape")
+    except (AttributeError, ValueError):  # not a text file of Python's own
+        pass
 
-    session = Session(debug=debug)
-    session.output = LiveOutput()  # a Python line's output shows as it is written, in the shell and in scripts
+
+def _new_session(debug: bool, demo: bool):
+    from modelshell.core.output import StreamSink
+    from modelshell.core.session import Session
+
+    # A Python line's output shows as it is written: in scripts and pipes on stdout; the interactive shell
+    # gives the session its terminal's sink instead (modelshell.terminal.shell).
+    session = Session(debug=debug, output=StreamSink())
     if demo:
-        from modelshell.errors import ModelshellError
+        from modelshell.core.errors import ModelshellError
 
         try:
             notes = load_demo(session)
@@ -161,7 +172,7 @@ def load_demo(session) -> list[str]:
     is installed. The lines to tell the user about the others (none when both were built); a demo with
     neither framework is refused in one line."""
     from modelshell.demo import keras_lenet5, torch_lenet5
-    from modelshell.errors import ModelshellError
+    from modelshell.core.errors import ModelshellError
     from modelshell.frameworks import quiet
     from modelshell.frameworks.detect import wrap_object
 
@@ -183,14 +194,18 @@ def load_demo(session) -> list[str]:
 def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<stdin>", out=None) -> int:
     """Run lines as a script. Exit status 1 at the first failing line, or at the end with ``keep_going``.
     ``out``: where results go (stdout unless told)."""
-    from modelshell.lines import complete_inputs
+    from modelshell.core.lines import complete_inputs, undecodable
+    from modelshell.core.results import Outcome
     from modelshell.render import Printer
 
     printer = Printer(out=out)
     failed = False
     try:
         for number, text in complete_inputs(lines, session.needs_more):
-            outcome = session.run_line(text)
+            bad = undecodable(text)
+            # Not run: undecoded bytes would change what the line says (a file name, a string).
+            where = f"line {number}: " if label == "<stdin>" else ""
+            outcome = session.run_line(text) if bad is None else Outcome(ok=False, error=f"{where}{bad}; not run")
             if outcome.error and label != "<stdin>":
                 outcome.error = f"{label}:{number}: {outcome.error}"
             printer.show(outcome)
@@ -198,13 +213,11 @@ def run_lines(session, lines: Iterable[str], keep_going: bool, label: str = "<st
                 break
             if not outcome.ok:
                 failed = True
-                if not keep_going:
+                if not keep_going and bad is None:  # bytes that are not UTF-8 spoil that line alone
                     break
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
     finally:
-        if session.recorder is not None:
-            session.recorder.close()
-            session.recorder = None
+        session.close()  # a recording started by the script ends with it
     return 1 if failed else 0

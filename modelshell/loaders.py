@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks.detect import wrap_object
 from modelshell.formats import FORMATS
@@ -36,11 +36,14 @@ def default_name(spec: str) -> str:
     return name
 
 
-def load(spec: str, trust: bool = False) -> ModelHandle:
-    """Load a model file or call a factory; ``trust`` allows formats that can run code on load."""
+def load(spec: str, trust: bool = False, build: bool = False) -> ModelHandle:
+    """Load a model file or call a factory; ``trust`` allows formats that can run code on load;
+    ``build`` builds a model folder (or the folder of a file in it) into the real model with its library."""
     if _is_factory_spec(spec):
         return _load_factory(spec, trust)
     path = Path(spec).expanduser()
+    if build:
+        return _build_folder(path, trust)
     if path.is_dir():
         return _load_folder(path, trust)
     _check_readable(path)
@@ -61,6 +64,17 @@ def _load_folder(path: Path, trust: bool) -> ModelHandle:
                               "a model folder holds " + "; ".join(f"{f.marks} ({f.name})" for f in FORMATS.folders())
                               + "; or name a model file in it")
     return form.reader(path, trust)
+
+
+def _build_folder(path: Path, trust: bool) -> ModelHandle:
+    folder = path if path.is_dir() else path.parent
+    if not path.exists():
+        raise ModelshellError(f"{path}: no such file or folder")
+    form = FORMATS.for_folder(folder)
+    if form is None or form.builder is None:
+        raise ModelshellError(f"{path} is not in a model folder, so there is nothing to build",
+                              "--build takes a folder: " + ", ".join(f.name for f in FORMATS.folders() if f.builder))
+    return form.builder(folder, trust)
 
 
 def _check_readable(path: Path) -> None:

@@ -115,14 +115,30 @@ def _second_pass(values: np.ndarray, mean: float, value_range: tuple[float, floa
     divided by a power of two near the largest one, which is exact and keeps squares of huge values
     from overflowing; ``std`` multiplies it back."""
     squares: list[float] = []
+    edges = _edges(value_range, bins)
+    bins = len(edges) - 1 if edges is not None else 1
     counts = np.zeros(bins, dtype=np.int64)
-    edges = np.histogram_bin_edges(np.empty(0), bins=bins, range=value_range)
     scale = _power_of_two_near(max(value_range[1] - mean, mean - value_range[0]))
     for chunk in _chunks(values):
         chunk = chunk[np.isfinite(chunk)]
         squares.append(float(np.square((chunk - mean) / scale).sum()))
-        counts += np.histogram(chunk, bins=bins, range=value_range)[0]  # every chunk: the same edges
-    return math.fsum(squares), scale, counts, edges
+        if edges is None:  # one value too large for numpy to widen into a bin: one bin holds it
+            counts[0] += chunk.size
+        else:
+            counts += np.histogram(chunk, bins=bins, range=value_range)[0]  # every chunk: the same edges
+    return math.fsum(squares), scale, counts, np.array(value_range) if edges is None else edges
+
+
+def _edges(value_range: tuple[float, float], bins: int) -> np.ndarray | None:
+    """``bins`` equal bins over the range, or as many as it holds: values a few float64 steps apart
+    (1.0 and the next float or two) cannot make ten bins of finite, distinct width, and numpy refuses.
+    None for a single huge value (3e38 alone), which numpy cannot widen by 0.5 into a bin at all."""
+    for count in range(bins, 0, -1):
+        try:
+            return np.histogram_bin_edges(np.empty(0), bins=count, range=value_range)
+        except ValueError:
+            continue
+    return None
 
 
 def _power_of_two_near(value: float) -> float:

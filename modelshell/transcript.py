@@ -34,7 +34,7 @@ from pathlib import Path
 from modelshell import __version__
 from modelshell.safety.atomic import atomic_target
 from modelshell.render.text import DEFAULT_WIDTH, outcome_text
-from modelshell.results import Outcome
+from modelshell.core.results import Outcome
 
 __all__ = [
     "PROMPT", "CONTINUATION", "Step", "Block", "Transcript", "Mismatch", "parse", "lines_match",
@@ -330,7 +330,7 @@ class Replayer:
     """Replays one transcript in one session, in a temporary working folder of its own (removed with it)."""
 
     def __init__(self, transcript: Transcript) -> None:
-        from modelshell.session import Session
+        from modelshell.core.session import Session
 
         self.transcript = transcript
         self.session = Session()
@@ -484,7 +484,8 @@ def _alignment(expected: list[str], actual: list[str]) -> list[list[str]]:
 # --- recording ------------------------------------------------------------------------------------------
 class Recorder:
     """Writes every input and its normalised output to a transcript as the session goes (the whole file,
-    after every input, so a crash or Ctrl-D never loses what was recorded).
+    after every input, so a crash or Ctrl-D never loses what was recorded). It observes the session
+    (``line_done``); the session is not told it exists.
 
     What it writes replays as it was typed: random numbers are seeded as a replay seeds them, and once a
     line has failed the block is marked ``expect: error`` (a mistake made while recording is part of it)."""
@@ -501,7 +502,8 @@ class Recorder:
         self._watching = contextlib.ExitStack()
         self._watching.enter_context(self._seeds.watching_imports())
 
-    def add(self, text: str, outcome: Outcome) -> None:
+    def line_done(self, text: str, outcome: Outcome) -> None:
+        """As a session's observer (``Session.observe``): the input and its output join the transcript."""
         self._seeds.catch_up()
         if _is_record_command(text):
             return  # a `record` that failed (already recording): about the recording, not part of it
@@ -528,6 +530,6 @@ class Recorder:
 
 
 def _is_record_command(text: str) -> bool:
-    from modelshell.session import is_command_line
+    from modelshell.core.session import is_command_line
 
-    return is_command_line(text) and text.split()[0] == "record"
+    return is_command_line(text, ("record",))

@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of test output
 
 from modelshell.cli import load_demo  # noqa: E402
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 from tmux_terminal import FAILED, term_demo, term_plain, term_server, term_shell, tmux  # noqa: E402,F401 - fixtures
 
 _NEEDS_ROOT = "needs root and capsh (to drop capabilities); run as root with libcap2-bin installed"

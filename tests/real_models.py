@@ -133,12 +133,13 @@ class ModelPair:
 # --- inputs
 
 
-def text_inputs(torch_names: dict[str, str], keras_names: dict[str, str] | None, vocab: int = VOCAB):
-    """Ids below the vocabulary, a 0/1 mask with the last two places of the second row padded, segments
-    0 then 1. `torch_names`/`keras_names` map the roles ids/mask/segments to each side's input names."""
+def text_inputs(torch_names: dict[str, str], keras_names: dict[str, str] | None, vocab: int = VOCAB, low: int = 0):
+    """Ids below the vocabulary (from `low`: RoBERTa counts positions past its padding id 1), a 0/1 mask
+    with the last two places of the second row padded, segments 0 then 1. `torch_names`/`keras_names`
+    map the roles ids/mask/segments to each side's input names."""
 
     def make(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], Any]:
-        ids = rng.integers(0, vocab, (BATCH, SEQ)).astype(np.int64)
+        ids = rng.integers(low, vocab, (BATCH, SEQ)).astype(np.int64)
         mask = np.ones((BATCH, SEQ), np.int64)
         mask[1, -2:] = 0
         segments = (np.arange(SEQ)[None, :] >= SEQ // 2).astype(np.int64).repeat(BATCH, 0)
@@ -274,6 +275,27 @@ def llama_config():
     )
 
 
+def decoder_config(cls: str, **extra):
+    """A tiny decoder-only LM config of transformers (Mistral, Qwen2, Gemma: Llama's shape with their
+    own norms, biases and activations), grouped-query attention, rotary positions."""
+    return lambda: getattr(transformers, cls)(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, rope_theta=10000.0, **extra)
+
+
+def roberta_config():
+    return transformers.RobertaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+        max_position_embeddings=64 + 2, type_vocab_size=1, pad_token_id=1, **TINY)
+
+
+def albert_config():
+    return transformers.AlbertConfig(
+        vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_hidden_groups=1,
+        inner_group_num=1, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
+        type_vocab_size=2, hidden_act="gelu", **TINY)
+
+
 HF_PAIRS = [
     hf_pair("hf-bert", bert_config, "BertModel", "TFBertModel", text_inputs(TEXT_BERT, None),
             ["last_hidden_state", "pooler_output"]),
@@ -314,6 +336,29 @@ HF_PAIRS = [
                 attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
                 layerdrop=0.0, do_stable_layer_norm=False, feat_extract_norm="group"),
             "Wav2Vec2Model", "TFWav2Vec2Model", audio_inputs(400), ["last_hidden_state"]),
+    hf_pair("hf-roberta", roberta_config, "RobertaModel", "TFRobertaModel",
+            text_inputs(TEXT_IDS_MASK, None, low=2), ["last_hidden_state", "pooler_output"]),
+    hf_pair("hf-albert", albert_config, "AlbertModel", "TFAlbertModel", text_inputs(TEXT_BERT, None),
+            ["last_hidden_state", "pooler_output"], note="one shared block run num_layers times"),
+    hf_pair("hf-electra", lambda: transformers.ElectraConfig(
+                vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=37, max_position_embeddings=64, **TINY),
+            "ElectraModel", "TFElectraModel", text_inputs(TEXT_BERT, None), ["last_hidden_state"]),
+    hf_pair("hf-deit", lambda: transformers.DeiTConfig(
+                image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                num_attention_heads=2, intermediate_size=37, **TINY),
+            "DeiTModel", "TFDeiTModel", image_inputs(32, False, "pixel_values"),
+            ["last_hidden_state", "pooler_output"], note="a class and a distillation token"),
+    hf_pair("hf-regnet", lambda: transformers.RegNetConfig(
+                num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8),
+            "RegNetModel", "TFRegNetModel", image_inputs(32, False, "pixel_values"),
+            ["last_hidden_state", "pooler_output"], note="grouped convolutions, squeeze-excitation"),
+    hf_pair("hf-segformer", lambda: transformers.SegformerConfig(
+                num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
+                patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0),
+            "SegformerModel", "TFSegformerModel", image_inputs(32, False, "pixel_values"),
+            ["last_hidden_state"], note="overlapping patch embeddings, spatial-reduction attention"),
 ]
 
 
@@ -324,8 +369,9 @@ class _StateLoader:
     """keras-hub's `SafetensorLoader` interface (`get_tensor`, `port_weight`) over a torch state dict, so
     that keras-hub's own converters read the torch model's weights without a file or a download."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, extra: dict[str, np.ndarray] | None = None):
         self.state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        self.state.update(extra or {})
 
     def get_tensor(self, key: str) -> np.ndarray:
         """The converters name the weights of a task model (`distilbert.embeddings...`); a base model's
@@ -345,9 +391,12 @@ class _StateLoader:
 
 
 def keras_hub_pair(name, config, torch_cls, backbone: Callable[[Any], Any], converter: str, inputs,
-                   keys: dict[str, str], note=""):
+                   keys: dict[str, str], note="", extra: Callable[[torch.nn.Module], dict] | None = None,
+                   same_function: bool = True):
     """`backbone(hf_config)` builds the keras-hub backbone of the same architecture, written out here
-    (not through the converter's config mapping) so the pair shows which arguments correspond."""
+    (not through the converter's config mapping) so the pair shows which arguments correspond. `extra`
+    gives the converter tensors a base model lacks (an LM head keras-hub's backbone keeps but never
+    runs)."""
 
     def build():
         cfg = config()
@@ -356,15 +405,23 @@ def keras_hub_pair(name, config, torch_cls, backbone: Callable[[Any], Any], conv
 
     def port(tm, km):
         module = importlib.import_module(f"keras_hub.src.utils.transformers.{converter}")
-        module.convert_weights(km, _StateLoader(tm), tm.config.to_dict())
+        module.convert_weights(km, _StateLoader(tm, extra(tm) if extra else None), tm.config.to_dict())
 
     single = len(keys) == 1 and next(iter(keys.values())) is None
     run_keras = keras_call(next(iter(keys)) if single else keys)
-    return ModelPair(name, "keras-hub", build, inputs, hf_torch(*keys), run_keras, port, note=note)
+    return ModelPair(name, "keras-hub", build, inputs, hf_torch(*keys), run_keras, port, note=note,
+                     same_function=same_function)
 
 
 KH_TEXT_BERT = {"ids": "token_ids", "mask": "padding_mask", "segments": "segment_ids"}
 KH_TEXT = {"ids": "token_ids", "mask": "padding_mask"}
+
+def _decoder_backbone(cls: str, **extra):
+    return lambda c: getattr(keras_hub.models, cls)(
+        vocabulary_size=c.vocab_size, num_layers=c.num_hidden_layers, num_query_heads=c.num_attention_heads,
+        hidden_dim=c.hidden_size, intermediate_dim=c.intermediate_size, num_key_value_heads=c.num_key_value_heads,
+        layer_norm_epsilon=c.rms_norm_eps, **extra)
+
 
 KERAS_HUB_PAIRS = [
     keras_hub_pair(
@@ -406,6 +463,56 @@ KERAS_HUB_PAIRS = [
             num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads, hidden_dim=c.hidden_size,
             mlp_dim=c.intermediate_size, layer_norm_epsilon=c.layer_norm_eps, use_mha_bias=c.qkv_bias),
         "convert_vit", image_inputs(32, True, "pixel_values"), {"last_hidden_state": None}),
+    keras_hub_pair(
+        "kh-deit", lambda: transformers.DeiTConfig(
+            image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=37, layer_norm_eps=1e-6, **TINY), "DeiTModel",
+        lambda c: keras_hub.models.DeiTBackbone(
+            image_shape=(c.image_size, c.image_size, c.num_channels), patch_size=c.patch_size,
+            num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads, hidden_dim=c.hidden_size,
+            intermediate_dim=c.intermediate_size, layer_norm_epsilon=c.layer_norm_eps),
+        "convert_deit", image_inputs(32, True, "pixel_values"), {"last_hidden_state": None},
+        note="a class and a distillation token"),
+    keras_hub_pair(
+        "kh-mistral", decoder_config("MistralConfig", sliding_window=None), "MistralModel",
+        _decoder_backbone("MistralBackbone", rope_max_wavelength=10000.0, sliding_window=None),
+        "convert_mistral", text_inputs(TEXT_IDS_MASK, KH_TEXT), {"last_hidden_state": None},
+        note="keras-hub's backbone keeps an untied LM head (reverse embeddings) it does not run; its "
+             "converter rounds every weight through float16 (4.6e-4 of the outputs' size after it)",
+        extra=lambda tm: {"lm_head.weight": tm.embed_tokens.weight.detach().numpy().copy()}),
+    keras_hub_pair(
+        "kh-qwen2", decoder_config("Qwen2Config", use_sliding_window=False, tie_word_embeddings=True),
+        "Qwen2Model", _decoder_backbone("QwenBackbone", rope_max_wavelength=10000.0),
+        "convert_qwen", text_inputs(TEXT_IDS_MASK, KH_TEXT), {"last_hidden_state": None},
+        note="q/k/v projections with biases"),
+    keras_hub_pair(
+        "kh-gemma", decoder_config("GemmaConfig", head_dim=8, hidden_activation="gelu_pytorch_tanh"), "GemmaModel",
+        lambda c: keras_hub.models.GemmaBackbone(
+            vocabulary_size=c.vocab_size, num_layers=c.num_hidden_layers, num_query_heads=c.num_attention_heads,
+            num_key_value_heads=c.num_key_value_heads, hidden_dim=c.hidden_size,
+            intermediate_dim=2 * c.intermediate_size, head_dim=c.head_dim, layer_norm_epsilon=c.rms_norm_eps),
+        "convert_gemma", text_inputs(TEXT_IDS_MASK, KH_TEXT), {"last_hidden_state": None},
+        note="keras-hub's q/k/v kernels are (H, E, D), its gate and up projections (E, I) each"),
+    keras_hub_pair(
+        "kh-roberta", roberta_config, "RobertaModel",
+        lambda c: keras_hub.models.RobertaBackbone(
+            vocabulary_size=c.vocab_size, num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads,
+            hidden_dim=c.hidden_size, intermediate_dim=c.intermediate_size,
+            max_sequence_length=c.max_position_embeddings - 2, dropout=0.0),
+        "convert_roberta", text_inputs(TEXT_IDS_MASK, KH_TEXT, low=2), {"last_hidden_state": None},
+        same_function=False,
+        note="keras-hub's RoBERTa has no token-type table (its converter drops transformers'), and "
+             "transformers' position table has two rows more (its positions start after the padding id)"),
+    keras_hub_pair(
+        "kh-albert", albert_config, "AlbertModel",
+        lambda c: keras_hub.models.AlbertBackbone(
+            vocabulary_size=c.vocab_size, num_layers=c.num_hidden_layers, num_heads=c.num_attention_heads,
+            embedding_dim=c.embedding_size, hidden_dim=c.hidden_size, intermediate_dim=c.intermediate_size,
+            num_groups=c.num_hidden_groups, num_inner_repetitions=c.inner_group_num,
+            max_sequence_length=c.max_position_embeddings, num_segments=c.type_vocab_size, dropout=0.0),
+        "convert_albert", text_inputs(TEXT_BERT, KH_TEXT_BERT),
+        {"last_hidden_state": "sequence_output", "pooler_output": "pooled_output"},
+        note="one shared block run num_layers times"),
 ]
 
 
@@ -758,7 +865,7 @@ def reference_port(pair: ModelPair, seed: int = 0) -> Reference:
 
 def copy_outcome(pair: ModelPair, direction: str, seed: int = 0) -> tuple[str, str]:
     """Build, perturb, copy with a real Session; ('refused', reason) / ('ok', diff) / ('WRONG', diff)."""
-    from modelshell.session import Session
+    from modelshell.core.session import Session
 
     tm, km, t_in, k_in = prepare(pair, seed)
     session = Session()

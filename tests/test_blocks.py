@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelshell.lines import after_enter, dedent_continuation
+from modelshell.core.lines import after_enter, dedent_continuation
 
 
 @pytest.mark.parametrize(("text", "inserted"), [

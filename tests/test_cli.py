@@ -198,8 +198,8 @@ def test_import_leaves_the_frameworks_unimported():
     # numpy and h5py too: they cost start-up time and the shell needs neither before a model arrives
     code = (
         "import sys\n"
-        "import modelshell, modelshell.session, modelshell.cli, modelshell.shell, modelshell.commands\n"
-        "from modelshell.session import Session\n"
+        "import modelshell, modelshell.core.session, modelshell.cli, modelshell.terminal.shell, modelshell.commands\n"
+        "from modelshell.core.session import Session\n"
         "s = Session()\n"
         "for line in ['help', 'help weights', 'models', 'x = 2', 'weights x']:\n"
         "    s.run_line(line)\n"

@@ -19,10 +19,10 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 import modelshell
-import modelshell.completion
-from modelshell.commands.registry import COMMANDS, arg, command
-from modelshell.completion import SessionCompleter, shell_words, wants_menu_while_typing
-from modelshell.errors import ModelshellError
+import modelshell.terminal.completion
+from modelshell.commands.registry import arg, command
+from modelshell.terminal.completion import SessionCompleter, shell_words, wants_menu_while_typing
+from modelshell.core.errors import ModelshellError
 
 
 def completions(session, before: str, after: str = ""):
@@ -101,16 +101,18 @@ def test_tensor_names_after_weights_name_with_their_shapes(demo_session):
 
 
 @pytest.fixture
-def tensor_command():
-    """A command with a positional named ``tensor`` (as `hist NAME TENSOR`), registered for one test."""
+def tensor_command(demo_session):
+    """A command with a positional named ``tensor`` (as `hist NAME TENSOR`), in the session's registry for
+    one test."""
     name = "probe_tensor_completion"
 
     @command(name, "inspect", "a test command", args=[arg("name"), arg("tensor")])
     def probe(session, args):  # pragma: no cover - never run, only completed
         return None
 
+    demo_session.commands.add_function(probe)
     yield name
-    COMMANDS.pop(name)
+    demo_session.commands.remove(name)
 
 
 def test_any_positional_named_tensor_completes_tensor_names(demo_session, tensor_command):
@@ -287,7 +289,7 @@ def test_completion_never_raises(demo_session, before, caplog):
     """Any exception means no completions, never a traceback on the prompt; but the ones completion
     swallows (it logs them) must be the expected kinds, not a bug of its own."""
     demo_session.namespace["hostile"] = _Hostile()
-    caplog.set_level(logging.DEBUG, logger="modelshell.completion")
+    caplog.set_level(logging.DEBUG, logger="modelshell.terminal.completion")
     completions(demo_session, before)
     assert _bugs(caplog) == []
 
@@ -310,8 +312,8 @@ def _bugs(caplog) -> list[str]:
 
 def test_a_bug_inside_completion_is_reported_by_the_never_raises_check(demo_session, caplog, monkeypatch):
     """The check above can fail: an error in modelshell's own code is caught and named."""
-    monkeypatch.setattr(modelshell.completion, "_TAIL", None)  # _python_tail's regex: `None.search` fails
-    caplog.set_level(logging.DEBUG, logger="modelshell.completion")
+    monkeypatch.setattr(modelshell.terminal.completion, "_TAIL", None)  # _python_tail's regex: `None.search` fails
+    caplog.set_level(logging.DEBUG, logger="modelshell.terminal.completion")
     assert completions(demo_session, "x = torch_model.sta") == []  # still no traceback for the user
     bugs = _bugs(caplog)
     assert len(bugs) == 1 and "AttributeError" in bugs[0] and "_python_tail" in bugs[0]
@@ -347,19 +349,19 @@ def test_shell_words_read_quotes_and_the_word_being_typed():
     assert shell_words("weights m ", 7) == [("m", 8), ("", 10)]
 
 
-def test_the_menu_while_typing_is_wanted_only_after_a_dot_in_python():
-    assert wants_menu_while_typing("torch_model.")
-    assert wants_menu_while_typing("x = torch_model.state_d")
-    assert not wants_menu_while_typing("wei")
-    assert not wants_menu_while_typing("weights torch_model 0.")
-    assert not wants_menu_while_typing("doc torch_model.")
-    assert not wants_menu_while_typing('x = torch_model.state_dict()["0.weight"].shape')
-    assert not wants_menu_while_typing('sd["0.')
-    assert not wants_menu_while_typing("x = 1.5")
+def test_the_menu_while_typing_is_wanted_only_after_a_dot_in_python(demo_session):
+    assert wants_menu_while_typing(demo_session, "torch_model.")
+    assert wants_menu_while_typing(demo_session, "x = torch_model.state_d")
+    assert not wants_menu_while_typing(demo_session, "wei")
+    assert not wants_menu_while_typing(demo_session, "weights torch_model 0.")
+    assert not wants_menu_while_typing(demo_session, "doc torch_model.")
+    assert not wants_menu_while_typing(demo_session, 'x = torch_model.state_dict()["0.weight"].shape')
+    assert not wants_menu_while_typing(demo_session, 'sd["0.')
+    assert not wants_menu_while_typing(demo_session, "x = 1.5")
 
 
 def test_importing_the_completer_imports_no_framework():
-    code = "import sys, modelshell.completion; print(sorted({'torch', 'tensorflow', 'keras'} & set(sys.modules)))"
+    code = "import sys, modelshell.terminal.completion; print(sorted({'torch', 'tensorflow', 'keras'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
 

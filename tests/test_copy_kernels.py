@@ -22,7 +22,7 @@ import torch
 
 from modelshell.frameworks import torch as torch_adapter  # lends torch's copy kernel, as loading a torch model does
 from modelshell.frameworks.copying import copy_into
-from modelshell.session import Session
+from modelshell.core.session import Session
 
 RNG = np.random.default_rng(7)
 BIG = RNG.normal(size=(384, 1024)).astype(np.float32)  # 1.5 MiB: above the size worth torch's kernel

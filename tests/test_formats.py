@@ -30,8 +30,8 @@ from torch import nn  # noqa: E402
 
 from modelshell.cli import load_demo  # noqa: E402
 from modelshell.demo import keras_lenet5, torch_lenet5  # noqa: E402
-from modelshell.results import Outcome  # noqa: E402
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.results import Outcome  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 
 # The tutorial's figures: LeNet-5's state_dict keys and shapes, and the Keras kernels' shapes.
 TORCH_FIGURES = [
@@ -257,7 +257,7 @@ def test_safetensors_loads_without_importing_torch(torch_net, tmp_path):
     save_safetensors({k: v.contiguous() for k, v in torch_net.state_dict().items()}, str(path))
     found = run_isolated(f"""
         import json, sys
-        from modelshell.session import Session
+        from modelshell.core.session import Session
         s = Session()
         assert s.run_line({f"load {path}"!r}).ok
         out = s.run_line("weights lenet5 --json")
@@ -280,7 +280,7 @@ def test_keras_weights_h5_loads_without_importing_tensorflow(keras_net, tmp_path
     keras_net.save_weights(str(path))
     found = run_isolated(f"""
         import json, sys
-        from modelshell.session import Session
+        from modelshell.core.session import Session
         s = Session()
         assert s.run_line({f"load {path}"!r}).ok
         out = s.run_line("weights lenet5 --json")

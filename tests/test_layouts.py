@@ -191,6 +191,72 @@ def _as_1x1_map(layer: keras.layers.Layer, x: np.ndarray) -> Any:  # (N, C) -> (
     return keras.ops.reshape(layer(keras.ops.reshape(x, (x.shape[0], 1, 1, -1)), training=False), (x.shape[0], -1))
 
 
+class Parts(L.Layer):
+    """The Keras side of a fused rule: P layers (named 0, 1, ...) run on the same input, their outputs
+    side by side, as the one torch layer gives them (q, k, v of a fused attention projection)."""
+
+    def __init__(self, make: Callable[[], keras.layers.Layer], count: int = 3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.parts = [make() for _ in range(count)]
+        for p, layer in enumerate(self.parts):
+            layer.name = str(p)  # so a variable's path ends in 0/kernel, the rule's role
+
+    def build(self, shape: tuple) -> None:
+        for layer in self.parts:
+            layer.build(shape)
+
+    def call(self, x: Any) -> Any:
+        flat = [keras.ops.reshape(layer(x), (x.shape[0], x.shape[1], -1)) for layer in self.parts]
+        return keras.ops.concatenate(flat, axis=-1)
+
+
+class WeightNormConv1D(L.Layer):
+    """A weight-normalised Conv1D as transformers' TF Wav2Vec2 keeps it: ``weight_v`` in torch's layout
+    (cout, cin/g, K), ``weight_g`` per kernel position (K, 1, 1), the norm over the other two axes."""
+
+    def __init__(self, filters: int, kernel: int, groups: int, pad: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters, self.kernel, self.groups, self.pad = filters, kernel, groups, pad
+
+    def build(self, shape: tuple) -> None:
+        cin_g = shape[-1] // self.groups
+        self.weight_v = self.add_weight(name="weight_v", shape=(self.filters, cin_g, self.kernel))
+        self.weight_g = self.add_weight(name="weight_g", shape=(self.kernel, 1, 1), initializer="ones")
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def call(self, x: Any) -> Any:
+        ops = keras.ops
+        v = self.weight_v
+        kernel = v / ops.sqrt(ops.sum(v * v, axis=(0, 1), keepdims=True)) * ops.transpose(self.weight_g)
+        x = ops.pad(x, ((0, 0), (self.pad, self.pad), (0, 0)))
+        y = ops.conv(x, ops.transpose(kernel), padding="valid") if self.groups == 1 else ops.concatenate(
+            [ops.conv(xg, ops.transpose(kg)) for xg, kg in zip(
+                ops.split(x, self.groups, axis=-1), ops.split(kernel, self.groups, axis=0))], axis=-1)
+        return y + self.bias
+
+
+def _weight_norm_conv1d() -> nn.Module:
+    """torch's weight norm over all axes but the kernel's (dim=2), as transformers' Wav2Vec2 uses it; the
+    older API, whose tensors are weight_g and weight_v (the adapter names parametrizations' so too)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return nn.utils.weight_norm(nn.Conv1d(4, 6, 5, padding=2, groups=2), name="weight", dim=2)
+
+
+def _hf_fused(out: int) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        from transformers.pytorch_utils import Conv1D
+
+        return Conv1D(out, 6)
+    return make
+
+
+def _heads_dense() -> keras.layers.Layer:
+    return L.EinsumDense("abc,cde->abde", output_shape=(None, 2, 3), bias_axes="de")
+
+
 TWINS = [
     Twin("linear", lambda: nn.Linear(6, 4), lambda: L.Dense(4), (None, 6), normal(3, 6)),
     Twin("conv1d", lambda: nn.Conv1d(3, 4, 3), lambda: L.Conv1D(4, 3), (None, 7, 3), normal(2, 3, 7), True),
@@ -275,6 +341,24 @@ TWINS = [
          keras_call=_as_1x1_map),
     Twin("rms_norm", lambda: nn.RMSNorm(6, eps=1e-6), lambda: L.RMSNormalization(epsilon=1e-6), (None, 3, 6),
          normal(2, 3, 6)),
+    Twin("hf_conv1d_fused_heads", _hf_fused(18), lambda: Parts(_heads_dense), (None, 4, 6), normal(2, 4, 6),
+         params={"H": 2}),
+    Twin("linear_fused_heads", lambda: nn.Linear(6, 18), lambda: Parts(_heads_dense), (None, 4, 6), normal(2, 4, 6),
+         params={"D": 3}),
+    Twin("hf_conv1d_fused_dense", _hf_fused(15), lambda: Parts(lambda: L.Dense(5)), (None, 4, 6), normal(2, 4, 6)),
+    Twin("linear_fused_dense", lambda: nn.Linear(6, 15), lambda: Parts(lambda: L.Dense(5)), (None, 4, 6),
+         normal(2, 4, 6)),
+    Twin("hf_conv1d_einsum_merge", _hf_fused(5),
+         lambda: L.EinsumDense("abcd,cde->abe", output_shape=(None, 5), bias_axes="e"),
+         (None, 4, 6), normal(2, 4, 6), params={"H": 2}, keras_call=_heads_in),
+    Twin("linear_einsum_heads_first", lambda: nn.Linear(6, 6),
+         lambda: L.EinsumDense("btd,ndh->btnh", output_shape=(None, 2, 3), bias_axes="nh"),
+         (None, 4, 6), normal(2, 4, 6), params={"H": 2}, keras_call=_heads_out),
+    Twin("linear_einsum_2d", lambda: nn.Linear(6, 5),
+         lambda: L.EinsumDense("btd,df->btf", output_shape=(None, 5), bias_axes="f"),
+         (None, 4, 6), normal(2, 4, 6)),
+    Twin("conv1d_weight_norm", _weight_norm_conv1d, lambda: WeightNormConv1D(6, 5, 2, 2), (None, 9, 4),
+         normal(2, 4, 9), True),
 ]
 for _t in TWINS:
     _t.id = _t.id or _t.key
@@ -502,3 +586,32 @@ def test_missing_unknown_and_underdetermined_are_refused() -> None:
         torch_to_keras("linear", {"bias": np.zeros(2)})
     with pytest.raises(ValueError, match="no layout rule pairs torch Conv2d with Keras Dense"):
         rule_for("Conv2d", "Dense")
+
+
+def test_weight_norm_over_another_axis_is_refused() -> None:
+    """torch's default weight norm (dim=0: one g per output channel, shape (cout, 1, 1)) computes another
+    function than a norm per kernel position: its g has another shape, and the rule says which."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        per_channel = nn.utils.weight_norm(nn.Conv1d(4, 6, 5, padding=2, groups=2), name="weight", dim=0)
+    layer = WeightNormConv1D(6, 5, 2, 2)
+    layer.build((None, 9, 4))
+    rule = layouts.rule("conv1d_weight_norm")
+    with pytest.raises(ValueError, match=r"'weight_g' has shape \(6, 1, 1\), expected \(1, 1, kl\)"):
+        torch_to_keras(rule, torch_arrays(per_channel), expect=shapes(keras_arrays(layer, rule)))
+
+
+def test_fused_parts_are_split_in_order_and_by_head() -> None:
+    """The fused rule's split, stated by index: part p, head h, position d of the Keras kernels is column
+    p*H*D + h*D + d of a Conv1D weight (in, out), and the way back joins them again."""
+    E, H, D = 6, 2, 3
+    w = np.arange(E * 3 * H * D, dtype=np.float32).reshape(E, 3 * H * D)
+    out = torch_to_keras("hf_conv1d_fused_heads", {"weight": w}, H=H)
+    for p in range(3):
+        for h in range(H):
+            for d in range(D):
+                np.testing.assert_array_equal(out[f"{p}/kernel"][:, h, d], w[:, p * H * D + h * D + d])
+    np.testing.assert_array_equal(keras_to_torch("hf_conv1d_fused_heads", out)["weight"], w)
+    assert layouts.parts("hf_conv1d_fused_heads") == 3 and layouts.parts("linear") == 1

@@ -20,9 +20,10 @@ import pytest
 from rich.console import Console
 
 from modelshell.render import Printer
+from modelshell.terminal.paging import Pager
 from modelshell.render.fit import column_limits
 from modelshell.render.rich import _rich_table, to_renderable
-from modelshell.results import Column, Table
+from modelshell.core.results import Column, Table
 from tmux_terminal import MODELSHELL, STARTUP_TIMEOUT, TermPane, _tmux, start_afresh_after_a_failure
 
 # COLUMNS and LINES too: under pytest, readline puts 80x24 in the environment, and rich would believe
@@ -240,7 +241,7 @@ def test_thousands_of_rows_draw_quickly():
 
 
 def _outcome_of(table: Table):
-    from modelshell.results import Outcome
+    from modelshell.core.results import Outcome
 
     return Outcome(results=[table])
 
@@ -276,8 +277,10 @@ def test_limit_and_all_apply_to_every_listing_command_and_not_to_json(demo_sessi
         assert len(table.rows) == int(line.split("--limit ")[1])
     full = demo_session.run_line("weights torch_model --json --limit 2")
     assert len(full.results[0].data["weights"]) == 10  # scripts get every row
-    assert demo_session.run_line("weights torch_model --all").page is False
-    assert demo_session.run_line("weights torch_model").page is True
+    terminal = Pager(Console(file=io.StringIO(), force_terminal=True, width=100, height=30))
+    assert terminal.for_line(demo_session.command_words("weights torch_model --all")) is None
+    assert terminal.for_line(demo_session.command_words("%weights torch_model --all")) is None
+    assert terminal.for_line(demo_session.command_words("weights torch_model")) == terminal.page
     unknown = demo_session.run_line("load x.pt --limit 2")
     assert not unknown.ok and "unrecognized arguments: --limit 2" in unknown.error
 

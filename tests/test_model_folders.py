@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 import real_models
 from modelshell.formats import FORMATS, markdown_table
-from modelshell.session import Session
+from modelshell.core.session import Session
 from test_formats import assert_unchanged, data_of, run_fail, run_isolated, run_ok, snapshot
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -114,7 +114,7 @@ def test_a_shard_or_the_index_loads_the_whole_checkpoint(session, sharded, membe
 def test_listing_a_folder_imports_no_framework(sharded):
     found = run_isolated(f"""
         import json, sys
-        from modelshell.session import Session
+        from modelshell.core.session import Session
         s = Session()
         assert s.run_line("load {sharded} as bert").ok
         assert s.run_line("weights bert").ok

@@ -13,14 +13,15 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from modelshell.completion import SessionCompleter
-from modelshell.output import LiveOutput
-from modelshell.prompt_look import ShellLexer
-from modelshell.results import Message, Table, Text
-from modelshell.session import Session
+from modelshell.terminal.completion import SessionCompleter
+from modelshell.core.output import StreamSink
+from modelshell.terminal.prompt_look import ShellLexer
+from modelshell.core.results import Message, Table, Text
+from modelshell.core.session import Session
 from tmux_terminal import MODELSHELL
 
 TIMEOUT = 120
@@ -161,8 +162,7 @@ def test_run_and_pipes_write_output_while_the_line_runs(tmp_path):
 
 def test_output_is_written_through_and_kept_in_order_for_transcripts(tmp_path):
     sink = io.StringIO()
-    session = Session()
-    session.output = LiveOutput(out=sink, err=sink)
+    session = Session(output=StreamSink(out=sink, err=sink))
     assert session.run_line(f"record {tmp_path / 'r.md'}").ok
     outcome = session.run_line("for i in range(3): print('line', i)")
     assert sink.getvalue() == "line 0\nline 1\nline 2\n"
@@ -218,3 +218,96 @@ def test_the_last_three_values_are_kept_as_in_ipython(session):
         assert session.run_line(value).ok
     assert _printed(session.run_line("(_, __, ___)")) == "([3], 'two', 1)\n"
     assert session.run_line("x = 4").ok and _printed(session.run_line("_")) == "([3], 'two', 1)\n"  # no value, no move
+
+
+# --- progress bars of real libraries, live ---------------------------------------------------------------
+# Each script is lines of one line each (a compound statement on one line, then the blank line that ends
+# it), so the shell takes them as typed; `hold(on)` waits, while `on`, until the test writes the marker.
+def _hold(marker: Path) -> list[str]:
+    return ["import os, time",
+            f"hold = lambda on: [time.sleep(0.1) for _ in range(600) if on and not os.path.exists({str(marker)!r})]"]
+
+
+def _tqdm_lines(marker: Path, stream: str = "stderr") -> list[str]:
+    """A tqdm loop that stops on its second item until ``marker`` exists (at most a minute), its bar on
+    ``stream`` (tqdm's own default is stderr)."""
+    return _hold(marker) + ["import sys; from tqdm import tqdm",
+                            f"for i in tqdm(range(3), mininterval=0, ascii=True, ncols=60, file=sys.{stream}): "
+                            "hold(i == 1)", "",
+                            "print('done')"]
+
+
+def _keras_fit_lines(marker: Path) -> list[str]:
+    """Keras ``fit`` with its progress bar, waiting at the end of the first of two epochs for ``marker``."""
+    return _hold(marker) + [
+        "import numpy as np, keras",
+        "model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]); model.compile('sgd', 'mse')",
+        "wait = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: hold(epoch == 0))",
+        "history = model.fit(np.zeros((8, 3)), np.zeros((8, 1)), epochs=2, verbose=1, callbacks=[wait])",
+        "print('done')",
+    ]
+
+
+def _read_until(stream, wanted: str, timeout: float = TIMEOUT) -> str:
+    """What ``stream`` (a pipe) gives until ``wanted`` is in it: it must come while the line still waits
+    for the marker, so output held back until the line ends would never arrive."""
+    import os
+    import select
+    import time
+
+    seen, deadline = "", time.monotonic() + timeout
+    while wanted not in seen:
+        ready, _, _ = select.select([stream], [], [], max(deadline - time.monotonic(), 0))
+        chunk = os.read(stream.fileno(), 4096).decode() if ready else ""
+        assert chunk, f"{wanted!r} did not come while the line ran; got {seen!r}"
+        seen += chunk
+    return seen
+
+
+def _live_in_run_and_pipe(tmp_path: Path, lines: list[str], stream: str, wanted: str, final: str) -> None:
+    marker = tmp_path / "go"
+    script = tmp_path / "live.ms"
+    script.write_text("\n".join(lines) + "\n")
+    for args, stdin in ((["run", str(script)], None), ([], "\n".join(lines) + "\n")):
+        marker.unlink(missing_ok=True)
+        process = subprocess.Popen([MODELSHELL, *args], stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if stdin is not None:
+            process.stdin.write(stdin.encode())
+            process.stdin.close()
+            process.stdin = None  # all of it is written: communicate() has nothing more to send
+        early = _read_until(getattr(process, stream), wanted)
+        assert final not in early  # the rest is still to come: the line waits
+        marker.write_text("go")
+        out, err = process.communicate(timeout=TIMEOUT)
+        assert process.returncode == 0, err
+        rest = (out if stream == "stdout" else err).decode()
+        assert final in rest and "done" in (early + out.decode() if stream == "stdout" else out.decode())
+
+
+@pytest.mark.parametrize("stream", ["stderr", "stdout"])
+def test_tqdm_progress_shows_while_the_loop_runs_in_run_and_pipes(tmp_path, stream):
+    _live_in_run_and_pipe(tmp_path, _tqdm_lines(tmp_path / "go", stream), stream, "1/3", "3/3")
+
+
+def test_keras_fit_progress_shows_while_fit_runs_in_run_and_pipes(tmp_path):
+    _live_in_run_and_pipe(tmp_path, _keras_fit_lines(tmp_path / "go"), "stdout", "Epoch 1/2", "Epoch 2/2")
+
+
+def test_tqdm_and_keras_fit_show_while_they_run_in_the_shell(term_plain, tmp_path):
+    for lines, wanted, final in ((_tqdm_lines(tmp_path / "go"), "1/3", "3/3"),
+                                 (_keras_fit_lines(tmp_path / "go"), "Epoch 1/2", "Epoch 2/2")):
+        (tmp_path / "go").unlink(missing_ok=True)
+        term_plain.clear()
+        *setup, running = [line for line in lines[:-1] if line]
+        for line in setup:
+            term_plain.enter(line)
+            term_plain.wait_for_prompt(timeout=TIMEOUT)
+        term_plain.enter(running)
+        if running.startswith("for "):
+            term_plain.enter("")  # the blank line that ends the one-line block
+        screen = term_plain.wait_for(lambda shown: any(wanted in s for s in shown), what=wanted, timeout=TIMEOUT)
+        assert not any(final in s for s in screen) and not any("Ctrl-C cancels" in s for s in screen)
+        (tmp_path / "go").write_text("go")
+        term_plain.wait_for(lambda shown: any(final in s for s in shown) and shown[-1] == "ms>", what=final,
+                            timeout=TIMEOUT)

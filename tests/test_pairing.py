@@ -25,7 +25,7 @@ import tf_keras
 import torch
 from torch import nn
 
-from modelshell.session import Session
+from modelshell.core.session import Session
 from twins import randomize_torch_state
 
 L = keras.layers

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from modelshell.render.text import outcome_text
-from modelshell.results import Message
+from modelshell.core.results import Message
 
 
 def test_models_with_none_is_only_its_message(session):
@@ -63,7 +63,7 @@ def test_the_transcript_plugin_runs_only_where_a_project_asks(tmp_path):
 
 
 def test_a_long_name_folds_after_a_separator_not_mid_word():
-    from modelshell.results import Column, Outcome, Table
+    from modelshell.core.results import Column, Outcome, Table
 
     names = ["encoder/block_11/attention/query_projection/kernel", "encoder/block_11/attention/output/bias"]
     table = Table("t", [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("note")],
@@ -73,3 +73,26 @@ def test_a_long_name_folds_after_a_separator_not_mid_word():
     assert [line.split()[0] for line in lines[4:]] == [  # without this, `encoder/bloc`, `k_11/attenti`, ...
         "encoder/", "block_11/", "attention/", "query_", "projection/", "kernel",
         "encoder/", "block_11/", "attention/", "output/bias"]
+
+
+def test_a_safetensors_file_lists_its_layers_in_natural_order(session, tmp_path):
+    """safetensors stores names sorted as text (0, 1, 10, 11, 2, ...); `weights` shows a Sequential's order."""
+    import json
+    import struct
+
+    import torch
+    from safetensors.torch import save_file
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(12)])
+    path = tmp_path / "seq.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    with open(path, "rb") as handle:  # the file's own order, read from its header
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    stored = [n for n, _ in sorted(((n, i) for n, i in header.items() if n != "__metadata__"),
+                                   key=lambda item: item[1]["data_offsets"][0])]
+    assert stored[:6] == ["0.bias", "0.weight", "1.bias", "1.weight", "10.bias", "10.weight"]  # text order
+    assert session.run_line(f"load {path}").ok
+    names = [w["name"] for w in session.run_line("weights seq --json").results[0].data["weights"]]
+    assert [n.split(".")[0] for n in names[::2]] == [str(i) for i in range(12)]
+    assert sorted(names) == sorted(stored) and names[:2] == ["0.bias", "0.weight"]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from modelshell.session import Session
+from modelshell.core.session import Session
 
 L = keras.layers
 
@@ -118,7 +118,7 @@ def test_map_pairs_what_the_user_says_and_checks_it_like_any_pair():
     t, k = randomize(Chain(), 4), keras_chain()
     session = bind(t=t, k=k)
     plan = session.run_line("pair t k --map 'f*=first' --json").results[0].data
-    assert {"a": "first", "b": "first", "basis": "--map"} in plan["layers"]
+    assert {"a": "first", "b": "first", "basis": "--map", "confirmed": "outputs"} in plan["layers"]
     bad = session.run_line("pair t k --map first=nowhere")
     assert not bad.ok and bad.error.startswith("--map first=nowhere: no layer or tensor of k matches 'nowhere'")
     wrong_kind = bind(t=t, c=keras.Sequential([keras.Input((4, 8)), L.LayerNormalization(name="norm")]))
@@ -164,3 +164,26 @@ def test_a_strict_copy_refuses_a_head_of_another_size_and_partial_copies_the_res
     assert "every paired layer agrees" in partial.results[0].text
     np.testing.assert_allclose(k.get_layer("body").kernel.numpy(), t[0].weight.detach().numpy().T)
     np.testing.assert_array_equal(k.get_layer("head").kernel.numpy(), head_before)
+
+
+class NotYetBuilt(keras.Model):
+    """A subclassed Keras model makes its weights at its first call (transformers' TF classes too)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="lazy")
+        self.dense = L.Dense(8)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_a_keras_model_not_yet_built_is_one_clear_line_and_models_still_lists_the_rest():
+    session = bind(t=randomize(Chain(), 6), k=NotYetBuilt())
+    for line in ("weights k", "pair t k", "copy t k"):
+        outcome = session.run_line(line)
+        assert not outcome.ok and outcome.error.startswith("lazy has no weights yet: Keras makes them at the "
+                                                           "model's first call"), (line, outcome.error)
+    listed = session.run_line("models --json")
+    assert listed.ok, listed.error
+    rows = {m["name"]: m["params"] for m in listed.results[0].data["models"]}
+    assert rows == {"t": 144, "k": None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from modelshell.results import Table
+from modelshell.core.results import Table
 from tmux_terminal import _tmux
 
 _ANSI = re.compile(r"\x1b\[([0-9;]*)m")

@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from modelshell.session import Session
+from modelshell.core.session import Session
 from test_completion import applied
 from test_formats import assert_unchanged, run_fail, run_isolated, run_ok, snapshot
 from test_model_folders import listed
@@ -89,7 +89,7 @@ def imported_by(*lines: str) -> list[str]:
     """The frameworks a fresh interpreter has imported after running these shell lines."""
     return run_isolated(f"""
         import json, sys
-        from modelshell.session import Session
+        from modelshell.core.session import Session
         s = Session()
         for line in {list(lines)!r}:
             assert s.run_line(line).ok, line

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import real_models as rm
-from modelshell.session import Session
+from modelshell.core.session import Session
 from real_models import K2T, PAIRS, T2K
 
 pytestmark = pytest.mark.slow
@@ -34,15 +34,18 @@ DIRECTIONS = (T2K, K2T)
 MUST_PORT: list[str] = [
     "hf-bert", "hf-gpt2", "hf-gpt2-lm", "hf-distilbert", "hf-vit", "hf-resnet", "hf-convnext", "hf-swin",
     "hf-mobilevit", "kh-bert", "kh-distilbert", "kh-llama", "kh-vit", "tv-vgg16", "tv-densenet121",
-    "tv-vgg19", "tv-convnext-tiny",
+    "tv-vgg19", "tv-convnext-tiny", "kh-gpt2", "hf-wav2vec2", "kh-qwen2", "kh-gemma", "kh-albert", "kh-mistral", "kh-deit",
+    "hf-roberta", "hf-albert", "hf-electra", "hf-deit", "hf-regnet", "hf-segformer",
 ]
 # Pairs that copy right one way only (none today: torchvision's ResNet50 restrided to v1 gets zero biases
 # into Keras, but Keras runs a block's shortcut conv first and it has the shape of the block's last conv,
 # so order pairs them crosswise and the check after the copy fails it, naming the layer).
 ONE_WAY: set[tuple[str, str]] = set()
-# Where one model has a head the other lacks (transformers' ViT has a pooler, keras-hub's backbone none):
+# Where one model has a head the other lacks (transformers' ViT and DeiT have a pooler, keras-hub's backbones none):
 # a strict copy refuses, --partial copies the rest and holds every paired layer to agree.
-PARTIAL = {"kh-vit"}
+# keras-hub's Mistral backbone keeps an untied LM head (`reverse_embeddings`) that it never runs and
+# transformers' base model lacks.
+PARTIAL = {"kh-vit", "kh-deit", "kh-mistral"}
 
 
 
@@ -118,6 +121,8 @@ def test_must_port(name: str, direction: str) -> None:
     assert PAIRS[name].same_function
     c = Copy(name, direction, options="--partial" if name in PARTIAL else "")
     assert c.outcome.ok, c.outcome.error
+    confirmed = c.outcome.results[0].data["confirmed"]
+    assert confirmed["NO"] == 0 and confirmed["outputs"] > 0, confirmed  # every layer pair proven by a run
     _, dst_out = c.outputs()
     rm.assert_close(dst_out, c.src_out)
 
@@ -161,3 +166,53 @@ def test_verify_layers_agrees_after_a_right_copy_of_a_model_with_inplace_activat
     assert data["ok"] and data["layers"], data
     assert [layer["name"] for layer in data["layers"] if not layer["ok"]] == []
     assert data["first_divergence"] is None
+
+
+def test_fused_qkv_copy_is_keras_hubs_own_conversion() -> None:
+    """GPT-2's fused `c_attn` (E, 3E) split into keras-hub's q/k/v (E, H, D): modelshell's copy writes,
+    tensor by tensor, what keras-hub's own converter (`convert_gpt2`) writes from the same torch weights."""
+    c = Copy("kh-gpt2", T2K)
+    assert c.outcome.ok, c.outcome.error
+    reference = PAIRS["kh-gpt2"].build()[1]  # a fresh keras-hub backbone of the same config
+    PAIRS["kh-gpt2"].port(c.torch_model, reference)  # keras-hub's convert_gpt2, on the copy's source
+    ours, theirs = state(c.keras_model), state(reference)
+    assert list(ours) == list(theirs)
+    fused = [k for k in ours if any(p in k for p in ("/query/", "/key/", "/value/"))]
+    assert len(fused) == 12, fused  # 2 blocks x q, k, v x kernel, bias: the tensors the fused rule makes
+    assert not same_state(c.dst_before, ours)
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+
+
+def test_a_parametrized_weight_norm_is_one_layer_with_g_and_v() -> None:
+    """transformers' torch Wav2Vec2 makes its positional conv with `parametrizations.weight_norm`: the
+    tensors `...parametrizations.weight.original0/1` are the conv's `weight_g`/`weight_v` roles, so the
+    weight-norm rule pairs it with TF's `weight_g`/`weight_v` (no layer of the parametrization's own)."""
+    from modelshell.frameworks.torch import TorchModule
+
+    torch_model = PAIRS["hf-wav2vec2"].build()[0]
+    layers = {layer.path: layer for layer in TorchModule(torch_model, "test").layers()}
+    conv = layers["encoder.pos_conv_embed.conv"]
+    assert {r: t.name for r, t in conv.roles.items()} == {
+        "bias": "encoder.pos_conv_embed.conv.bias",
+        "weight_g": "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+        "weight_v": "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+    }
+    assert not [p for p in layers if "parametrizations" in p]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS, ids=["t2k", "k2t"])
+def test_verify_layers_agrees_on_an_audio_model_after_a_right_copy(direction: str) -> None:
+    """transformers' Wav2Vec2 takes raw samples, no image layout to move, yet its convolutions give
+    (N, C, L) in torch and (N, L, C) in TF: each layer's output is compared in the other layout where
+    that is its shape (reshaping it instead showed 4 of 23 layers as MISMATCH after a right copy)."""
+    c = Copy("hf-wav2vec2", direction)
+    assert c.outcome.ok, c.outcome.error
+    session = Session()
+    session.namespace["t"], session.namespace["k"] = c.torch_model, c.keras_model
+    outcome = session.run_line("verify t k --layers" if direction == T2K else "verify k t --layers")
+    assert outcome.ok, outcome.error
+    data = outcome.results[0].data
+    convs = [layer for layer in data["layers"] if "conv" in layer["name"].split(" ~ ")[0].rpartition(".")[2]]
+    assert len(convs) == 3 and all(layer["note"] == "channels moved" for layer in convs), convs
+    assert [layer["name"] for layer in data["layers"] if not layer["ok"]] == []

@@ -19,7 +19,7 @@ real_models.import_torchvision()
 
 import transformers  # noqa: E402
 
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 
 INPUTS = {"input_ids": np.array([[5, 17, 3, 40, 2, 9], [1, 60, 22, 7, 31, 4]], dtype=np.int32),
           "attention_mask": np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]], dtype=np.int32)}

@@ -26,8 +26,8 @@ from torch import nn  # noqa: E402
 
 from modelshell.cli import load_demo  # noqa: E402
 from modelshell.render.printer import Printer  # noqa: E402
-from modelshell.results import Tree  # noqa: E402
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.results import Tree  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 
 
 class Cnn(nn.Module):

@@ -32,8 +32,8 @@ from modelshell.commands.stats import read_stats  # noqa: E402
 from modelshell.frameworks.detect import wrap_object  # noqa: E402
 from modelshell.render.printer import Printer  # noqa: E402
 from modelshell.render.text import outcome_text  # noqa: E402
-from modelshell.results import Histogram, Outcome, Sparkline, Table  # noqa: E402
-from modelshell.session import Session  # noqa: E402
+from modelshell.core.results import Histogram, Outcome, Sparkline, Table  # noqa: E402
+from modelshell.core.session import Session  # noqa: E402
 from modelshell.tensor_stats import tensor_stats  # noqa: E402
 from tmux_terminal import SOCKET  # noqa: E402
 
@@ -379,9 +379,9 @@ def test_unknown_tensor_suggests_close_names_and_the_shell_goes_on(stats_session
 
 
 def test_hist_parser_dests_and_help():
-    from modelshell.commands import COMMANDS
+    from modelshell.commands import default_registry
 
-    hist = COMMANDS["hist"]
+    hist = default_registry()["hist"]
     dests = [a.dest for a in hist.parser._actions if not a.option_strings]
     assert dests == ["name", "tensor"]
     assert hist.group == "inspect" and len(hist.examples) == 2
@@ -466,3 +466,17 @@ def test_hist_in_the_terminal(term_shell):
     fullest = max(range(20), key=lambda i: counts[i])
     assert len(out[2 + fullest]) == 120  # the terminal's width, to the last cell
     assert out[-2].startswith("mean ") and out[-1] == "ms>"
+
+
+@pytest.mark.parametrize("values", [[1.0, np.nextafter(1.0, 2.0)], [5e-324, 1e-323, 1e-323], [1.0, 1.0 + 4.5e-16],
+                                    [3e38, 3e38], [1e300]],
+                         ids=["one step apart", "subnormal", "two steps apart", "one huge value", "a float64 giant"])
+def test_values_a_few_float_steps_apart_get_the_bins_they_hold(values):
+    """Found by the structured fuzz test: numpy cannot make ten bins of a range a few float64 steps wide
+    and raised; such a tensor gets fewer bins, every value counted, its range as edges."""
+    array = np.array(values, dtype=np.float64)
+    stats = tensor_stats(array)
+    assert sum(stats.counts) == len(values)
+    assert stats.edges[0] == array.min() and stats.edges[-1] == array.max()
+    assert len(stats.counts) == len(stats.edges) - 1 >= 1
+    assert stats.mean == pytest.approx(float(np.mean(array)))

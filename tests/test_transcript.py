@@ -17,7 +17,7 @@ import pytest
 
 from modelshell import __version__, cli
 from modelshell.render.text import outcome_text
-from modelshell.session import Session
+from modelshell.core.session import Session
 from modelshell.transcript import line_matches, lines_match, normalise, parse, replay_file, update_file
 from tmux_terminal import TermPane
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from modelshell import demo
-from modelshell.session import Session
+from modelshell.core.session import Session
 from twins import randomize_torch_state
 
 L = keras.layers

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from modelshell.cli import load_demo
-from modelshell.session import Session
+from modelshell.core.session import Session
 
 MODELSHELL = str(Path(sys.executable).parent / "modelshell")
 

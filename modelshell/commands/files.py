@@ -4,17 +4,18 @@ from __future__ import annotations
 import argparse
 import builtins
 import keyword
+import shlex
 from pathlib import Path
 
 from modelshell import loaders
 from modelshell.formats import FORMATS
-from modelshell.formats.writers import DEFAULT_MAX_SHARD_SIZE, parse_size, save_safetensors_folder
-from modelshell.safety.atomic import atomic_target, full_suffix
+from modelshell.formats.writers import DEFAULT_MAX_SHARD_SIZE, parse_size
+from modelshell.safety.atomic import atomic_folder, atomic_target, full_suffix
 from modelshell.commands.format import count_text
 from modelshell.commands.registry import arg, command
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.safety.resources import check_free_space, tensor_bytes
-from modelshell.results import Message
+from modelshell.core.results import Message
 
 __all__: list[str] = []
 
@@ -29,21 +30,26 @@ SAVE_SUFFIXES = FORMATS.save_suffixes()
         arg("spec", metavar="PATH", help="a model file, FILE.py:FACTORY or pkg.module:FACTORY"),
         arg("alias", nargs="*", metavar="as NAME", help="the variable name (default: the file's stem)"),
         arg("--trust", action="store_true", help="allow formats that run code when loaded (pickled modules, "
-            "Keras Lambda layers and custom objects); `trust on` does this for the whole session"),
+            "Keras Lambda layers and custom objects, a transformers folder's own code with --build); `trust on` does this for the whole session"),
         arg("--force", action="store_true", help="allow an `as NAME` that hides a Python builtin (print, len, ...)"),
+        arg("--build", action="store_true", help="build a model folder into the real model with its library, "
+            "offline (transformers `from_pretrained`, keras-hub `from_preset`), instead of reading its weights"),
     ],
-    examples=["load lenet5.pt", "load lenet5.h5 as keras_model", "load models.py:build_lenet as net"],
+    examples=["load lenet5.pt", "load lenet5.h5 as keras_model", "load models.py:build_lenet as net",
+              "load bert-folder/ --build as bert"],
     json=True,
-    details=FORMATS.load_details() + " FILE.py:FACTORY and pkg.module:FACTORY call FACTORY() from Python code. "
+    details=FORMATS.load_details() + " --build makes the model itself of a folder, where its library is "
+    "installed; without --trust, code shipped in a folder (transformers `auto_map`) is refused and named."
+    " FILE.py:FACTORY and pkg.module:FACTORY call FACTORY() from Python code. "
     "Without --trust, nothing that runs code on load is opened: a refused file's message lists the code it "
     "would import (read, not run). FILE.py:FACTORY and pkg.module:FACTORY run that Python code by design, "
     "with or without --trust: load only code you trust. See SECURITY.md.",
 )
 def load(session, args: argparse.Namespace) -> Message:
-    name = _alias(args.alias, args.force) or session.free_name(loaders.default_name(args.spec))
+    name = _alias(args.alias, args.force, args.spec) or session.free_name(loaders.default_name(args.spec))
     if name in session.namespace:
         raise ModelshellError(f"the name {name!r} is already taken", f"choose another with `as`, or `del {name}` first")
-    handle = loaders.load(args.spec, trust=args.trust or session.trust)
+    handle = loaders.load(args.spec, trust=args.trust or session.trust, build=args.build)
     session.add(name, handle)
     counts = handle.param_counts()
     kind = handle.class_name if handle.has_architecture else f"{handle.class_name}, no architecture"
@@ -56,11 +62,15 @@ def load(session, args: argparse.Namespace) -> Message:
     )
 
 
-def _alias(words: list[str], force: bool = False) -> str | None:
+def _alias(words: list[str], force: bool = False, spec: str = "") -> str | None:
     if not words:
         return None
     if len(words) != 2 or words[0] != "as":
-        raise ModelshellError(f"expected `as NAME` after the path, got {' '.join(words)!r}", "see `help load`")
+        # Most often a file name with spaces, split at them: say how to quote it.
+        rest = words[: words.index("as")] if "as" in words else words
+        whole = shlex.quote(" ".join([spec, *rest]))
+        raise ModelshellError(f"expected `as NAME` after the path, got {' '.join(words)!r}",
+                              f"a path with spaces goes in quotes: `load {whole}`; see `help load`")
     name = words[1]
     if not name.isidentifier() or keyword.iskeyword(name):
         why = "a Python keyword: Python reserves it" if keyword.iskeyword(name) else "not a valid Python identifier"
@@ -78,7 +88,7 @@ def _alias(words: list[str], force: bool = False) -> str | None:
 @command(
     "save",
     "files",
-    "write a model to a file (the suffix picks the format), or to a folder of safetensors shards, atomically",
+    "write a model to a file (the suffix picks the format), or to a folder its library loads, atomically",
     args=[arg("name", help="a model in the session"),
           arg("path", metavar="PATH", help="the file to write, or DIR/ (ending in /) for a folder"),
           arg("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, metavar="SIZE",
@@ -114,7 +124,9 @@ def save(session, args: argparse.Namespace) -> Message:
 
 
 def _save_folder(args: argparse.Namespace, handle, folder: Path) -> Message:
-    """``save NAME DIR/``: safetensors shards and their index, as transformers writes them."""
+    """``save NAME DIR/``: the folder the model's library loads (transformers' ``save_pretrained``,
+    keras-hub's ``save_to_preset``), or safetensors shards and their index for any other model; written
+    into a temporary folder beside DIR and renamed into place whole."""
     max_bytes = parse_size(args.max_shard_size)
     if folder.exists() and not folder.is_dir():
         raise ModelshellError(f"{folder} is not a folder")
@@ -122,20 +134,23 @@ def _save_folder(args: argparse.Namespace, handle, folder: Path) -> Message:
         raise ModelshellError(f"{folder} is not empty", "save into a new or empty folder")
     if not folder.parent.is_dir():
         raise ModelshellError(f"{folder.parent} is not a folder")
+    form = FORMATS.folder_writer_for(handle)
     try:
-        folder.mkdir(exist_ok=True)
         check_free_space(folder / "model.safetensors", tensor_bytes(handle.tensors()))
-        written = save_safetensors_folder(handle, folder, max_bytes)
+        with atomic_folder(folder) as temporary:
+            how = form.folder_writer(handle, temporary, max_bytes)
     except ModelshellError:
         raise
     except Exception as exc:  # noqa: BLE001 - permissions, full disks and dtypes safetensors cannot hold
         raise ModelshellError(f"cannot save {args.name} to {folder}: {first_line(exc)}") from exc
     handle.changed = False
-    shards = [p for p in written if p.suffix == ".safetensors"]
-    size = sum(p.stat().st_size for p in written)
-    return Message(f"saved {args.name} to {folder} ({len(shards)} safetensors file{'s' * (len(shards) > 1)}, "
-                   f"{count_text(size)} bytes)",
-                   data={"name": args.name, "path": str(folder), "bytes": size, "files": [p.name for p in written]})
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    size = sum((folder / name).stat().st_size for name in written)
+    shards = [name for name in written if name.endswith((".safetensors", ".h5"))]
+    return Message(f"saved {args.name} to {folder} ({how}: {len(shards)} weights file{'s' * (len(shards) > 1)}, "
+                   f"{len(written)} files, {count_text(size)} bytes)",
+                   data={"name": args.name, "path": str(folder), "bytes": size, "files": written,
+                         "format": form.name, "writer": how})
 
 
 def _check_room(handle, path: Path) -> None:

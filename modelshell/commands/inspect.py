@@ -10,10 +10,10 @@ from typing import Any, NamedTuple
 
 from modelshell.commands.format import count_text, matches, shape_text
 from modelshell.commands.registry import arg, command
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import LayerCall, LayerNode, TensorInfo, count_params
 from modelshell.frameworks.detect import framework_of
-from modelshell.results import Cell, Column, Table, Text, Tree, TreeNode
+from modelshell.core.results import Cell, Column, Table, Text, Tree, TreeNode
 
 __all__ = ["describe_member", "resolve_dotted"]
 
@@ -305,7 +305,7 @@ def doc(session, args: argparse.Namespace) -> Text:
     import pydoc  # here, not at start-up: it costs ~8 ms that only `doc` needs
 
     text = pydoc.render_doc(obj, title=f"Help on %s ({args.target}):", renderer=pydoc.plaintext)
-    return Text(text, page=True, data={"target": args.target, "doc": text})
+    return Text(text, data={"target": args.target, "doc": text})
 
 
 def resolve_dotted(namespace: dict[str, Any], target: str) -> Any:

@@ -5,9 +5,9 @@ import argparse
 from pathlib import Path
 
 from modelshell.commands.format import count_text
-from modelshell.commands.registry import COMMANDS, GROUPS, arg, command
-from modelshell.errors import ModelshellError
-from modelshell.results import Column, Message, Table, Text
+from modelshell.commands.registry import GROUPS, CommandRegistry, arg, command
+from modelshell.core.errors import ModelshellError
+from modelshell.core.results import Column, Message, Table, Text
 
 __all__: list[str] = []
 
@@ -27,27 +27,28 @@ _PYTHON_NOTE = (
 )
 def help_(session, args: argparse.Namespace) -> Text:
     if args.topic is None:
-        return Text(_overview())
-    if args.topic not in COMMANDS:
+        return Text(_overview(session.commands))
+    if args.topic not in session.commands:
         raise ModelshellError(f"no command {args.topic!r}", "`help` lists the commands")
-    return Text(command_help(args.topic))
+    return Text(command_help(session.commands, args.topic))
 
 
-def _overview() -> str:
-    width = max(len(name) for name in COMMANDS)
+def _overview(commands: CommandRegistry) -> str:
+    """The session's commands by group, each with its summary."""
+    width = max(len(name) for name in commands)
     lines = []
     for group in GROUPS:
-        names = [n for n, c in COMMANDS.items() if c.group == group]
+        names = [n for n, c in commands.items() if c.group == group]
         if names:
             lines.append(f"{group}:")
-            lines += [f"  {n:<{width}}  {COMMANDS[n].summary}" for n in names]
+            lines += [f"  {n:<{width}}  {commands[n].summary}" for n in names]
     lines += ["", _PYTHON_NOTE, "`help COMMAND` or `COMMAND --help` shows one command's usage, options and examples."]
     return "\n".join(lines)
 
 
-def command_help(name: str) -> str:
+def command_help(commands: CommandRegistry, name: str) -> str:
     """Usage, options and examples, generated from the command's own parser so it is always true."""
-    cmd = COMMANDS[name]
+    cmd = commands[name]
     lines = [f"usage: {cmd.usage()}", "", cmd.summary + "."]
     if cmd.details:
         lines += ["", cmd.details]
@@ -79,15 +80,20 @@ def models(session, args: argparse.Namespace) -> Table | Message:
     if not names:  # the message alone: a table header over no rows says nothing
         return Message("no models yet: `load PATH` adds one, or `help load`", data={"models": []})
     recent = [n for n in session.recent if n in names][:2]
+    footer = []
     for name in names:
         handle = session.model(name, used=False)
+        try:  # one model that cannot list its tensors (a Keras model not yet built) does not hide the rest
+            params, summary = handle.param_counts()["total"], handle.summary()
+        except ModelshellError as exc:
+            params, summary = None, [exc.message]
         found.append({"name": name, "framework": handle.framework, "class": handle.class_name,
-                      "params": handle.param_counts()["total"], "source": handle.source, "trusted": handle.trusted,
+                      "params": params, "source": handle.source, "trusted": handle.trusted,
                       "recent": recent.index(name) + 1 if name in recent else None})
-    rows = [[_RECENT_MARKS.get(m["recent"], ""), m["name"], m["framework"], m["class"], count_text(m["params"]),
-             m["source"]] for m in found]
+        footer += [f"{name}: {line}" for line in summary]
+    rows = [[_RECENT_MARKS.get(m["recent"], ""), m["name"], m["framework"], m["class"],
+             "-" if m["params"] is None else count_text(m["params"]), m["source"]] for m in found]
     trusted = [m["name"] for m in found if m["trusted"]]
-    footer = [f"{m['name']}: {line}" for m in found for line in session.model(m["name"], used=False).summary()]
     if recent:
         footer.append("* used last, + the one before")
     if trusted:  # a line of its own, not a column: the table keeps its width at 100 columns
@@ -113,7 +119,7 @@ def models(session, args: argparse.Namespace) -> Table | Message:
 def traceback_(session, args: argparse.Namespace) -> Text | Message:
     if session.last_traceback is None:
         return Message("no error yet in this session")
-    return Text(session.last_traceback.rstrip("\n"), page=True)
+    return Text(session.last_traceback.rstrip("\n"))
 
 
 @command(
@@ -148,20 +154,19 @@ def trust(session, args: argparse.Namespace) -> Message:
 def record(session, args: argparse.Namespace) -> Message:
     from modelshell.transcript import Recorder
 
+    recording = next((o for o in session.observers if isinstance(o, Recorder)), None)
     if args.path == "stop":
-        if session.recorder is None:
+        if recording is None:
             raise ModelshellError("not recording", "`record PATH` starts")
-        path = session.recorder.path
-        session.recorder.close()
-        session.recorder = None
-        return Message(f"recording stopped; replay it with `modelshell replay {path}`")
-    if session.recorder is not None:
-        raise ModelshellError(f"already recording to {session.recorder.path}", "`record stop` first")
+        session.stop_observing(recording)
+        return Message(f"recording stopped; replay it with `modelshell replay {recording.path}`")
+    if recording is not None:
+        raise ModelshellError(f"already recording to {recording.path}", "`record stop` first")
     path = Path(args.path).expanduser()
     if not path.parent.is_dir():
         raise ModelshellError(f"{path.parent} is not a folder")
     try:
-        session.recorder = Recorder(path, args.title)
+        session.observe(Recorder(path, args.title))
     except OSError as exc:
         raise ModelshellError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return Message(f"recording to {path}")

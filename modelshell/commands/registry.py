@@ -1,23 +1,29 @@
-"""A small registry of shell commands: name -> (argparse parser, function, help facts).
+"""The shell's commands: name -> (argparse parser, function, help facts), in a registry a session owns.
 
-Commands register with the ``@command`` decorator. The same parser parses a line, prints ``help CMD``
-and ``CMD --help``, and feeds completion, so help can never drift from what a command accepts.
+A command is declared where it is written, with the ``@command`` decorator; that only marks the function.
+A ``CommandRegistry`` takes the marked functions of the command families it is given (``add_family``), in
+the order they are written, so what a session can run never depends on which module some other code
+imported first, and two sessions (or a test) can hold different commands. The same parser parses a line,
+prints ``help CMD`` and ``CMD --help``, and feeds completion, so help can never drift from what a command
+accepts.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
+from collections.abc import Iterator
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
-from modelshell.errors import ModelshellError
-from modelshell.results import Outcome, Table, Tree, TreeNode
+from modelshell.core.errors import ModelshellError
+from modelshell.core.results import Outcome, Table, Tree, TreeNode
 
 if TYPE_CHECKING:
-    from modelshell.results import Result
-    from modelshell.session import Session
+    from modelshell.core.results import Result
+    from modelshell.core.session import Session
 
-__all__ = ["Command", "CommandParser", "arg", "command", "COMMANDS", "GROUPS", "apply_listing_options"]
+__all__ = ["Command", "CommandParser", "CommandRegistry", "arg", "command", "GROUPS", "apply_listing_options"]
 
 GROUPS = ("inspect", "transfer", "files", "session")
 
@@ -46,7 +52,52 @@ class Command:
         return self.parser.format_usage().removeprefix("usage: ").strip()
 
 
-COMMANDS: dict[str, Command] = {}
+_MARK = "__modelshell_command__"  # the attribute ``@command`` puts the Command on
+
+
+class CommandRegistry:
+    """The commands one session runs, by name, in the order they were added (``help`` lists them so).
+
+    Read like a mapping: ``name in registry``, ``registry[name]``, ``registry.items()``."""
+
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+
+    def add(self, cmd: Command) -> None:
+        if cmd.name in self._commands:
+            raise ValueError(f"two commands named {cmd.name!r}")
+        self._commands[cmd.name] = cmd
+
+    def add_function(self, function: Callable) -> None:
+        """The command that ``@command`` declared on ``function``."""
+        cmd = getattr(function, _MARK, None)
+        if not isinstance(cmd, Command):
+            raise ValueError(f"{function!r} was not declared with @command")
+        self.add(cmd)
+
+    def add_family(self, family: ModuleType) -> None:
+        """Every function of ``family`` (a module of commands) that ``@command`` marked, in file order."""
+        for value in vars(family).values():
+            if hasattr(value, _MARK) and getattr(value, "__module__", None) == family.__name__:  # not imported
+                self.add_function(value)
+
+    def remove(self, name: str) -> Command:
+        return self._commands.pop(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._commands
+
+    def __getitem__(self, name: str) -> Command:
+        return self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._commands)
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def items(self) -> Iterator[tuple[str, Command]]:
+        return iter(self._commands.items())
 
 
 def arg(*names: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -64,8 +115,9 @@ def command(
     details: str = "",
     listing: bool = False,
 ) -> Callable:
-    """Register ``function(session, args) -> Result`` as the shell command ``name``. ``listing``: its
-    table or tree can run to thousands of rows, so it takes ``--limit N`` and ``--all``."""
+    """Declare ``function(session, args) -> Result`` as the shell command ``name`` (a registry adds it with
+    ``add_family``; the function itself is returned unchanged). ``listing``: its table or tree can run to
+    thousands of rows, so it takes ``--limit N`` and ``--all``."""
     if group not in GROUPS:
         raise ValueError(f"unknown command group {group!r}")
 
@@ -78,7 +130,7 @@ def command(
         if listing:
             _add_listing_options(parser)
         parser.add_argument("-h", "--help", action="store_true", help="show this help")
-        COMMANDS[name] = Command(name, group, summary, function, parser, list(examples), details)
+        setattr(function, _MARK, Command(name, group, summary, function, parser, list(examples), details))
         return function
 
     return register
@@ -106,8 +158,8 @@ def apply_listing_options(outcome: Outcome, args: argparse.Namespace) -> Outcome
     """``--limit N`` and ``--all``, for every listing command alike, on what the command returned.
 
     The limit shortens only what people read: ``--json`` is for scripts, which want every row, and a
-    table that was cut says so under it. ``--all`` only tells the printer not to page."""
-    outcome.page = not getattr(args, "all", False)
+    table that was cut says so under it. ``--all`` changes nothing here: the terminal, which decides
+    paging, reads it from the line (``modelshell.terminal.paging``)."""
     limit = getattr(args, "limit", None)
     if limit is not None and not outcome.as_json:
         outcome.results = [_first_rows(result, limit) for result in outcome.results]

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from modelshell.commands.format import count_text, shape_text
 from modelshell.commands.registry import arg, command
-from modelshell.errors import ModelshellError, first_line
-from modelshell.results import Cell, Histogram, Sparkline
+from modelshell.core.errors import ModelshellError, first_line
+from modelshell.core.results import Cell, Histogram, Sparkline
 
 if TYPE_CHECKING:
     from modelshell.frameworks.base import ModelHandle, TensorInfo

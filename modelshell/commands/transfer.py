@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from modelshell.commands.format import count_text, shape_text
 from modelshell.commands.registry import arg, command
-from modelshell.errors import ModelshellError
-from modelshell.results import Column, Failed, Message, Table
+from modelshell.core.errors import ModelshellError
+from modelshell.core.results import Column, Failed, Message, Table
 
 if TYPE_CHECKING:
     from modelshell.transfer.plan import TransferPlan
@@ -35,11 +35,12 @@ __all__: list[str] = []
     "after the rule), warnings and notes.",
 )
 def pair(session, args: argparse.Namespace) -> Table:
-    from modelshell.transfer.plan import make_plan  # numpy, only once models are paired
+    from modelshell.transfer.confirm import confirm  # numpy, only once models are paired
 
     a, b = session.model(args.a), session.model(args.b)
-    plan = make_plan(a, b, args.a, args.b, overrides=_overrides(args.map))
-    table = _plan_table(plan, f"{args.a} -> {args.b}")
+    confirmation = confirm(a, b, args.a, args.b, _overrides(args.map))
+    plan = confirmation.plan
+    table = _plan_table(plan, f"{args.a} -> {args.b}", confirmation)
     if args.values:
         _add_value_differences(table, plan, a, b)
     return table
@@ -81,36 +82,63 @@ def _add_value_differences(table: Table, plan, source, destination) -> None:
     table.footer.append(f"{agree} of {len(diffs)} tensors of {plan.b} already equal what {plan.a} would give them")
 
 
-def _plan_table(plan: TransferPlan, title: str) -> Table:
+# How each layer pair was proven, as the `confirmed` column shows it.
+_CONFIRMED = {"outputs": "outputs", "rule": "rule", "--map": "--map", "": "NO"}
+
+
+def _plan_table(plan: TransferPlan, title: str, confirmation: Any) -> Table:
+    confirmed = {t.name: m.confirmed for m in plan.matches for t in m.a_roles.values()}
     rows = []
     for p in plan.pairs:
         rows.append([
             "\n".join(p.a) or "-", "\n".join(shape_text(s) for s in p.a_shapes) or "-",
             "\n".join(p.b) or "-", "\n".join(shape_text(s) for s in p.b_shapes) or "-", p.transform,
+            _CONFIRMED[next((confirmed[n] for n in p.a if n in confirmed), "")],
         ])
     return Table(
         title=title,
-        columns=[Column(plan.a), Column("shape"), Column(plan.b), Column("shape"), Column("transform")],
+        columns=[Column(plan.a), Column("shape"), Column(plan.b), Column("shape"), Column("transform"),
+                 Column("confirmed")],
         rows=rows,
-        footer=_plan_footer(plan),
+        footer=_plan_footer(plan, confirmation),
         data=plan.as_json(),
     )
 
 
-def _plan_footer(plan: TransferPlan) -> list[str]:
+def _plan_footer(plan: TransferPlan, confirmation: Any) -> list[str]:
     lines = [f"{len(plan.pairs)} pairs; {len(plan.missing)} missing, {len(plan.unexpected)} unexpected, "
              f"{len(plan.mismatched)} mismatched"]
     for label, problems in (("missing", plan.missing), ("unexpected", plan.unexpected),
                             ("mismatched", plan.mismatched)):
         lines += [f"{label}: {p.name}: {p.reason}" for p in problems]
-    by_order = [m for m in plan.matches if m.basis == "order"]
-    if by_order:
-        shown = ", ".join(f"{m.a_path} ~ {m.b_path}" for m in by_order[:3]) + (" ..." if len(by_order) > 3 else "")
-        lines.append(f"{len(by_order)} layer pairs are interchangeable with a neighbour (same kind and shapes) and "
-                     f"only the order they run in decided them: {shown}; the check after `copy` proves them")
+    lines += _confirmation_lines(confirmation)
     lines += [f"warning: {w}" for w in plan.warnings]
     lines += [f"note: {n}" for n in plan.notes]
     return lines
+
+
+def _confirmation_lines(confirmation: Any) -> list[str]:
+    """How the layer pairs were proven; the interchangeable pairs nothing confirmed, by name."""
+    matches = confirmation.plan.matches
+    count = {key: sum(1 for m in matches if m.confirmed == key) for key in _CONFIRMED}
+    lines = [f"layer pairs confirmed by outputs: {count['outputs']}, by the only rule that fits: {count['rule']}"
+             + (f", by --map: {count['--map']}" if count["--map"] else "")
+             + f", not confirmed: {count['']}"]
+    if confirmation.why_not and any(m.group is not None for m in matches):
+        lines[0] += f" (not run: {confirmation.why_not})"
+    elif confirmation.result is not None and confirmation.divergence is not None:
+        where = f"from layer {confirmation.parted_at}" if confirmation.parted_at else "in the outputs only"
+        lines[0] += f"; the run with {confirmation.plan.a}'s values parts {where}"
+    unconfirmed = confirmation.unconfirmed
+    if unconfirmed:
+        lines.append(f"not confirmed: {_listed(unconfirmed)} (interchangeable with a neighbour: same kind and "
+                     "shapes; only the order they run in, or their names, decided them)")
+    return lines
+
+
+def _listed(matches: list[Any], limit: int = 3) -> str:
+    shown = ", ".join(f"{m.a_path} ~ {m.b_path}" for m in matches[:limit])
+    return shown + (f" and {len(matches) - limit} more" if len(matches) > limit else "")
 
 
 @command(
@@ -140,22 +168,30 @@ def _plan_footer(plan: TransferPlan) -> list[str]:
     "in `run`) unless --no-verify.",
 )
 def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
-    from modelshell.transfer.plan import converted_values, make_plan, refuse_mismatched
+    from modelshell.transfer.confirm import Confirmation, confirm
+    from modelshell.transfer.plan import converted_values, left_over, pair_layers, refuse_mismatched, without_mismatched
 
     source, destination = session.model(args.src), session.model(args.dst)
-    plan = make_plan(source, destination, args.src, args.dst, overrides=_overrides(args.map))
+    pairing = pair_layers(source, destination, args.src, args.dst, overrides=_overrides(args.map))
     if args.dry_run:
-        return _plan_table(plan, f"plan: {args.src} -> {args.dst} (dry run, nothing written)")
+        confirmation = confirm(source, destination, args.src, args.dst, pairing=pairing)
+        return _plan_table(confirmation.plan, f"plan: {args.src} -> {args.dst} (dry run, nothing written)", confirmation)
+    plan = pairing.plan()
     if args.partial:
-        plan = _without_mismatched(plan)
+        plan = without_mismatched(plan)
     refuse_mismatched(plan)
-    derived, left = _left_over(plan, source, destination)
+    derived, left = left_over(plan, source, destination)
     if left and not args.partial:
         shown = "; ".join(f"{p.name} ({side})" for side, p in left[:4])
         more = f" and {len(left) - 4} more" if len(left) > 4 else ""
         raise ModelshellError(
             f"cannot copy {args.src} into {args.dst}: {len(left)} tensors do not pair: {shown}{more}; "
             "nothing was copied", f"`pair {args.src} {args.dst}` shows why; --partial copies what pairs")
+    # The interchangeable pairs are decided by running DST with the values before anything is written;
+    # --no-verify skips every run, and then says which pairs nothing confirmed.
+    confirmation = Confirmation(plan, why_not="--no-verify") if args.no_verify else \
+        confirm(source, destination, args.src, args.dst, partial=args.partial, pairing=pairing)
+    plan = confirmation.plan
     values = converted_values(plan, source)
     if not values:
         raise ModelshellError(f"nothing in {args.src} pairs with {args.dst}; nothing was copied",
@@ -168,14 +204,21 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
         notes.append(f"; not copied, derived by the framework: {', '.join(derived[:6])}"
                      + (f" and {len(derived) - 6} more" if len(derived) > 6 else ""))
     notes += [f"; warning: {w}" for w in _grouped(plan.warnings)]
+    unconfirmed = [m for m in plan.matches if m.group is not None and not m.confirmed and m.basis == "order"] \
+        if confirmation.result is None else []
+    if unconfirmed:
+        notes.append(f"; warning: {len(unconfirmed)} interchangeable layer pairs were decided by their order alone and "
+                     f"not confirmed by running them ({confirmation.why_not}): {_listed(unconfirmed)}; "
+                     "`--map` pins them")
     text = f"copied {tensors} tensors ({count_text(params)} parameters) from {args.src} into {args.dst}"
     data = {"src": args.src, "dst": args.dst, "tensors": tensors, "params": params,
             "missing": [p.as_json() for side, p in left if side == "dst"],
             "unexpected": [p.as_json() for side, p in left if side == "src"], "derived": derived,
-            "warnings": plan.warnings}
+            "warnings": plan.warnings,
+            "confirmed": {_CONFIRMED[key]: sum(1 for m in plan.matches if m.confirmed == key) for key in _CONFIRMED}}
     if args.no_verify or not (source.has_architecture and destination.has_architecture):
         return Message(text + "".join(notes), data=data)
-    verdict, ok = _check_copy(source, destination, plan, partial=bool(left))
+    verdict, ok = _check_copy(source, destination, confirmation, partial=bool(left))
     data["verified"] = ok
     message = Message(text + "".join(notes) + "; " + verdict, data=data)
     if ok is False:
@@ -183,80 +226,30 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
     return message
 
 
-def _without_mismatched(plan):
-    """For --partial: the layer pairs whose shapes disagree (a 3-class head against a 4-class one) are
-    left out, their tensors listed as not paired, instead of refusing the whole copy."""
-    import dataclasses
-
-    from modelshell.transfer.plan import Problem
-
-    bad = {p.name for p in plan.mismatched}
-    keep, dropped = [], []
-    for match in plan.matches:
-        names = {t.name for t in (*match.a_roles.values(), *match.b_roles.values())}
-        (dropped if names & bad or any(n.startswith(f"{match.a_path}:") for n in bad) else keep).append(match)
-    reason = "its shapes do not fit the other model's (left out by --partial)"
-    missing = plan.missing + [Problem(t.name, reason) for m in dropped for t in m.b_roles.values()]
-    unexpected = plan.unexpected + [Problem(t.name, reason) for m in dropped for t in m.a_roles.values()]
-    dropped_names = {t.name for m in dropped for t in (*m.a_roles.values(), *m.b_roles.values())}
-    pairs = [p for p in plan.pairs if not (set(p.a) | set(p.b)) & dropped_names]
-    return dataclasses.replace(plan, matches=keep, pairs=pairs, missing=missing, unexpected=unexpected,
-                               mismatched=[])
-
-
-_DERIVED_KINDS = "iub"  # integer and boolean tensors: counters and index tables the framework computes
-
-
-def _left_over(plan, source, destination) -> tuple[list[str], list[tuple[str, Any]]]:
-    """What a strict copy cannot leave unpaired: DST tensors that get no value and SRC tensors that are
-    not used. Tensors the framework derives (integer counters such as ``num_batches_tracked``, index
-    tables such as ``relative_position_index``) and aliases of a tied tensor are let through, the former
-    listed."""
-    infos = {("dst", t.name): t for t in destination.tensors()} | {("src", t.name): t for t in source.tensors()}
-    derived, left = [], []
-    for side, problems in (("dst", plan.missing), ("src", plan.unexpected)):
-        for problem in problems:
-            info = infos.get((side, problem.name))
-            if info is not None and info.tied_to is not None:
-                continue
-            if info is not None and _is_derived(info):
-                derived.append(problem.name)
-            else:
-                left.append((side, problem))
-    return derived, left
-
-
-def _is_derived(info) -> bool:
+def _check_copy(source, destination, confirmation, partial: bool = False) -> tuple[str, bool | None]:
+    """Run the destination (and the source, unless its run from the confirmation is at hand: a copy
+    does not change it) layer by layer on the seeded input: ``outputs agree (max abs diff ...)``, or
+    where they part and the warning that likely explains it. None when the models cannot be run on a
+    made-up input (said, not hidden). After a partial copy the models differ by design: only the
+    paired layers are held to agree."""
     import numpy as np
 
+    from modelshell.transfer.confirm import agrees, tolerance
+    from modelshell.transfer.verify import compare_with, paired_paths, run_reference
+
+    plan = confirmation.plan
+    tol = tolerance(source, destination)
+    paths = paired_paths(source, destination, plan)
     try:
-        return np.dtype(info.dtype).kind in _DERIVED_KINDS
-    except TypeError:
-        return False
-
-
-def _check_copy(source, destination, plan, partial: bool = False) -> tuple[str, bool | None]:
-    """Run both models layer by layer on the seeded input: ``outputs agree (max abs diff ...)``, or where
-    they part and the warning that likely explains it. None when the models cannot be run on a made-up
-    input (said, not hidden). After a partial copy the models differ by design: only the paired layers
-    are held to agree."""
-    from modelshell.transfer.verify import verify as run_verification
-
-    import numpy as np
-
-    tolerance = _tolerance(source, destination)
-    try:
-        result = run_verification(source, destination, tolerance, tolerance, layers=True, plan=plan)
+        reference = confirmation.reference or run_reference(source, destination, [p for p, _ in paths])
+        result = compare_with(reference, destination, paths, tol, tol)
     except ModelshellError as exc:
         return f"not verified: {exc.message}", None
-    # Held to the tolerance relative to each output's own magnitude: a model whose outputs are tiny (a
-    # randomly initialised network often is) would agree with anything under an absolute tolerance.
-    layers_part = next((o.name for o in result.layers if not _close(o, tolerance)), None)
-    where = layers_part
+    where = next((o.name for o in result.layers if not agrees(o, tol)), None)
     comparable = [o for o in result.outputs if np.isfinite(o.max_rel_diff)]  # a 3-class head against a 4-class one is not
-    if partial and result.layers and not where and all(_close(o, tolerance) for o in comparable):
+    if partial and result.layers and not where and all(agrees(o, tol) for o in comparable):
         return f"every paired layer agrees (max abs diff {max(o.max_abs_diff for o in result.layers):.3g})", True
-    if not partial and result.outputs and all(_close(o, tolerance) for o in result.outputs):
+    if not partial and result.outputs and all(agrees(o, tol) for o in result.outputs):
         return (f"outputs agree (max abs diff {result.max_abs_diff:.3g}, "
                 f"{result.max_rel_diff:.2g} of their largest value)"), True
     parts = set(where.split(" ~ ")) if where else set()
@@ -267,20 +260,10 @@ def _check_copy(source, destination, plan, partial: bool = False) -> tuple[str, 
         verdict += f" from layer {where}"
     if cause:
         verdict += f"; likely cause: {cause}"
+    unconfirmed = confirmation.unconfirmed
+    if unconfirmed:
+        verdict += f"; not confirmed by any run: {_listed(unconfirmed)}"
     return verdict, False
-
-
-# The check after a copy allows for the precision of the least precise float dtype either model holds.
-_TOLERANCES = {"float64": 1e-4, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
-
-
-def _tolerance(*handles) -> float:
-    dtypes = {t.dtype for handle in handles for t in handle.tensors()}
-    return max((_TOLERANCES[d] for d in dtypes if d in _TOLERANCES), default=1e-4)
-
-
-def _close(comparison, tolerance: float) -> bool:
-    return comparison.max_rel_diff <= tolerance
 
 
 def _grouped(warnings: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 from modelshell.frameworks import quiet
 from modelshell.frameworks.base import ModelHandle
 
@@ -63,6 +63,7 @@ def h5_file(path: Path, trust: bool) -> ModelHandle:
     from modelshell.safety.probe import probe_hdf5
 
     datasets = probe_hdf5(path)  # a damaged HDF5 file can hang or crash the library: tried in a child first
+    _check_datasets(path, datasets)
     if not h5_holds_model(path):
         return _weights("KerasH5Weights", path, trust, datasets=datasets)
     return keras_model(path, trust)
@@ -71,7 +72,26 @@ def h5_file(path: Path, trust: bool) -> ModelHandle:
 def keras_weights(path: Path, trust: bool) -> ModelHandle:
     from modelshell.safety.probe import probe_hdf5
 
-    return _weights("KerasH5Weights", path, trust, datasets=probe_hdf5(path))
+    datasets = probe_hdf5(path)
+    _check_datasets(path, datasets)
+    return _weights("KerasH5Weights", path, trust, datasets=datasets)
+
+
+def _check_datasets(path: Path, datasets: dict[str, tuple[tuple[int, ...], str]] | None) -> None:
+    """Refuse a dataset that could never be read: HDF5 lets a file of a few KB declare a dataset of
+    terabytes (never written, all fill value), and reading it would fail or swap the machine."""
+    import math
+
+    import numpy as np
+
+    from modelshell.safety.resources import check_fits
+
+    for name, (shape, dtype) in (datasets or {}).items():
+        try:
+            size = math.prod(shape) * np.dtype(dtype).itemsize
+        except (TypeError, ValueError):  # a dtype numpy cannot name from its text: the reader decides
+            continue
+        check_fits(path, size, what=f"its dataset {name!r} of shape {tuple(shape)} alone would")
 
 
 def is_transformers_folder(path: Path) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelshell.formats import readers
+from modelshell.formats import builders, readers
 
 __all__ = ["Format", "FormatRegistry", "FORMATS", "suffix_fits"]
 
@@ -26,11 +26,18 @@ class Format:
     marks: str = ""  # what such a folder holds that tells it apart, for the message of a folder that is none
     saves: str | None = None  # what `save` writes; None: it cannot be written
     writes: tuple[str, ...] | None = None  # the suffixes `save` writes, when not all of ``suffixes``
+    builder: Callable | None = None  # (folder, trust) -> the real model, for `load DIR --build`
+    builds: str | None = None  # what `--build` makes of it, one line
+    folder_writer: Callable | None = None  # (handle, folder, max_shard_bytes) -> how it was written
+    owns: Callable | None = None  # (handle) -> whether `save NAME DIR/` writes this format for it
 
     def save_suffixes(self) -> tuple[str, ...]:
         if not self.saves or not self.suffixes:
             return ()
         return self.suffixes if self.writes is None else self.writes
+
+    def read_as(self) -> str:
+        return self.description + (f"; with `--build`, {self.builds}" if self.builds else "")
 
     def label(self) -> str:
         return " ".join(f"`{s}`" for s in self.suffixes) if self.suffixes else f"folder: {self.name}"
@@ -68,9 +75,16 @@ class FormatRegistry:
     def folders(self) -> list[Format]:
         return [f for f in self.formats if f.folder is not None]
 
+    def folder_writer_for(self, handle) -> Format:
+        """The folder format `save NAME DIR/` writes for ``handle``: the one that owns its kind of model
+        (a keras-hub model gets a preset), else the one that takes any model."""
+        writers = [f for f in self.formats if f.folder_writer is not None]
+        return next((f for f in writers if f.owns is not None and f.owns(handle)),
+                    next(f for f in writers if f.owns is None))
+
     def load_details(self) -> str:
         return "Formats: " + "; ".join(
-            f"{' / '.join(f.suffixes) or 'a ' + f.name + ' folder'}: {_plain(f.description)}"
+            f"{' / '.join(f.suffixes) or 'a ' + f.name + ' folder'}: {_plain(f.read_as())}"
             + (f" (runs code {_plain(f.runs_code)})" if f.runs_code != "no" else "") for f in self.formats) + "."
 
     def save_details(self) -> str:
@@ -80,7 +94,7 @@ class FormatRegistry:
 
     def markdown_table(self) -> str:
         lines = ["| file | read as | needs | runs code | `save` writes |", "|---|---|---|---|---|"]
-        lines += [f"| {f.label()} | {f.description} | {f.needs} | {f.runs_code} | {_saves_cell(f)} |"
+        lines += [f"| {f.label()} | {f.read_as()} | {f.needs} | {f.runs_code} | {_saves_cell(f)} |"
                   for f in self.formats]
         return "\n".join(lines) + "\n"
 
@@ -122,12 +136,22 @@ FORMATS = FormatRegistry([
            saves="Keras 3 weights only"),
     Format("transformers", "a `save_pretrained` folder (`config.json` with `model.safetensors`, its shards "
            "and index, `pytorch_model.bin` and its shards, or `tf_model.h5`), weights only",
-           readers.transformers_folder, "nothing; torch for `.bin`", folder=readers.is_transformers_folder, marks="config.json",
-           saves="`save NAME DIR/`: `model.safetensors`, or shards and their index above `--max-shard-size`, "
-           "and the `config.json` of a model loaded from a folder"),
+           readers.transformers_folder, "nothing; torch for `.bin`; transformers for `--build`",
+           "with `--build --trust`: the `auto_map` code a folder ships", folder=readers.is_transformers_folder,
+           marks="config.json",
+           saves="`save NAME DIR/`: for a transformers model its `save_pretrained` (`config.json` and "
+           "safetensors); for any other model `model.safetensors`, and the `config.json` of a model read "
+           "from a transformers folder; shards and their index above `--max-shard-size`",
+           builder=builders.transformers_model,
+           builds="the model itself, offline: the `AutoModel...` class of its architecture, torch for "
+           "safetensors and `.bin`, TF for `tf_model.h5`", folder_writer=builders.write_transformers_folder),
     Format("keras-hub preset", "a `save_to_preset` folder (`config.json`, `metadata.json`, "
-           "`model.weights.h5`), weights only", readers.keras_hub_folder, "h5py",
-           folder=readers.is_keras_hub_folder, marks="config.json and metadata.json"),
+           "`model.weights.h5`), weights only", readers.keras_hub_folder, "h5py; keras-hub for `--build`",
+           folder=readers.is_keras_hub_folder, marks="config.json and metadata.json",
+           saves="`save NAME DIR/` for a keras-hub model: its `save_to_preset`",
+           builder=builders.keras_hub_model,
+           builds="the backbone (or the task of a `task.json`) by the class its config names, `from_preset`",
+           folder_writer=builders.write_keras_hub_preset, owns=builders.is_keras_hub_model),
     Format("npz", "arrays by name (`numpy.savez`), weights only; object arrays are refused (they would be "
            "unpickled)", readers.npz_file, "nothing", suffixes=(".npz",)),
     Format("onnx", "the initializers (stored weights) of an ONNX graph, weights only; the graph is not run",

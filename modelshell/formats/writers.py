@@ -1,12 +1,13 @@
-"""How a model is written to a folder: safetensors shards with transformers' index, no framework needed
-(the arrays come from the model's own ``read``)."""
+"""How any model is written to a folder: safetensors shards with transformers' index, no framework needed
+(the arrays come from the model's own ``read``). A model of a library gets its library's own folder
+(``builders``)."""
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 from modelshell.safety.atomic import atomic_target
 from modelshell.safety.resources import tensor_bytes
 
@@ -29,7 +30,8 @@ def save_safetensors_folder(handle, folder: Path, max_shard_bytes: int) -> list[
     """Write ``handle``'s tensors as ``model.safetensors``, or, above ``max_shard_bytes``, as
     ``model-0000N-of-0000M.safetensors`` shards with ``model.safetensors.index.json`` (the layout
     transformers' ``save_pretrained`` writes and ``from_pretrained`` reads), and the ``config.json`` a
-    model loaded from a folder came with. Each file is written atomically; the index last."""
+    model loaded from a transformers folder came with. ``folder`` is the temporary folder ``save`` renames into
+    place when every file is written (``atomic_folder``)."""
     import numpy as np  # imported here: `import modelshell` imports no numpy
     from safetensors.numpy import save_file
 
@@ -39,16 +41,15 @@ def save_safetensors_folder(handle, folder: Path, max_shard_bytes: int) -> list[
              [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)])
     written = []
     for shard, name in zip(shards, names):
-        with atomic_target(folder / name) as temporary:
-            arrays = {t.name: np.ascontiguousarray(handle.read(t.name)) for t in shard}
-            save_file(arrays, str(temporary), metadata=metadata)
+        arrays = {t.name: np.ascontiguousarray(handle.read(t.name)) for t in shard}
+        save_file(arrays, str(folder / name), metadata=metadata)
         written.append(folder / name)
     if len(shards) > 1:
         index = {"metadata": {"total_size": tensor_bytes(t for shard in shards for t in shard)},
                  "weight_map": {t.name: name for shard, name in zip(shards, names) for t in shard}}
         written.append(_write_text(folder / "model.safetensors.index.json", json.dumps(index, indent=2) + "\n"))
-    config = getattr(handle, "config", None)
-    if isinstance(config, dict):
+    config = handle.config if handle.folder is not None and handle.folder[0] == "transformers" else None
+    if isinstance(config, dict):  # a keras-hub preset's config.json would make a folder no library reads
         written.append(_write_text(folder / "config.json", json.dumps(config, indent=2) + "\n"))
     return written
 
@@ -71,6 +72,5 @@ def _split(handle, max_shard_bytes: int) -> list[list]:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    with atomic_target(path) as temporary:
-        temporary.write_text(text, encoding="utf8")
+    path.write_text(text, encoding="utf8")
     return path

@@ -15,7 +15,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 
 if TYPE_CHECKING:  # numpy costs ~0.15 s to import; the shell's start-up does not need it
     import numpy as np
@@ -182,6 +182,9 @@ class ModelHandle(ABC):
 
     framework: str = ""
     has_architecture: bool = True
+    config: dict | None = None  # a model folder's config.json, kept with the model read or built from it
+    folder: tuple[str, Path, tuple[str, str]] | None = None  # (kind, path, (architecture, sizes))
+    note: str | None = None  # how it was found or built, said by `load`
 
     def __init__(self, obj: Any, source: str, trusted: bool = False) -> None:
         self.obj = obj
@@ -218,8 +221,12 @@ class ModelHandle(ABC):
         return count_params(self.tensors())
 
     def summary(self) -> list[str]:
-        """Lines about where the model came from that `weights` and `models` show (a folder's config)."""
-        return []
+        """Lines about where the model came from that `weights` and `models` show: the folder's config,
+        in short, for a model read or built from a model folder."""
+        if self.folder is None:
+            return []
+        kind, path, (architecture, sizes) = self.folder
+        return [f"{kind} folder {path.name}: {architecture}" + (f" ({sizes})" if sizes else "")]
 
     # --- what pair, copy and verify need ------------------------------------------------------------
     def layers(self, tensors: list[TensorInfo] | None = None) -> list[Layer]:
@@ -245,10 +252,12 @@ class ModelHandle(ABC):
         a list (positional) or a dict by input name (keyword arguments for torch, a dict for Keras)."""
         raise ModelshellError(f"a {self.class_name} has no architecture to run", "load or build the model itself")
 
-    def forward_with_taps(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]",
-                          paths: list[str]) -> tuple[Any, dict[str, Any]]:
+    def forward_with_taps(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]", paths: list[str],
+                          values: "dict[str, np.ndarray] | None" = None) -> tuple[Any, dict[str, Any]]:
         """``forward``, also recording (as copies) the output of each layer in ``paths`` (as ``layers()``
-        names them), for ``verify --layers``."""
+        names them), for ``verify --layers``. With ``values`` (tensor name -> array), the model computes
+        as if those tensors held them, and is left exactly as it was: how a pairing is tried before a
+        copy writes anything (torch ``functional_call``, Keras ``StatelessScope``)."""
         raise ModelshellError(f"a {self.class_name} has no layers to run", "load or build the model itself")
 
     def trace(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]") -> dict[str, LayerCall]:

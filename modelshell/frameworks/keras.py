@@ -4,11 +4,13 @@ Importing this module imports keras (and with it TensorFlow); nothing else in mo
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,14 @@ from absl import logging as _absl_logging  # noqa: E402
 # for is not the place for it.
 _absl_logging.set_verbosity(_absl_logging.ERROR)
 
-from modelshell.errors import ModelshellError, first_line  # noqa: E402
+from modelshell.core.errors import ModelshellError, first_line  # noqa: E402
+from modelshell.safety.interrupts import deferred_interrupts  # noqa: E402
 from modelshell.frameworks.base import (  # noqa: E402
     InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, keras_snake_case,
 )
 from modelshell.frameworks.copying import copy_into  # noqa: E402
 from modelshell.safety.probe import probe_hdf5  # noqa: E402
-from modelshell.safety.resources import check_fits, unpacked_zip_size  # noqa: E402
+from modelshell.safety.resources import check_declared_shapes, check_fits, unpacked_zip_size  # noqa: E402
 
 __all__ = ["KerasModel", "load_keras_file", "version"]
 
@@ -97,6 +100,7 @@ class KerasModel(ModelHandle):
         return owners
 
     def tensors(self) -> list[TensorInfo]:
+        _require_built(self.obj)
         owners = self._owners()
         first_of: dict[int, str] = {}
         infos = []
@@ -163,27 +167,35 @@ class KerasModel(ModelHandle):
         return found
 
     def write(self, values: dict[str, np.ndarray]) -> None:
+        variables = self._checked_variables(values)
+        dtypes = {name: _dtype_name(variables[name]) for name in values}
+        # Each variable's value is backed up (a snapshot) just before its assign and put back on any
+        # exception (an interrupt in the middle too), so copy stays all or nothing. The old buffers are
+        # held until the end, so the largest goes first: its new buffer then comes while the fewest old
+        # buffers are held. Each value is converted just before its assign, never all of them up front.
+        # Ctrl-C is taken between two variables only, and never while the backups go back.
+        backups: list[tuple[Any, Any]] = []
+        with deferred_interrupts() as interrupts:
+            try:
+                for name in sorted(values, key=lambda n: -np.size(values[n])):
+                    interrupts.check()
+                    backups.append((variables[name], _snapshot(variables[name])))
+                    variables[name].assign(_assignable(values.pop(name), dtypes[name]))
+                self.writes += 1
+            except BaseException:
+                for variable, backup in reversed(backups):
+                    type(variable).assign(variable, backup)  # the class's own assign, whatever wraps it
+                raise
+
+    def _checked_variables(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The model's variables by name, once every name in ``values`` is known and every shape fits."""
         variables = {_variable_name(v): v for v in self.obj.weights}
         for name, value in values.items():
             if name not in variables:
                 raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
             if tuple(np.shape(value)) != tuple(variables[name].shape):
                 raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {tuple(variables[name].shape)}")
-        dtypes = {name: _dtype_name(variables[name]) for name in values}
-        # Each variable's value is backed up (a snapshot) just before its assign and put back on any
-        # exception (an interrupt in the middle too), so copy stays all or nothing. The old buffers are
-        # held until the end, so the largest goes first: its new buffer then comes while the fewest old
-        # buffers are held. Each value is converted just before its assign, never all of them up front.
-        backups: list[tuple[Any, Any]] = []
-        try:
-            for name in sorted(values, key=lambda n: -np.size(values[n])):
-                backups.append((variables[name], _snapshot(variables[name])))
-                variables[name].assign(_assignable(values.pop(name), dtypes[name]))
-            self.writes += 1
-        except BaseException:
-            for variable, backup in reversed(backups):
-                type(variable).assign(variable, backup)  # the class's own assign, whatever wraps it
-            raise
+        return variables
 
     def iter_arrays(self, names: list[str]):
         variables = {_variable_name(v): v for v in self.obj.weights}
@@ -226,13 +238,16 @@ class KerasModel(ModelHandle):
             return traced
 
         layers = self._all_layers()
-        for path, layer in layers:
-            object.__setattr__(layer, "call", wrap(layer, path, layer.call))
         try:
+            with deferred_interrupts():  # every layer wrapped is unwrapped
+                for path, layer in layers:
+                    object.__setattr__(layer, "call", wrap(layer, path, layer.call))
             self.forward(inputs)
         finally:
-            for _, layer in layers:
-                object.__delattr__(layer, "call")
+            with deferred_interrupts():
+                for _, layer in layers:
+                    if "call" in vars(layer):
+                        object.__delattr__(layer, "call")
         return calls
 
     def _all_layers(self) -> list[tuple[str, Any]]:
@@ -270,7 +285,8 @@ class KerasModel(ModelHandle):
                                   spec.dtype.name, required=i == 0) for i, (name, spec) in enumerate(specs.items())]
         return super().input_slots()
 
-    def forward_with_taps(self, inputs, paths: list[str]) -> tuple[Any, dict[str, Any]]:
+    def forward_with_taps(self, inputs, paths: list[str],
+                          values: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
         """Keras has no forward hooks: each tapped layer's ``call`` is wrapped on the instance for the
         duration of one eager call, then the class's own ``call`` is visible again."""
         taps: dict[str, Any] = {}
@@ -280,10 +296,37 @@ class KerasModel(ModelHandle):
             if layer is not None:
                 object.__setattr__(layer, "call", _tapped(layer, layer.call, taps, path))
         try:
-            return self.forward(inputs), taps
+            with self._substituted(values or {}):
+                return self.forward(inputs), taps
         finally:
             for layer in wrapped:
                 object.__delattr__(layer, "call")
+
+    @contextlib.contextmanager
+    def _substituted(self, values: dict[str, np.ndarray]) -> Iterator[None]:
+        """The model computes as if its variables held ``values``. Keras 3 reads them from a
+        ``StatelessScope`` (what ``stateless_call`` uses); a tf-keras (Keras 2) variable has no such
+        scope, so it holds the value for the call and gets its own back after it, interrupts held off
+        while it does."""
+        if not values:
+            yield
+            return
+        variables = self._checked_variables(values)
+        chosen = [(variables[name], value) for name, value in values.items()]
+        if all(isinstance(v, keras.Variable) for v, _ in chosen):
+            mapping = [(v, _assignable(value, _dtype_name(v))) for v, value in chosen]
+            with keras.StatelessScope(state_mapping=mapping):
+                yield
+            return
+        backups = [(v, _snapshot(v)) for v, _ in chosen]
+        try:
+            for variable, value in chosen:
+                variable.assign(_assignable(value, _dtype_name(variable)))
+            yield
+        finally:
+            with deferred_interrupts():
+                for variable, backup in backups:
+                    type(variable).assign(variable, backup)
 
     def _layer_at(self, path: str) -> Any:
         layer = self.obj
@@ -325,6 +368,20 @@ class KerasModel(ModelHandle):
                     f"a Keras model saves to .keras, .h5, .weights.h5 or .safetensors, not {path.suffix or name}",
                     "to get a torch file, copy the weights into a torch model and save that",
                 )
+
+
+def _require_built(model: Any) -> None:
+    """A subclassed model makes its weights at its first call; before it, Keras raises a ValueError
+    deep inside whatever asked, which is the user's to fix in one line."""
+    try:
+        built = bool(model.weights) or getattr(model, "built", True)  # Keras 3 lists none; tf-keras raises
+    except ValueError as exc:
+        if "not yet been created" not in str(exc):
+            raise
+        built = False
+    if not built:
+        raise ModelshellError(f"{getattr(model, 'name', type(model).__name__)} has no weights yet: Keras makes "
+                              "them at the model's first call", "call it once on an input, or build(input_shape)")
 
 
 def _subclassed_tf_keras(model: Any) -> bool:
@@ -483,6 +540,7 @@ def load_keras_file(path: Path, trust: bool) -> ModelHandle:
         _check_archive(path)
         _probe_weights(path)
     check_fits(path, unpacked_zip_size(path) if is_keras else _h5_size(path))
+    check_declared_shapes(path, _saved_config(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -496,27 +554,45 @@ def load_keras_file(path: Path, trust: bool) -> ModelHandle:
                 "nothing was run",
                 f"if you trust the file, `load {path} --trust` (or `trust on`) loads it",
             ) from exc
-        raise ModelshellError(f"cannot read {path} as a Keras model: {first_line(exc)}") from exc
+        raise _load_failed(path, exc) from exc
     except Exception as exc:  # noqa: BLE001 - a corrupt file fails in many ways; all are one user error
-        raise ModelshellError(f"cannot read {path} as a Keras model: {first_line(exc)}") from exc
+        raise _load_failed(path, exc) from exc
     return KerasModel(model, str(path), trust)
+
+
+# Where Keras's own words about a failed deserialization end and its advice or the config dump begins.
+_KERAS_TAIL = re.compile(r"\s*(Make sure custom classes|Full object config:|Please ensure that|config=\{)")
+_GENERIC = "could not be deserialized properly"
+
+
+def keras_reason(exc: BaseException) -> str:
+    """The line that says why Keras failed: it wraps the real error in one "<class Functional> could not be
+    deserialized properly..." per level of the config, with the reason after the last "Exception
+    encountered:" (or at the end of the exception chain)."""
+    text = str(exc).rsplit("Exception encountered:", 1)[-1]
+    cause = exc
+    while _GENERIC in text and (cause := cause.__cause__ or cause.__context__) is not None:
+        text = str(cause)
+    text = _KERAS_TAIL.split(text.strip(), 1)[0].strip()
+    return first_line(Exception(text))[:400].rstrip(".") if text else first_line(exc)
+
+
+def _load_failed(path: Path, exc: BaseException) -> ModelshellError:
+    reason = keras_reason(exc)
+    custom = [c for c in code_in_config(path) if c.startswith("custom object")]
+    if "Could not locate" in reason and custom:
+        return ModelshellError(
+            f"{path} is refused: its config names classes Keras does not know ({', '.join(custom[:4])}): "
+            f"{reason}; nothing was run",
+            "a custom class must be registered (@keras.saving.register_keras_serializable) by code you trust, "
+            "imported first (`load code.py:FACTORY` or an `import` line)")
+    return ModelshellError(f"cannot read {path} as a Keras model: {reason}")
 
 
 def code_in_config(path: Path) -> list[str]:
     """The Lambda layers and custom (non-Keras) classes a saved model's config names, read as JSON and
     never deserialized, so a refusal can say what code the file carries."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-        else:
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                raw = f.attrs.get("model_config")
-                config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except Exception:  # noqa: BLE001 - this only adds detail to a refusal
-        return []
+    config = _saved_config(path)
     found: list[str] = []
 
     def visit(node: Any) -> None:
@@ -535,6 +611,22 @@ def code_in_config(path: Path) -> list[str]:
 
     visit(config)
     return list(dict.fromkeys(found))
+
+
+def _saved_config(path: Path) -> Any:
+    """A saved model's config as plain JSON (``config.json`` of a ``.keras``, ``model_config`` of an
+    ``.h5``), or None when it cannot be read (the load itself then says why)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except Exception:  # noqa: BLE001 - a damaged or missing config: the load reports it
+        return None
 
 
 def _check_archive(path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks import quiet
 from modelshell.frameworks.weights_files import ArrayFile, guess_layout
 

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 
 __all__ = [
     "NOISY", "EXTRAS", "MissingFrameworkError", "install", "startup_text", "missing_framework",

@@ -22,10 +22,12 @@ quiet.install()
 import torch  # noqa: E402
 
 from modelshell.safety.atomic import full_suffix
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, tree_from_names
 from modelshell.frameworks.copying import lend_copy_kernel
 from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
+from modelshell.safety.interrupts import deferred_interrupts
+from modelshell.safety.mapped import guard as guard_mapping
 from modelshell.safety.pickle_scan import PickleGlobals, classify, describe, scan_torch_file
 from modelshell.safety.resources import check_declared_allocation, check_fits, unpacked_zip_size
 
@@ -130,6 +132,9 @@ class TorchModule(ModelHandle):
                 own = [n for n, _ in module.named_parameters(recurse=False)]
                 own += [n for n, _ in module.named_buffers(recurse=False)]
                 roles = {n: infos[prefix + n] for n in own if prefix + n in infos}
+                roles.update(_parametrized_roles(module, prefix, infos))
+                if _PARAMETRIZATIONS in path.split("."):
+                    continue  # its tensors are roles of the module it parametrizes
             if roles:
                 found.append(Layer(path, kind, roles, _config(module), lineage))
         return found
@@ -142,10 +147,12 @@ class TorchModule(ModelHandle):
         # Nothing is left to fail between the first and the last write, but an interrupt (Ctrl-C) or a
         # framework error can still come in the middle: each tensor is backed up just before it is
         # written, and on any exception the written ones are put back, so copy stays all or nothing.
+        # Ctrl-C is taken between two tensors only, and never while the backups go back.
         backups: list[tuple[torch.Tensor, torch.Tensor]] = []
-        with torch.no_grad():
+        with torch.no_grad(), deferred_interrupts() as interrupts:
             try:
                 for name in sorted(prepared, key=lambda n: prepared[n].numel()):
+                    interrupts.check()
                     backups.append((state[name], state[name].detach().clone()))
                     state[name].copy_(prepared.pop(name))
                 self.writes += 1
@@ -157,15 +164,18 @@ class TorchModule(ModelHandle):
     def forward(self, inputs):
         return self.forward_with_taps(inputs, [])[0]
 
-    def forward_with_taps(self, inputs, paths: list[str]):
+    def forward_with_taps(self, inputs, paths: list[str], values: dict[str, np.ndarray] | None = None):
         modules = dict(self.obj.named_modules())
         taps: dict[str, Any] = {}
-        hooks = [modules[p].register_forward_hook(_recorder(taps, p)) for p in paths if p in modules]
+        hooks: list[Any] = []
         try:
-            outputs = _to_numpy(self._call(inputs))
+            with deferred_interrupts():
+                hooks += [modules[p].register_forward_hook(_recorder(taps, p)) for p in paths if p in modules]
+            outputs = _to_numpy(self._call(inputs, self._substitutes(values) if values else None))
         finally:
-            for hook in hooks:
-                hook.remove()
+            with deferred_interrupts():
+                for hook in hooks:
+                    hook.remove()
         return outputs, taps
 
     def trace(self, inputs) -> dict[str, LayerCall]:
@@ -220,33 +230,51 @@ class TorchModule(ModelHandle):
 
         started: dict[str, int] = {}  # the order in which modules start (a block before what it calls)
         named = [(p, m) for p, m in self.obj.named_modules() if p]
-        hooks = [m.register_forward_pre_hook(start(p)) for p, m in named]
-        hooks += [m.register_forward_hook(hook(p)) for p, m in named]
+        hooks: list[Any] = []
         # A tensor a block owns directly (a layer scale, a class token) is used somewhere inside the
         # block's forward, not when the block starts: its first use is its place in the order.
         names = {id(t): n for n, t in self.obj.state_dict(keep_vars=True).items()}
         try:
+            with deferred_interrupts():  # every hook registered is in the list that removes it
+                for p, m in named:
+                    hooks.append(m.register_forward_pre_hook(start(p)))
+                    hooks.append(m.register_forward_hook(hook(p)))
             with _FirstUses(names, started):
                 self._call(inputs)
         finally:
-            for handle in hooks:
-                handle.remove()
+            with deferred_interrupts():
+                for handle in hooks:
+                    handle.remove()
         for name in names.values():
             if name in started and name not in calls:
                 calls[name] = LayerCall(name, started[name], (), None)
         return calls
 
-    def _call(self, inputs) -> Any:
-        """The module in eval mode, without gradients, on positional or named inputs."""
-        was_training = self.obj.training
-        self.obj.eval()
+    def _call(self, inputs, substitutes: dict[str, torch.Tensor] | None = None) -> Any:
+        """The module in eval mode, without gradients, on positional or named inputs; with
+        ``substitutes``, through ``torch.func.functional_call``, which swaps those tensors in for the
+        call only (tied ones follow their tie) and leaves the module's own untouched."""
+        modes = [(m, m.training) for m in self.obj.modules()]  # each its own: a frozen part stays in eval
+        if isinstance(inputs, Mapping):
+            args, kwargs = (), {k: self._input_tensor(v) for k, v in inputs.items()}
+        else:
+            args, kwargs = tuple(self._input_tensor(x) for x in inputs), {}
         try:
+            with deferred_interrupts():
+                self.obj.eval()
             with torch.no_grad():
-                if isinstance(inputs, Mapping):
-                    return self.obj(**{k: self._input_tensor(v) for k, v in inputs.items()})
-                return self.obj(*[self._input_tensor(x) for x in inputs])
+                if substitutes:
+                    return torch.func.functional_call(self.obj, substitutes, args, kwargs, strict=False)
+                return self.obj(*args, **kwargs)
         finally:
-            self.obj.train(was_training)
+            with deferred_interrupts():
+                for module, training in modes:
+                    module.training = training
+
+    def _substitutes(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        state = self._state()
+        _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
+        return {name: _as_tensor(value, state[name].dtype) for name, value in values.items()}
 
     def input_slots(self) -> list[InputSlot] | None:
         """The named inputs of ``forward`` that a caller must or usually gives (``input_ids``,
@@ -337,16 +365,31 @@ class TorchStateDict(ModelHandle):
         _check_values(values, {n: tuple(t.shape) for n, t in self.obj.items()}, "state dict")
         prepared = {name: _as_tensor(value, self.obj[name].dtype).clone() for name, value in values.items()}
         old = {name: self.obj[name] for name in prepared}
-        try:
+        with deferred_interrupts():  # a Ctrl-C meanwhile comes after the update and its count
             self.obj.update(prepared)
             self.writes += 1
-        except BaseException:  # an interrupt between the two: all the old tensors back
-            self.obj.update(old)
-            raise
+        del old
 
 
 # Modules whose layout rule covers the tensors of their children (out_proj of attention).
 _WHOLE_MODULES = {"MultiheadAttention"}
+_PARAMETRIZATIONS = "parametrizations"
+
+
+def _parametrized_roles(module: torch.nn.Module, prefix: str, infos: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
+    """The tensors ``torch.nn.utils.parametrize`` keeps for a module's parametrized weight, as roles of
+    the module itself: a weight norm's ``original0``/``original1`` are ``weight_g``/``weight_v``, the names
+    the older ``weight_norm`` gives them (what a layout rule knows, whichever API made them); any other
+    parametrization keeps its own names (``parametrizations.weight.original``)."""
+    found: dict[str, TensorInfo] = {}
+    for name, plist in getattr(module, _PARAMETRIZATIONS, {}).items():
+        base = f"{prefix}{_PARAMETRIZATIONS}.{name}."
+        weight_norm = len(plist) == 1 and type(plist[0]).__name__ == "_WeightNorm"
+        renames = {"original0": f"{name}_g", "original1": f"{name}_v"} if weight_norm else {}
+        for own, _ in plist.named_parameters(recurse=False):
+            if base + own in infos:
+                found[renames.get(own, f"{_PARAMETRIZATIONS}.{name}.{own}")] = infos[base + own]
+    return found
 _CONFIG_KEYS = (
     "eps", "momentum", "groups", "in_channels", "out_channels", "kernel_size", "stride", "padding",
     "dilation", "padding_mode", "in_features", "out_features", "num_embeddings", "embedding_dim",
@@ -470,6 +513,8 @@ def load_torch_file(path: Path, trust: bool) -> ModelHandle:
         check_fits(path, path.stat().st_size)
     if not trust:
         check_declared_allocation(path)
+    if is_zip:  # another program truncating a mapped file would kill the shell (SIGBUS): leased first
+        guard_mapping(path)
     try:
         # A zip archive is memory-mapped: its tensors are paged in from the file as they are read, so a
         # file larger than the free memory still loads.

@@ -19,7 +19,7 @@ import torch
 import torch.jit._pickle
 from torch import _weights_only_unpickler
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.safety.pickle_scan import scan_bytes
 
 __all__ = ["is_torchscript", "torchscript_tensors"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, LayerNode, ModelHandle, TensorInfo, layers_from_tensors, tree_from_names
 
 __all__ = ["ArrayFile", "SafetensorsFile", "KerasH5Weights", "TorchShard", "ShardedWeights", "WeightsFile",
@@ -158,6 +158,9 @@ class SafetensorsFile(ArrayFile):
         shape, dtype = self.entries[name]
         start, end = self._offsets[name]
         np_dtype = _numpy_dtype(dtype)
+        if self._data_start + end > self._file_size():  # another program truncated it since the load
+            raise ModelshellError(f"cannot read {name} from {self.path}: the file was changed on disk since it was "
+                                  "loaded (it is now shorter than its header says)", "load it again")
         data = np.memmap(self._file, dtype=np.uint8, mode="r", offset=self._data_start + start, shape=(end - start,))
         return np.array(data.view(np_dtype).reshape(shape))
 
@@ -332,10 +335,6 @@ class WeightsFile(ModelHandle):
         super().__init__(arrays, str(arrays.path), trusted)
         self.framework = arrays.layout
 
-    config: dict | None = None  # a model folder's config.json, kept with its weights
-    folder: tuple[str, Path, tuple[str, str]] | None = None  # (kind, path, (architecture, sizes))
-    note: str | None = None  # how it was found, said by `load` (one shard stands for the whole checkpoint)
-
     @property
     def class_name(self) -> str:
         if self.folder is not None:
@@ -357,10 +356,14 @@ class WeightsFile(ModelHandle):
         return lines
 
     def tensors(self) -> list[TensorInfo]:
+        """In the natural order of their layers, as ``layers`` has them (``0, 3, 6, 9, 11``, not the text
+        order ``0, 11, 3`` a safetensors file stores); a layer's own tensors as the file has them."""
         infos = []
         for name, (shape, dtype) in self.obj.entries.items():
             layer, role = self.obj.layer_and_role(name)
             infos.append(TensorInfo(name, shape, dtype, None, layer, role, "tensor"))
+        if isinstance(self.obj, (SafetensorsFile, ShardedWeights)):
+            infos.sort(key=lambda info: _natural_key(info.layer.replace(".", "/")))
         return infos
 
     def layer_tree(self) -> LayerNode:

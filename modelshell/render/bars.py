@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.text import Text as RichText
 
-from modelshell.results import Cell, Histogram, Sparkline, Table
+from modelshell.core.results import Cell, Histogram, Sparkline, Table
 
 __all__ = ["sparkline_text", "with_sparklines_drawn", "histogram_renderable"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelshell.results import Result
+from modelshell.core.results import Result
 
 __all__ = ["to_json_line"]
 

@@ -11,7 +11,7 @@ from rich.text import Text as RichText
 
 from modelshell.render.json import to_json_line
 from modelshell.render.rich import to_renderable
-from modelshell.results import Outcome, Text
+from modelshell.core.results import Outcome, Text
 
 __all__ = ["render_transcript"]
 

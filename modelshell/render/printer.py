@@ -1,15 +1,13 @@
 """Writes an Outcome: results to stdout (rich or JSON), the error line to stderr."""
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 from modelshell.render.json import to_json_line
-from modelshell.results import Message, Outcome, Text
+from modelshell.core.results import Message, Outcome, Text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -40,17 +38,16 @@ def _renderable(result, ascii_only: bool):
 
 
 class Printer:
-    """Draws outcomes. In the interactive shell, a result taller than the terminal goes to a pager (long
-    tables and trees, and text that asks for it, such as ``doc``) unless the line said ``--all``;
-    ``run``, pipes, ``--json`` and transcripts never page."""
+    """Draws outcomes. It never decides to page: the interactive shell passes ``show`` a ``pager`` (see
+    ``modelshell.terminal.paging``) that may take a drawn result and show it in a pager instead; ``run``,
+    pipes, ``--json`` and transcripts pass none and never page."""
 
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, interactive: bool = False,
-                 width: int | None = None, ascii_only: bool = False, streamed_too: bool = False) -> None:
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, width: int | None = None,
+                 ascii_only: bool = False, streamed_too: bool = False) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.width = width
         self._console: Console | None = None
-        self.interactive = interactive
         self.ascii_only = ascii_only
         self.streamed_too = streamed_too  # draw text that was written out live as well (transcripts)
 
@@ -62,13 +59,14 @@ class Printer:
             self._console = make_console(self.out, self.width)
         return self._console
 
-    def show(self, outcome: Outcome) -> None:
+    def show(self, outcome: Outcome, pager: Callable[[str], bool] | None = None) -> None:
+        """Draw ``outcome``. ``pager(text)``: given each drawn result but a one-line message, it returns
+        True when it showed the text itself (in a pager), and the text is then not written."""
         if not outcome.results and not outcome.error and not outcome.traceback:
             return
         if not self.streamed_too:
             outcome = replace(outcome, results=[r for r in outcome.results
                                                 if not (isinstance(r, Text) and r.streamed)])
-        may_page = self.interactive and outcome.page and self.console.is_terminal
         for result in outcome.results:
             if outcome.as_json:
                 self.out.write(to_json_line(result) + "\n")
@@ -77,7 +75,7 @@ class Printer:
                 # What Python printed (and help text) goes out as it is: rich would re-wrap long lines at
                 # the console width and expand tabs, which breaks output that scripts read back.
                 text = result.text if result.text.endswith("\n") else result.text + "\n"
-                self._write(text, may_page and result.page)
+                self._write(text, pager)
             elif isinstance(result, Message) and not self.out.isatty():
                 # Plain text into a pipe, as rich would write it there, without importing rich: a script
                 # that loads and lists (`load DIR` + `weights --json`) then never needs it.
@@ -85,10 +83,10 @@ class Printer:
             elif isinstance(result, Message):
                 # A message keeps its one line (paths in it too) however narrow the console.
                 self._print(_renderable(result, self.ascii_only), soft_wrap=True)
-            elif may_page:
+            elif pager is not None:
                 with self.console.capture() as capture:  # drawn once, then shown or paged
                     self.console.print(_renderable(result, self.ascii_only))
-                self._write(capture.get(), page=True)
+                self._write(capture.get(), pager)
             else:
                 self._print(_renderable(result, self.ascii_only))
         self.out.flush()
@@ -108,27 +106,8 @@ class Printer:
             self.console.print(renderable, soft_wrap=soft_wrap)
         self.out.write("\n".join(line.rstrip() for line in capture.get().split("\n")))
 
-    def _write(self, text: str, page: bool) -> None:
-        """``text`` as it is, or in the pager when asked to and taller than the screen (less the prompt
-        and the line that was typed)."""
-        if page and len(text.splitlines()) > self.console.size.height - 2 and _page(text):
+    def _write(self, text: str, pager: Callable[[str], bool] | None) -> None:
+        """``text`` as it is, unless the pager took it."""
+        if pager is not None and pager(text):
             return
         self.out.write(text)
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _page(text: str) -> bool:
-    """Show ``text`` in $MANPAGER or $PAGER (as pydoc would; plain, since the user's pager may not read
-    colours), else ``less -R`` (colours kept). False when there is no pager at all."""
-    import pydoc  # only when paging: it costs start-up time
-
-    command = os.environ.get("MANPAGER") or os.environ.get("PAGER")
-    if command:
-        pydoc.pipepager(_ANSI.sub("", text), command)
-    elif shutil.which("less"):
-        pydoc.pipepager(text, "less -R")
-    else:
-        return False
-    return True

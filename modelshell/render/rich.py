@@ -16,7 +16,7 @@ from rich.tree import Tree as RichTree
 
 from modelshell.render.bars import histogram_renderable, with_sparklines_drawn
 from modelshell.render.fit import column_limits
-from modelshell.results import Histogram, Message, Result, Table, Text, Tree, TreeNode
+from modelshell.core.results import Histogram, Message, Result, Table, Text, Tree, TreeNode
 
 __all__ = ["to_renderable"]
 

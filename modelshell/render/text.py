@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 
 from modelshell.render.printer import Printer
-from modelshell.results import Outcome
+from modelshell.core.results import Outcome
 
 __all__ = ["outcome_text", "DEFAULT_WIDTH"]
 

@@ -6,18 +6,20 @@ file is renamed over the target, and the temporary file is removed on any failur
 flushed to the disk (fsync) before the rename and the folder after it, so a crash or a power cut right
 after a save leaves the old file or the new one, whole. A process killed mid-save (kill -9) cannot
 remove its temporary file: its name carries the writer's process id, and the next save into that
-folder removes the temporaries of writers that are gone.
+folder removes the temporaries of writers that are gone. A model folder (``save NAME DIR/``) is written
+the same way, whole: into a temporary folder beside it, renamed into place (``atomic_folder``).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_target", "full_suffix", "remove_stale_temporaries"]
+__all__ = ["atomic_folder", "atomic_target", "full_suffix", "remove_stale_temporaries"]
 
 _DOUBLE_SUFFIXES = (".weights.h5",)
 
@@ -50,6 +52,29 @@ def atomic_target(path: Path) -> Iterator[Path]:
             temporary.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to write a whole model folder into; on success it is
+    renamed to ``path`` (which must not exist, or be an empty folder: a rename never merges into files
+    already there), on failure it disappears with everything written into it. Every file is flushed to
+    the disk before the rename and given the permissions a plain ``open`` would, as ``atomic_target``
+    does for one file."""
+    remove_stale_temporaries(path.parent)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    temporary.mkdir()
+    try:
+        yield temporary
+        for written in temporary.rglob("*"):
+            if written.is_file():
+                os.chmod(written, _target_mode(path / "new"))
+                _fsync(written)
+        _fsync(temporary)
+        os.replace(temporary, path)
+        _fsync(path.parent)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 def _fsync(path: Path) -> None:
     """Flush a file, or a folder's entries, to the disk. A folder that cannot be opened or synced (some
     file systems refuse) is left to the system; a file that cannot be is a failed save."""
@@ -77,7 +102,10 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
         match = _TEMPORARY.match(name)
         if match and not _alive(int(match.group(1))):
             with contextlib.suppress(OSError):
-                os.unlink(folder / name)
+                if (folder / name).is_dir() and not (folder / name).is_symlink():
+                    shutil.rmtree(folder / name)  # a folder being written by atomic_folder
+                else:
+                    os.unlink(folder / name)
                 removed.append(name)
     return removed
 

@@ -33,8 +33,9 @@ _DANGEROUS_MODULES = {
 }
 # Of those, the ones no package would name a submodule of its own after: found anywhere in a dotted
 # module path (``torch.os``: torch's ``import os``, re-exported), they are taken to be that module.
+# (Not ``_pickle``: ``torch.jit._pickle`` is TorchScript's own list builders, in every archive.)
 _UNAMBIGUOUS = {"os", "posix", "nt", "subprocess", "builtins", "__builtin__", "pty", "socket", "shutil", "runpy",
-                "ctypes", "pickle", "_pickle", "marshal", "webbrowser", "importlib", "cProfile", "timeit", "pydoc",
+                "ctypes", "pickle", "marshal", "webbrowser", "importlib", "cProfile", "timeit", "pydoc",
                 "pdb", "multiprocessing"}
 _PATH_WRITERS = {"write_text", "write_bytes", "open", "unlink", "rmdir", "rename", "replace", "touch", "mkdir",
                  "symlink_to", "hardlink_to", "chmod", "read_text", "read_bytes"}

@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 
 __all__ = ["probe_hdf5", "PROBE_SECONDS"]
 

@@ -13,10 +13,10 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 
-__all__ = ["available_memory", "check_declared_allocation", "check_fits", "check_free_space", "tensor_bytes",
-           "unpacked_zip_size"]
+__all__ = ["available_memory", "check_declared_allocation", "check_declared_shapes", "check_fits", "check_free_space",
+           "tensor_bytes", "unpacked_zip_size"]
 
 
 def available_memory() -> int | None:
@@ -70,6 +70,37 @@ def check_declared_allocation(path: Path) -> None:
         raise ModelshellError(
             f"{path} is refused: its pickle asks for {_size(wanted)} of memory (bytearray/bytes of a declared "
             f"size), more than the whole file ({_size(size)}) could hold; nothing was loaded")
+
+
+_MAX_DIMENSION = 2**32  # no real layer has a dimension this large; a seed or a count may come close
+
+
+def check_declared_shapes(path: Path, config: object) -> None:
+    """Refuse a model config (Keras's JSON) that declares a shape the framework would try to allocate and
+    cannot: a list of integers (an input shape, a build shape, a target shape) whose values could not be
+    held in the free memory, or a single dimension beyond 2**32. Keras builds every layer from its config
+    before reading a weight, so ``input_shape: [2**40, 2**40]`` in a 3 KB file would have it allocate
+    terabytes (or try for minutes)."""
+    free = available_memory()
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+            continue
+        if not isinstance(node, list):
+            continue
+        stack.extend(node)
+        dims = [d for d in node if isinstance(d, int) and not isinstance(d, bool)]
+        if not dims or len(dims) + node.count(None) != len(node):
+            continue
+        values = 1
+        for d in dims:
+            values *= max(d, 1)
+        if max(dims) > _MAX_DIMENSION or (free is not None and values * 4 > free):
+            raise ModelshellError(
+                f"{path} is refused: its config declares a shape {node} ({values:.3g} values), more than memory "
+                "could hold; nothing was built")
 
 
 def check_fits(path: Path, needed: int, what: str = "its tensors") -> None:

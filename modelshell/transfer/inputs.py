@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, ModelHandle
 from modelshell.transfer import kinds
 
@@ -85,6 +85,9 @@ def _named(a: ModelHandle, b: ModelHandle, slots_a: list[InputSlot], slots_b: li
                               "pass the inputs with --input FILE.npz (arrays named as A's inputs)")
     rng = np.random.default_rng(seed)
     length = _fixed(slots_a + slots_b, ("ids", "mask", "segments"), 1) or _LENGTH
+    if "audio" in roles_a or "audio" in roles_b:
+        # An audio model's mask covers its samples (transformers' Wav2Vec2), not a text length.
+        length = _fixed(slots_a + slots_b, ("audio",), 1) or _AUDIO
     values: dict[str, np.ndarray] = {}
     for role in dict.fromkeys([*roles_a, *roles_b]):
         shared = role in roles_a and role in roles_b

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo, keras_snake_case
 from modelshell.transfer import rules as layouts
 from modelshell.transfer.kinds import kind_of, known_kinds
 
-__all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "make_plan", "converted_values", "refuse_mismatched",
-           "trace_both"]
+__all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "Pairing", "make_plan", "pair_layers",
+           "converted_values", "refuse_mismatched", "without_mismatched", "left_over", "trace_both"]
 
 _CONV_KINDS = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3}
 _FLATTEN_RESETS = {"Linear", "LSTM", "GRU", "RNN", "Embedding", "MultiheadAttention", "LayerNorm"}
@@ -79,6 +79,12 @@ class LayerMatch:
     # names decided), "order" (it could, and only the execution order decided: the check after a copy is
     # what proves it), "--map" (the user said so).
     basis: str = "only fit"
+    # Pairs that could take each other's partners (q, k and v of one block) share a group number; the
+    # confirmation by outputs (transfer/confirm.py) tries their other assignments.
+    group: int | None = None
+    # How the pairing was proven, once `confirm` ran: "outputs" (the destination, run with the
+    # converted values, agrees layer by layer), "rule" (the only fit), "--map", or "" (not confirmed).
+    confirmed: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,17 +118,84 @@ class TransferPlan:
             "mismatched": [p.as_json() for p in self.mismatched],
             "warnings": list(self.warnings),
             "notes": list(self.notes),
-            "layers": [{"a": m.a_path, "b": m.b_path, "basis": m.basis} for m in self.matches],
+            "layers": [{"a": m.a_path, "b": m.b_path, "basis": m.basis, "confirmed": m.confirmed or None}
+                       for m in self.matches],
         }
 
 
 # --- the plan ------------------------------------------------------------------------------------------
+@dataclass
+class Pairing:
+    """The layers of both models, in execution order, and which pair with which (indices into them).
+
+    A plan is drawn from it; the confirmation by outputs draws other plans from the same pairing with the
+    partners of an interchangeable group reassigned, without listing, tracing or aligning again."""
+
+    a: ModelHandle
+    b: ModelHandle
+    a_name: str
+    b_name: str
+    a_layers: list[Layer]
+    b_layers: list[Layer]
+    a_tensors: list[TensorInfo]
+    b_tensors: list[TensorInfo]
+    context: Any
+    matched: list[tuple[int, int]]
+    bases: dict[tuple[int, int], str]
+    groups: list[list[int]]  # positions in `matched` of pairs that could take each other's partners
+    notes: list[str]
+
+    def reassigned(self, group: list[int], partners: tuple[int, ...]) -> "Pairing":
+        """The pairing with the pairs at ``group`` given the B layers ``partners`` (in the group's order)."""
+        matched = list(self.matched)
+        bases = dict(self.bases)
+        for position, j in zip(group, partners):
+            i = matched[position][0]
+            bases[(i, j)] = bases.pop(matched[position], "order")
+            matched[position] = (i, j)
+        return dataclasses.replace(self, matched=matched, bases=bases)
+
+    def takes(self, position: int, j: int) -> bool:
+        """Whether the A layer at ``position`` of ``matched`` could pair with B's layer ``j``."""
+        return self.context.takes(self.a_layers[self.matched[position][0]], self.b_layers[j])
+
+    def plan(self) -> TransferPlan:
+        plan = TransferPlan(self.a_name, self.b_name, [], [], [], [], [], [])
+        group_of = {self.matched[p]: g for g, members in enumerate(self.groups) for p in members}
+        used_a, used_b = set(), set()
+        for i, j in self.matched:
+            match = dataclasses.replace(self.context.match(self.a_layers[i], self.b_layers[j]),
+                                        basis=self.bases[(i, j)], group=group_of.get((i, j)))
+            plan.matches.append(match)
+            _add_tensor_pairs(plan, match)
+            used_a.add(i)
+            used_b.add(j)
+        for i, layer in enumerate(self.a_layers):
+            if i not in used_a:
+                reason = f"no layer of {self.b_name} pairs with {_describe(layer)}"
+                plan.unexpected += [Problem(t.name, reason) for t in layer.roles.values()]
+        for j, layer in enumerate(self.b_layers):
+            if j not in used_b:
+                reason = f"no layer of {self.a_name} pairs with {_describe(layer)}"
+                plan.missing += [Problem(t.name, reason) for t in layer.roles.values()]
+        plan.warnings += _warnings(plan, self.a.framework, [(self.a_name, self.a_tensors), (self.b_name, self.b_tensors)])
+        plan.notes += self.notes
+        return plan
+
+
 def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B",
               traces: tuple[dict | None, dict | None] | None = None,
               overrides: list[tuple[str, str]] = ()) -> TransferPlan:
     """Pair A's tensors with B's (A is the source when the plan is copied). Both models are traced once
     on the seeded input when they can run, so layers pair in the order they execute and the flatten
     permutation is applied only where a flattened feature map really feeds a Linear/Dense."""
+    return pair_layers(a, b, a_name, b_name, traces, overrides).plan()
+
+
+def pair_layers(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B",
+                traces: tuple[dict | None, dict | None] | None = None,
+                overrides: list[tuple[str, str]] = ()) -> Pairing:
+    """Which layer of A pairs with which of B: the work of ``make_plan`` before the tensors are listed."""
     a_tensors, b_tensors = a.tensors(), b.tensors()  # listed once: the layers and the warnings both read them
     a_layers, b_layers = _layers(a, a_tensors, b), _layers(b, b_tensors, a)
     if a.framework != b.framework:
@@ -132,53 +205,48 @@ def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "
     notes: list[str] = []
     a_trace, b_trace = traces if traces is not None else trace_both(a, b, a_layers, b_layers, notes)
     a_layers, b_layers = _in_execution_order(a_layers, a_trace), _in_execution_order(b_layers, b_trace)
+    if a.framework != b.framework:
+        a_layers, b_layers = _merge_fused(a, a_layers, b_layers), _merge_fused(b, b_layers, a_layers)
     context = _Context(a, b, a_layers, b_layers, (a_trace, b_trace), notes)
     forced = _forced_pairs(overrides, a_layers, b_layers, context, a_name, b_name)
     rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in forced}]
     rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in forced}]
     aligned = _align([a_layers[i] for i in rest_a], [b_layers[j] for j in rest_b], context)
     matched = sorted(forced + [(rest_a[i], rest_b[j]) for i, j in aligned])
-    plan = TransferPlan(a_name, b_name, [], [], [], [], [], [])
-    used_a, used_b = set(), set()
-    bases = _bases(matched, forced, a_layers, b_layers, context)
-    for i, j in matched:
-        match = dataclasses.replace(context.match(a_layers[i], b_layers[j]), basis=bases[(i, j)])
-        plan.matches.append(match)
-        _add_tensor_pairs(plan, match)
-        used_a.add(i)
-        used_b.add(j)
-    for i, layer in enumerate(a_layers):
-        if i not in used_a:
-            reason = f"no layer of {b_name} pairs with {_describe(layer)}"
-            plan.unexpected += [Problem(t.name, reason) for t in layer.roles.values()]
-    for j, layer in enumerate(b_layers):
-        if j not in used_b:
-            reason = f"no layer of {a_name} pairs with {_describe(layer)}"
-            plan.missing += [Problem(t.name, reason) for t in layer.roles.values()]
-    plan.warnings += _warnings(plan, a.framework, [(a_name, a_tensors), (b_name, b_tensors)])
-    plan.notes += notes
-    return plan
+    bases, groups = _bases(matched, forced, a_layers, b_layers, context)
+    return Pairing(a, b, a_name, b_name, a_layers, b_layers, a_tensors, b_tensors, context, matched, bases,
+                   groups, notes)
 
 
 def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_layers: list[Layer],
-           b_layers: list[Layer], context: Any) -> dict[tuple[int, int], str]:
+           b_layers: list[Layer], context: Any) -> tuple[dict[tuple[int, int], str], list[list[int]]]:
     """For each pair, what decided it: a pair that could swap with the next or previous one (both fit
     the other's partner: q and k of one block) was decided by names where their last names agree, else
-    by order alone."""
+    by order alone. Also the groups of consecutive pairs that could swap (positions in ``matched``)."""
     def swappable(p: tuple[int, int], q: tuple[int, int]) -> bool:
         return context.swappable(a_layers[p[0]], b_layers[p[1]], a_layers[q[0]], b_layers[q[1]])
 
-    bases = {}
+    bases: dict[tuple[int, int], str] = {}
+    groups: list[list[int]] = []
     for k, pair in enumerate(matched):
-        neighbours = [matched[n] for n in (k - 1, k + 1) if 0 <= n < len(matched)]
         if pair in forced:
             bases[pair] = "--map"
-        elif any(swappable(pair, other) for other in neighbours):
+            continue
+        if k > 0 and matched[k - 1] not in forced and swappable(matched[k - 1], pair):
+            if groups and groups[-1][-1] == k - 1:
+                groups[-1].append(k)
+            else:
+                groups.append([k - 1, k])
+    in_group = {k for group in groups for k in group}
+    for k, pair in enumerate(matched):
+        if pair in forced:
+            continue
+        if k in in_group:
             same = _tokens(a_layers[pair[0]].path)[-1:] == _tokens(b_layers[pair[1]].path)[-1:]
             bases[pair] = "names" if same else "order"
         else:
             bases[pair] = "only fit"
-    return bases
+    return bases, groups
 
 
 def _forced_pairs(overrides: list[tuple[str, str]], a_layers: list[Layer], b_layers: list[Layer],
@@ -259,7 +327,7 @@ def _layers(handle: ModelHandle, tensors: list[TensorInfo], other: ModelHandle) 
     else:
         layers = handle.layers(tensors)
     resolved = [dataclasses.replace(layer, kind=kind_of(layer)) if layer.kind else layer for layer in layers]
-    leaves = [leaf for layer in resolved for leaf in _leaves_of(layer)]
+    leaves = [leaf for layer in resolved for part in _beyond_rules(layer) for leaf in _leaves_of(part)]
     # A layer of a kind no rule knows (a library's own norm or embedding) pairs by its tensors, as a
     # weights-only file's layers do; its class name stays in its lineage for messages.
     return [dataclasses.replace(layer, kind="") if layer.kind and layer.kind not in known_kinds() else layer
@@ -283,6 +351,29 @@ def _leaves_of(layer: Layer) -> list[Layer]:
         path = separator.join(p for p in (layer.path, role.replace("/", separator)) if p)
         leaves.append(Layer(path, "", {role.rpartition("/")[2]: tensor}, {}, (LEAF,)))
     return leaves
+
+
+def _beyond_rules(layer: Layer) -> list[Layer]:
+    """A layer of a known kind that owns a tensor no rule of its kind has (keras-hub's untied
+    ``ReversibleEmbedding`` keeps its output projection ``reverse_embeddings`` beside ``embeddings``):
+    the layer keeps the roles its rules know, and each other tensor pairs on its own, as a leaf, so the
+    layer still pairs and the extra tensor is listed (or pairs) by itself."""
+    known = _roles_of_kind(layer.kind)
+    extra = [role for role in layer.roles if role not in known]
+    if not layer.kind or not known or not extra or len(extra) == len(layer.roles):
+        return [layer]
+    kept = Layer(layer.path, layer.kind, {r: t for r, t in layer.roles.items() if r in known}, layer.config,
+                 layer.lineage)
+    separator = "/" if "/" in layer.path else "."
+    return [kept] + [Layer(separator.join(p for p in (layer.path, role) if p), "", {role: layer.roles[role]}, {},
+                           (LEAF,)) for role in extra]
+
+
+@functools.lru_cache(maxsize=None)
+def _roles_of_kind(kind: str) -> frozenset[str]:
+    return frozenset(r.name for rule in layouts.RULES for side in ("torch", "keras")
+                     if (kind == rule.keras_kind if side == "keras" else kind in rule.torch_classes)
+                     for r in rule.roles(side))
 
 
 @functools.lru_cache(maxsize=1)
@@ -352,6 +443,52 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
             if target is not None and target.tied_to is None:  # a tied alias is written through its first name
                 values[target.name] = array
     return values
+
+
+def without_mismatched(plan: TransferPlan) -> TransferPlan:
+    """For --partial: the layer pairs whose shapes disagree (a 3-class head against a 4-class one) are
+    left out, their tensors listed as not paired, instead of refusing the whole copy."""
+    bad = {p.name for p in plan.mismatched}
+    keep, dropped = [], []
+    for match in plan.matches:
+        names = {t.name for t in (*match.a_roles.values(), *match.b_roles.values())}
+        (dropped if names & bad or any(n.startswith(f"{match.a_path}:") for n in bad) else keep).append(match)
+    reason = "its shapes do not fit the other model's (left out by --partial)"
+    missing = plan.missing + [Problem(t.name, reason) for m in dropped for t in m.b_roles.values()]
+    unexpected = plan.unexpected + [Problem(t.name, reason) for m in dropped for t in m.a_roles.values()]
+    dropped_names = {t.name for m in dropped for t in (*m.a_roles.values(), *m.b_roles.values())}
+    pairs = [p for p in plan.pairs if not (set(p.a) | set(p.b)) & dropped_names]
+    return dataclasses.replace(plan, matches=keep, pairs=pairs, missing=missing, unexpected=unexpected,
+                               mismatched=[])
+
+
+_DERIVED_KINDS = "iub"  # integer and boolean tensors: counters and index tables the framework computes
+
+
+def left_over(plan: TransferPlan, source: ModelHandle, destination: ModelHandle) -> tuple[list[str], list[tuple[str, Any]]]:
+    """What a strict copy cannot leave unpaired: DST tensors that get no value and SRC tensors that are
+    not used. Tensors the framework derives (integer counters such as ``num_batches_tracked``, index
+    tables such as ``relative_position_index``) and aliases of a tied tensor are let through, the former
+    listed."""
+    infos = {("dst", t.name): t for t in destination.tensors()} | {("src", t.name): t for t in source.tensors()}
+    derived, left = [], []
+    for side, problems in (("dst", plan.missing), ("src", plan.unexpected)):
+        for problem in problems:
+            info = infos.get((side, problem.name))
+            if info is not None and info.tied_to is not None:
+                continue
+            if info is not None and _is_derived(info):
+                derived.append(problem.name)
+            else:
+                left.append((side, problem))
+    return derived, left
+
+
+def _is_derived(info: TensorInfo) -> bool:
+    try:
+        return np.dtype(info.dtype).kind in _DERIVED_KINDS
+    except TypeError:
+        return False
 
 
 def refuse_mismatched(plan: TransferPlan) -> None:
@@ -747,6 +884,70 @@ def _merge_separable(handle: ModelHandle, layers: list[Layer], other: list[Layer
             merged.append(first)
             i += 1
     return merged
+
+
+def _merge_fused(handle: ModelHandle, layers: list[Layer], other: list[Layer]) -> list[Layer]:
+    """On the Keras side, P sibling layers that run one after the other with the same kind and shapes (the
+    q, k and v projections of a block) become one layer where a fused rule covers them: the torch model
+    has a layer that the fused rule takes with them (GPT-2's ``Conv1D (E, 3E)``), and too few layers to
+    take the parts one by one (a model with separate q/k/v Linears keeps them apart)."""
+    if handle.framework != "keras" or not handle.has_architecture:
+        return layers
+    for rule in layouts.RULES:
+        count = layouts.parts(rule)
+        if count > 1:
+            layers = _merge_runs(layers, other, rule, count)
+    return layers
+
+
+def _merge_runs(layers: list[Layer], other: list[Layer], rule: layouts.LayerRule, count: int) -> list[Layer]:
+    runs = [i for i in range(len(layers) - count + 1) if _is_run(layers[i:i + count], rule)]
+    starts, taken = [], -1
+    for i in runs:  # runs that do not overlap, first come first
+        if i > taken:
+            starts.append(i)
+            taken = i + count - 1
+    merged = {i: _merged(layers[i:i + count]) for i in starts}
+    torch_kinds = [t for t in other if t.kind in rule.torch_classes and _fits(rule, "torch", t)]
+    taken: dict[tuple, bool] = {}  # by the parts' shapes: every block of a model asks the same question
+    for layer in merged.values():
+        key = tuple(t.shape for t in layer.roles.values())
+        if key not in taken:
+            taken[key] = any(_shapes_agree(rule, t, layer) for t in torch_kinds)
+    wanted = [i for i, layer in merged.items() if taken[tuple(t.shape for t in layer.roles.values())]]
+    if not wanted:
+        return layers
+    part = layers[wanted[0]]
+    singles = sum(1 for t in other if t.kind and (r := _find_rule(t, part, None)) is not None
+                  and layouts.parts(r) == 1 and _shapes_agree(r, t, part))
+    if singles >= count * len(wanted):
+        return layers  # every part can pair alone: the torch model has them apart
+    out, skip = [], set()
+    for i, layer in enumerate(layers):
+        if i in skip:
+            continue
+        if i in wanted:
+            out.append(merged[i])
+            skip.update(range(i, i + count))
+        else:
+            out.append(layer)
+    return out
+
+
+def _is_run(group: list[Layer], rule: layouts.LayerRule) -> bool:
+    """P layers of the rule's Keras kind, siblings, with the same roles and shapes."""
+    first = group[0]
+    parent = first.path.rpartition("/")[0]
+    return all(layer.kind == rule.keras_kind and layer.path.rpartition("/")[0] == parent
+               and set(layer.roles) <= {"kernel", "bias"} and "kernel" in layer.roles
+               and {r: t.shape for r, t in layer.roles.items()} == {r: t.shape for r, t in first.roles.items()}
+               for layer in group)
+
+
+def _merged(group: list[Layer]) -> Layer:
+    roles = {f"{p}/{role}": tensor for p, layer in enumerate(group) for role, tensor in layer.roles.items()}
+    return Layer("+".join(layer.path for layer in group), group[0].kind, roles, dict(group[0].config),
+                 group[0].lineage)
 
 
 def _common_parent(a: str, b: str) -> str:

@@ -25,7 +25,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 
 __all__ = [
     "Direction",
@@ -911,3 +911,164 @@ def _lookup(key: str) -> LayerRule:
         return _BY_KEY[key]
     except KeyError:
         raise LayoutError(f"no layout rule {key!r}", hint="rules are " + ", ".join(_BY_KEY)) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Fused layers: one torch tensor that is the concatenation of several Keras layers' tensors
+
+
+def _part(p: int, role: str) -> str:
+    return f"{p}/{role}"
+
+
+def parts(rule: LayerRule | str) -> int:
+    """How many Keras layers the rule's Keras side is: 1 for most rules; P for a fused rule, whose Keras
+    roles are those of P layers of ``keras_kind``, prefixed ``0/``, ``1/``... in the order the fused
+    tensor concatenates them (q, k, v of a fused attention projection)."""
+    if isinstance(rule, str):
+        rule = _lookup(rule)
+    found = {r.name.partition("/")[0] for r in rule.keras_roles if "/" in r.name}
+    return len(found) if found and all(p.isdigit() for p in found) else 1
+
+
+def _split_out(p_count: int, in_out: bool, heads: bool) -> TransformFn:
+    """The fused weight's output axis split into ``p_count`` parts, each (E, H, D) or (E, O)."""
+    def fn(a: Sequence[np.ndarray | None], d: Dims) -> tuple[np.ndarray, ...]:
+        w = a[0] if in_out else a[0].T  # (E, P*O)
+        shape = (d["H"], d["D"]) if heads else (d["O"],)
+        w = w.reshape(w.shape[0], p_count, *shape)
+        return tuple(w[:, p] for p in range(p_count))
+
+    return fn
+
+
+def _join_out(in_out: bool) -> TransformFn:
+    def fn(a: Sequence[np.ndarray | None], d: Dims) -> tuple[np.ndarray]:
+        w = np.concatenate([k.reshape(k.shape[0], -1) for k in a], axis=1)  # (E, P*O)
+        return (w if in_out else w.T,)
+
+    return fn
+
+
+def _split_bias(p_count: int, heads: bool) -> TransformFn:
+    def fn(a: Sequence[np.ndarray | None], d: Dims) -> tuple[np.ndarray, ...]:
+        b = a[0].reshape(p_count, *((d["H"], d["D"]) if heads else (d["O"],)))
+        return tuple(b[p] for p in range(p_count))
+
+    return fn
+
+
+def _join_bias(a: Sequence[np.ndarray | None], d: Dims) -> tuple[np.ndarray]:
+    _both_or_neither(a, "fused bias")
+    return (np.concatenate([b.reshape(-1) for b in a]),)
+
+
+def _fused(key: str, torch_cls: str, in_out: bool, heads: bool, p_count: int = 3) -> LayerRule:
+    """One torch layer whose outputs are ``p_count`` Keras layers' outputs side by side: GPT-2's
+    ``Conv1D`` (weight stored (in, out)) or a ``Linear`` of ``(P*E, E)``, against P ``EinsumDense``
+    layers that split their outputs into heads (kernel (E, H, D)) or P ``Dense`` (kernel (E, O)). The
+    fused axis is split in the order the torch layer concatenates them; within a part, by head."""
+    out = ("H", "D") if heads else ("O",)
+    fused = f"{p_count}*{'*'.join(out)}"
+    weight = ("E", fused) if in_out else (fused, "E")
+    names = [str(p) for p in range(p_count)]
+    k_roles = tuple(r for p in range(p_count) for r in (
+        Role(_part(p, "kernel"), ("E", *out)), Role(_part(p, "bias"), out, optional=True)))
+    split = f"{'' if in_out else '.T'}.reshape(E,{p_count},{','.join(out)}), split by part"
+    join = f"concat(parts){'' if in_out else '.T'}"
+    keras_kind = "EinsumDense" if heads else "Dense"
+    return LayerRule(
+        key, f"{torch_cls} fused, {p_count} parts", keras_kind, (torch_cls,),
+        (Role("weight", weight), Role("bias", (fused,), optional=True)), k_roles,
+        (Step(("weight",), tuple(_part(p, "kernel") for p in range(p_count)), split,
+              _split_out(p_count, in_out, heads)),
+         Step(("bias",), tuple(_part(p, "bias") for p in range(p_count)), f"reshape({p_count},{','.join(out)})",
+              _split_bias(p_count, heads))),
+        (Step(tuple(_part(p, "kernel") for p in range(p_count)), ("weight",), join, _join_out(in_out)),
+         Step(tuple(_part(p, "bias") for p in range(p_count)), ("bias",), "concat(parts)", _join_bias)),
+        notes=(f"one torch layer against {p_count} Keras layers ({', '.join(names)}: q, k, v of a fused "
+               "attention projection) in the order they run; the heads H and head size D come from the "
+               "Keras kernels",),
+    )
+
+
+def _weight_norm_conv1d() -> LayerRule:
+    """A weight-normalised Conv1d (``weight = g * v / |v|``, norm over all axes but the kernel's, torch
+    ``weight_norm(dim=2)``) against a Keras Conv1D subclass that keeps ``weight_v`` in torch's layout and
+    ``weight_g`` per kernel position (transformers' TF Wav2Vec2 positional conv). Both store v and g
+    rather than the weight: copying the weight would lose nothing but fits no variable."""
+    return LayerRule(
+        "conv1d_weight_norm", "Conv1d weight-normalised (dim=2)", "Conv1D", ("Conv1d",),
+        (Role("weight_g", ("1", "1", "kl")), Role("weight_v", ("cout", "cin_g", "kl")),
+         Role("bias", ("cout",), optional=True)),
+        (Role("weight_v", ("cout", "cin_g", "kl")), Role("weight_g", ("kl", "1", "1")),
+         Role("bias", ("cout",), optional=True)),
+        (_same("weight_v", "weight_v"),
+         Step(("weight_g",), ("weight_g",), "reshape(kl,1,1) (unit axes)", lambda a, d: (a[0].reshape(-1, 1, 1),)),
+         _same("bias", "bias")),
+        (_same("weight_v", "weight_v"),
+         Step(("weight_g",), ("weight_g",), "reshape(1,1,kl) (unit axes)", lambda a, d: (a[0].reshape(1, 1, -1),)),
+         _same("bias", "bias")),
+        notes=("torch's weight_norm or parametrizations.weight_norm (original0 = g, original1 = v) alike; "
+               "a norm over another axis (dim=0) gives g of another shape and is refused",),
+    )
+
+
+def _conv1d_einsum_merge() -> LayerRule:
+    """transformers' ``Conv1D`` (weight stored (in, out)) against an ``EinsumDense`` that merges heads
+    (kernel (H, D, E)): GPT-2's attention output projection against keras-hub's. No transpose."""
+    return LayerRule(
+        "hf_conv1d_einsum_merge", "transformers Conv1D", "EinsumDense", ("Conv1D",),
+        (Role("weight", ("H*D", "E")), Role("bias", ("E",), optional=True)),
+        (Role("kernel", ("H", "D", "E")), Role("bias", ("E",), optional=True)),
+        (_reshaped("weight", "kernel", "reshape(H,D,E)", lambda d: (d["H"], d["D"], d["E"])), _same("bias", "bias")),
+        (_reshaped("kernel", "weight", "reshape(H*D,E)", lambda d: (d["H"] * d["D"], d["E"])), _same("bias", "bias")),
+        notes=("the heads H and head size D come from the EinsumDense kernel",),
+    )
+
+
+def _einsum_heads_first() -> LayerRule:
+    """torch ``Linear`` against an ``EinsumDense`` whose kernel puts the heads first (``btd,ndh->btnh``,
+    kernel (H, E, D): keras-hub's Gemma q/k/v): the Linear's outputs are heads x head size, as for
+    ``(E, H, D)``, with the input axis in the middle."""
+    return LayerRule(
+        "linear_einsum_heads_first", "Linear", "EinsumDense", ("Linear",),
+        (Role("weight", ("H*D", "E")), Role("bias", ("H*D",), optional=True)),
+        (Role("kernel", ("H", "E", "D")), Role("bias", ("H", "D"), optional=True)),
+        (Step(("weight",), ("kernel",), "reshape(H,D,E).transpose(0,2,1)",
+              lambda a, d: (a[0].reshape(d["H"], d["D"], d["E"]).transpose(0, 2, 1),)),
+         _reshaped("bias", "bias", "reshape(H,D)", lambda d: (d["H"], d["D"]))),
+        (Step(("kernel",), ("weight",), "transpose(0,2,1).reshape(H*D,E)",
+              lambda a, d: (a[0].transpose(0, 2, 1).reshape(d["H"] * d["D"], d["E"]),)),
+         _reshaped("bias", "bias", "reshape(H*D)", lambda d: (d["H"] * d["D"],))),
+        notes=("the heads H and head size D come from the EinsumDense kernel; where H equals E the kernel "
+               "alone cannot tell (E, H, D) from (H, E, D): the check after a copy does",),
+    )
+
+
+def _einsum_dense() -> LayerRule:
+    """torch ``Linear`` against an ``EinsumDense`` with a 2-d kernel (``btd,df->btf``: keras-hub's Gemma
+    feed-forward): a Dense by another name, kernel (in, out)."""
+    return LayerRule(
+        "linear_einsum_2d", "Linear", "EinsumDense", ("Linear",),
+        (Role("weight", ("out", "in")), Role("bias", ("out",), optional=True)),
+        (Role("kernel", ("in", "out")), Role("bias", ("out",), optional=True)),
+        (_transpose("weight", "kernel", (1, 0)), _same("bias", "bias")),
+        (_transpose("kernel", "weight", (1, 0)), _same("bias", "bias")),
+    )
+
+
+#: Rules added to the table after the first ones: fused projections, weight-normalised convolutions,
+#: EinsumDense kernels in other layouts.
+FUSED_RULES: tuple[LayerRule, ...] = (
+    _fused("hf_conv1d_fused_heads", "Conv1D", in_out=True, heads=True),
+    _fused("linear_fused_heads", "Linear", in_out=False, heads=True),
+    _fused("hf_conv1d_fused_dense", "Conv1D", in_out=True, heads=False),
+    _fused("linear_fused_dense", "Linear", in_out=False, heads=False),
+    _conv1d_einsum_merge(),
+    _weight_norm_conv1d(),
+    _einsum_heads_first(),
+    _einsum_dense(),
+)
+RULES = RULES + FUSED_RULES
+_BY_KEY.update({r.key: r for r in FUSED_RULES})

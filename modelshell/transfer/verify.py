@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from modelshell.errors import ModelshellError
+from modelshell.core.errors import ModelshellError
 from modelshell.frameworks.base import ModelHandle
-from modelshell.transfer.inputs import paired_inputs, to_other_layout
+from modelshell.transfer.inputs import PairedInputs, paired_inputs, to_other_layout
 
-__all__ = ["OutputComparison", "Verification", "verify"]
+__all__ = ["OutputComparison", "Verification", "Reference", "verify", "run_reference", "compare_with", "paired_paths"]
 
 
 @dataclass(frozen=True)
@@ -71,19 +71,42 @@ def verify(a: ModelHandle, b: ModelHandle, atol: float = 1e-4, rtol: float = 1e-
     """Both models in inference mode on the same input; every output leaf compared (by name where the
     outputs are named), and with ``layers`` every paired layer's output too (``plan`` is the pairing to
     follow, made here when not given)."""
-    a_layers, b_layers = a.layers(), b.layers()
-    inputs = paired_inputs(a, b, a_layers, b_layers, seed, input_file)
-    channels = inputs.channels
-    paths = _paired_paths(a, b, plan) if layers else []
-    out_a, taps_a = _run(a, inputs.a, [p for p, _ in paths])
-    out_b, taps_b = _run(b, inputs.b, [q for _, q in paths])
-    pairs = _output_pairs(_leaves(out_a), _leaves(out_b))
-    comparisons = [_compare(name, x, y, a.framework, channels, atol, rtol) for name, x, y in pairs]
+    paths = paired_paths(a, b, plan) if layers else []
+    reference = run_reference(a, b, [p for p, _ in paths], seed, input_file)
+    return compare_with(reference, b, paths, atol, rtol)
+
+
+@dataclass
+class Reference:
+    """A's run on the paired input, with its paired layers' outputs: what B is held to. A is not
+    changed by a copy into B, so one reference serves every trial of a pairing and the check after."""
+
+    a_framework: str
+    inputs: PairedInputs
+    outputs: Any
+    taps: dict[str, Any]
+
+
+def run_reference(a: ModelHandle, b: ModelHandle, a_paths: list[str], seed: int = 0,
+                  input_file: str | None = None) -> Reference:
+    inputs = paired_inputs(a, b, a.layers(), b.layers(), seed, input_file)
+    outputs, taps = _run(a, inputs.a, a_paths)
+    return Reference(a.framework, inputs, outputs, taps)
+
+
+def compare_with(reference: Reference, b: ModelHandle, paths: list[tuple[str, str]], atol: float, rtol: float,
+                 values: dict[str, np.ndarray] | None = None) -> Verification:
+    """B on the reference's input (with ``values`` in place of its tensors, B itself left as it is),
+    compared output by output and, for each of ``paths`` (A's layer, B's layer), layer by layer."""
+    out_b, taps_b = _run(b, reference.inputs.b, [q for _, q in paths], values)
+    pairs = _output_pairs(_leaves(reference.outputs), _leaves(out_b))
+    channels, framework = reference.inputs.channels, reference.a_framework
+    comparisons = [_compare(name, x, y, framework, channels, atol, rtol) for name, x, y in pairs]
     per_layer = [
-        _compare(f"{p} ~ {q}", _first_leaf(taps_a[p]), _first_leaf(taps_b[q]), a.framework, channels, atol, rtol)
-        for p, q in paths if p in taps_a and q in taps_b
+        _compare(f"{p} ~ {q}", _first_leaf(reference.taps[p]), _first_leaf(taps_b[q]), framework, channels, atol, rtol)
+        for p, q in paths if p in reference.taps and q in taps_b
     ]
-    return Verification(comparisons, inputs.shapes, atol, rtol, per_layer)
+    return Verification(comparisons, reference.inputs.shapes, atol, rtol, per_layer)
 
 
 # Output names that mean the same thing in transformers and keras-hub.
@@ -118,13 +141,18 @@ def _canonical(name: str) -> str:
     return _SAME_OUTPUT.get(last, last)
 
 
-def _paired_paths(a: ModelHandle, b: ModelHandle, plan: Any = None) -> list[tuple[str, str]]:
+def paired_paths(a: ModelHandle, b: ModelHandle, plan: Any = None) -> list[tuple[str, str]]:
     """The paired layers, by the same pairing ``copy`` uses; a torch depthwise + pointwise pair is tapped
     at its pointwise conv, whose output is the separable layer's."""
-    from modelshell.transfer.plan import make_plan
+    if plan is None:
+        from modelshell.transfer.confirm import confirmed_plan
 
-    plan = plan or make_plan(a, b)
-    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in plan.matches]
+        plan = confirmed_plan(a, b)
+    from modelshell.transfer.rules import parts
+
+    # A fused layer (one torch q/k/v projection against three Keras ones) has no one output to compare.
+    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in plan.matches
+            if m.rule is None or parts(m.rule) == 1]
 
 
 def _first_leaf(output: Any) -> np.ndarray:
@@ -133,10 +161,11 @@ def _first_leaf(output: Any) -> np.ndarray:
     return leaves[0][1] if leaves else np.zeros(0)
 
 
-def _run(handle: ModelHandle, inputs: Any, taps: list[str]) -> tuple[Any, dict[str, Any]]:
+def _run(handle: ModelHandle, inputs: Any, taps: list[str],
+         values: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
     try:
-        if taps:
-            return handle.forward_with_taps(inputs, taps)
+        if taps or values:
+            return handle.forward_with_taps(inputs, taps, values)
         return handle.forward(inputs), {}
     except ModelshellError:
         raise
@@ -176,10 +205,22 @@ def _compare(name: str, x: np.ndarray, y: np.ndarray, a_framework: str, channels
         moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", channels)
         if moved.shape == x.shape:
             y, note = moved, "channels moved"
+    if x.shape != y.shape and y.ndim >= 3:
+        # A convolution's output in the other layout where the inputs have none to move: transformers' TF
+        # vision classes take `pixel_values` channels first and compute channels last; an audio model's
+        # Conv1d gives (N, C, L), Keras's Conv1D (N, L, C). The moved one, when it is the shape.
+        moved = to_other_layout(y, "keras" if a_framework == "torch" else "torch", True)
+        if moved.shape == x.shape:
+            y, note = moved, "channels moved"
     if x.shape != y.shape and x.size == y.size and x.shape[:1] == y.shape[:1] and x.ndim > 1:
         # The same values, grouped otherwise: a Keras EinsumDense gives (N, T, heads, size) where a torch
         # Linear gives (N, T, heads * size).
         y, note = y.reshape(x.shape), "reshaped"
+    if x.shape != y.shape and x.ndim == y.ndim and 1 in (x.shape[0], y.shape[0]) and x.shape[1:] == y.shape[1:]:
+        # One the same for every example, the other per example: transformers' position embedding gives
+        # (1, T, E), keras-hub's broadcasts it to (N, T, E).
+        x, y = np.broadcast_arrays(x, y)
+        note = note or "broadcast"
     if x.shape != y.shape:
         return OutputComparison(name, tuple(x.shape), float("inf"), float("inf"), False,
                                 f"shapes differ: {tuple(x.shape)} and {tuple(y.shape)}")

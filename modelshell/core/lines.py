@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["complete_inputs", "after_enter", "dedent_continuation", "INDENT"]
+__all__ = ["complete_inputs", "after_enter", "dedent_continuation", "undecodable", "INDENT"]
 
 _CONTINUES_BLOCK = re.compile(r"^(else|elif|except|finally)\b")
 _ENDS_BODY = re.compile(r"^\s*(pass|return|raise|break|continue)\b")
@@ -81,3 +81,18 @@ def dedent_continuation(text: str) -> str:
 
 def _indent(line: str) -> str:
     return line[: len(line) - len(line.lstrip())]
+
+
+_UNDECODED = re.compile("[\udc80-\udcff]")  # what ``surrogateescape`` makes of a byte that is not UTF-8
+
+
+def undecodable(text: str) -> str | None:
+    """What is wrong with an input read with ``surrogateescape`` that held bytes that are not UTF-8 (the
+    first such byte and where it is), or None when it decoded cleanly."""
+    found = _UNDECODED.search(text)
+    if found is None:
+        return None
+    before = text[: found.start()]
+    line, column = before.count("\n") + 1, found.start() - (before.rfind("\n") + 1) + 1
+    where = f"line {line}, column {column}" if "\n" in text else f"column {column}"
+    return f"not valid UTF-8: byte 0x{ord(found.group()) - 0xdc00:02x} at {where}"

@@ -62,12 +62,11 @@ class Tree:
 
 @dataclass
 class Text:
-    """Free text such as ``doc`` output or what a Python line printed. ``page`` asks for a pager when long.
-    ``streamed``: the text went out as it was written (a Python line's live output); a printer that
-    shows the outcome afterwards leaves it out, a transcript keeps it."""
+    """Free text such as ``doc`` output or what a Python line printed. ``streamed``: the text went out as
+    it was written (a Python line's live output); a printer that shows the outcome afterwards leaves it
+    out, a transcript keeps it. (No result says whether to page: the terminal decides, by its height.)"""
 
     text: str
-    page: bool = False
     data: Any = None
     streamed: bool = False
 
@@ -116,4 +115,3 @@ class Outcome:
     exit_requested: bool = False
     traceback: str | None = None
     missing: str | None = None  # the package a failed line needed and did not find (replay skips on it)
-    page: bool = True  # False (`--all`): draw everything on the terminal, never in a pager

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.text import Text
 
-from modelshell.session import is_command_line
-
 if TYPE_CHECKING:
     from rich.live import Live
     from rich.spinner import Spinner
@@ -30,17 +28,19 @@ _LABEL_WIDTH = 50
 
 
 @contextlib.contextmanager
-def spinner(console: Console, line: str, delay: float = DELAY) -> Iterator[Callable[[], None]]:
+def spinner(console: Console, line: str, words: list[str] | None,
+            delay: float = DELAY) -> Iterator[Callable[[], None]]:
     """Show a spinner labelled with what runs while the body runs longer than ``delay`` seconds.
+    ``words``: the line's words if it is a command (``Session.command_words``), None for Python.
 
     The body runs in the calling (main) thread, so Ctrl-C still interrupts it; the spinner is drawn from
     a thread of its own and is always erased before this returns, interrupted or not. The body is given
     a function that erases it for good: called before the line writes anything of its own, so that the
     spinner shows only while nothing has been written, and never draws over output."""
-    if not console.is_terminal or _wants_json(line):
+    if not console.is_terminal or (words is not None and "--json" in words):
         yield lambda: None
         return
-    status = _Status(console, label(line), delay)
+    status = _Status(console, label(line, words), delay)
     status.start()
     try:
         yield status.stop
@@ -48,20 +48,15 @@ def spinner(console: Console, line: str, delay: float = DELAY) -> Iterator[Calla
         status.stop()
 
 
-def label(line: str) -> str:
+def label(line: str, words: list[str] | None) -> str:
     """What the spinner says runs: the command with file names for paths (``load big.safetensors``), or
-    the first line of Python, cut to fit."""
+    the first line of Python, cut to fit. ``words``: as for ``spinner``."""
     first = line.strip().splitlines()[0] if line.strip() else ""
-    if is_command_line(first):
-        words = [os.path.basename(w.rstrip("/")) or w if "/" in w else w for w in first.split()]
-        text = " ".join(words)
+    if words is not None:
+        text = " ".join(os.path.basename(w.rstrip("/")) or w if "/" in w else w for w in words)
     else:
         text = " ".join(first.split()) + (" ..." if "\n" in line.strip() else "")
     return text if len(text) <= _LABEL_WIDTH else text[: _LABEL_WIDTH - 3] + "..."
-
-
-def _wants_json(line: str) -> bool:
-    return is_command_line(line) and "--json" in line.split()
 
 
 class _Status:

@@ -20,7 +20,7 @@ import traceback
 from types import CodeType, TracebackType
 from typing import Any
 
-from modelshell.errors import first_line
+from modelshell.core.errors import first_line
 
 __all__ = ["PythonLines", "FILENAME", "INPUT_NAME", "error_line", "formatted_traceback"]
 

@@ -13,20 +13,21 @@ import keyword
 import re
 import shlex
 import traceback
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Container, Iterable, Mapping
+from typing import Any, Protocol
 
-from modelshell.commands import COMMANDS
+from modelshell.commands import CommandRegistry, default_registry
 from modelshell.commands.registry import apply_listing_options
-from modelshell.errors import ModelshellError, first_line
+from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import ModelHandle
 from modelshell.frameworks import quiet
 from modelshell.frameworks.detect import framework_of, wrap_object
-from modelshell.output import LiveOutput, captured
-from modelshell.python import PythonLines, error_line, formatted_traceback
-from modelshell.results import Failed, Message, Outcome, Text
+from modelshell.core.output import OutputSink, captured
+from modelshell.core.python import PythonLines, error_line, formatted_traceback
+from modelshell.core.results import Failed, Message, Outcome, Text
+from modelshell.safety import mapped
 
-__all__ = ["Session", "is_command_line", "shadows"]
+__all__ = ["Session", "LineObserver", "is_command_line", "shadows"]
 
 _WORD = re.compile(r"^\s*([A-Za-z_]\w*)(.*)$", re.DOTALL)
 # What makes `NAME rest` Python although NAME is a command: right after the name (no space) anything does
@@ -43,16 +44,16 @@ _FORCED = re.compile(r"^\s*%([A-Za-z_]\w*)(.*)$", re.DOTALL)
 _FORCED_ALIASES = {"tb": "traceback"}
 
 
-def is_command_line(text: str, namespace: Mapping[str, Any] | None = None) -> bool:
+def is_command_line(text: str, commands: Container[str], namespace: Mapping[str, Any] | None = None) -> bool:
     """True when the line is a shell command rather than Python: its first word is a command name,
     followed by nothing or by arguments (not by ``=``, ``(``, `` * 2``, ... which make it Python), or the
     line is ``%COMMAND ...``. Names first, as in IPython: a bare name bound in ``namespace`` is Python (it
-    shows the variable) even where a command has that name."""
+    shows the variable) even where a command has that name. ``commands``: the names of the commands."""
     forced = _FORCED.match(text)
     if forced:
-        return _FORCED_ALIASES.get(forced.group(1), forced.group(1)) in COMMANDS
+        return _FORCED_ALIASES.get(forced.group(1), forced.group(1)) in commands
     match = _WORD.match(text)
-    if not match or match.group(1) not in COMMANDS:
+    if not match or match.group(1) not in commands:
         return False
     rest = match.group(2)
     if not rest.strip():
@@ -61,9 +62,17 @@ def is_command_line(text: str, namespace: Mapping[str, Any] | None = None) -> bo
 
 
 def shadows(name: str, namespace: Mapping[str, Any]) -> bool:
-    """True when ``name`` is a command the user bound as a variable: the bare name shows the variable
+    """True when the user bound ``name`` (a command's) as a variable: the bare name shows the variable
     (``%NAME`` runs the command). What the session binds itself (Python's ``help``) does not count."""
-    return name in COMMANDS and name in namespace and namespace[name] is not _SESSION_BINDINGS.get(name)
+    return name in namespace and namespace[name] is not _SESSION_BINDINGS.get(name)
+
+
+class LineObserver(Protocol):
+    """What watches a session (``record``'s transcript): told each input and its outcome once it has run."""
+
+    def line_done(self, text: str, outcome: Outcome) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Session:
@@ -73,18 +82,23 @@ class Session:
     still bound to that name, and any torch module or Keras model a Python line binds becomes a model.
     """
 
-    def __init__(self, debug: bool = False) -> None:
+    def __init__(self, debug: bool = False, commands: CommandRegistry | None = None,
+                 output: OutputSink | None = None) -> None:
         self.debug = debug
+        # The commands this session runs; `help` and completion read them from here.
+        self.commands = default_registry() if commands is None else commands
         # Frameworks imported from now on (by a command or a Python line) keep their start-up chatter to
         # themselves; --debug shows it.
         quiet.install(show=debug)
         self.handles: dict[str, ModelHandle] = {}
-        self.recorder = None  # a transcript.Recorder while `record` is on
+        self.observers: list[LineObserver] = []  # told of every line: `record`'s transcript while it is on
         self.trust = False  # `trust on`: every following load is as if given --trust
         self.recent: list[str] = []  # model names, the one a command used last first (`models` marks two)
         self.namespace: dict[str, Any] = {"__name__": "__modelshell__", "__builtins__": builtins, **_SESSION_BINDINGS}
         self.python = PythonLines(self.namespace)
-        self.output: LiveOutput | None = None  # None: a Python line's output is only kept in its outcome
+        # Where a Python line's output goes as it is written (the terminal, stdout of `run`); by default
+        # nowhere: it is only kept in the outcome.
+        self.output = OutputSink() if output is None else output
         self.last_traceback: str | None = None  # the last error's, for `traceback` (`%tb`)
         self._shadow_noted: set[str] = set()  # command names bound as variables, told once about `%NAME`
 
@@ -142,12 +156,24 @@ class Session:
         return name
 
     # --- lines ------------------------------------------------------------------------------------
+    def is_command(self, text: str, names_first: bool = True) -> bool:
+        """True when ``text`` runs one of this session's commands rather than Python (see
+        ``is_command_line``); ``names_first=False`` ignores the variables (a line typed so far)."""
+        return is_command_line(text, self.commands, self.namespace if names_first else None)
+
+    def command_words(self, text: str) -> list[str] | None:
+        """The words of ``text`` (split at spaces, ``%`` dropped) when it runs a command, else None: for a
+        front end that looks at what a line asks for (``--json``, ``--all``) without running it."""
+        if not self.is_command(text):
+            return None
+        return text.strip().removeprefix("%").split()
+
     def needs_more(self, text: str) -> bool:
         """True when ``text`` is the start of a Python block (``for ...:``) that is not finished yet.
 
         Compiled as the Python REPL does ("single"): a compound statement stays open until a blank line,
         so ``for ...:`` and one body line do not run before the user could type a second one."""
-        if is_command_line(text, self.namespace) or not text.strip():
+        if self.is_command(text) or not text.strip():
             return False
         try:
             return self.python.incomplete(text)
@@ -155,12 +181,57 @@ class Session:
             return False  # complete (if wrong): running it says what is wrong, in one line
 
     def run_line(self, text: str) -> Outcome:
-        """Run one complete input (a command, or Python that may span lines) and say what it produced."""
-        recorder = self.recorder
-        outcome = self._run(text)
-        if recorder is not None and self.recorder is recorder and text.strip():
-            recorder.add(text, outcome)  # the line that starts or stops recording is not part of it
+        """Run one complete input (a command, or Python that may span lines) and say what it produced;
+        then tell the observers that watched it from start to end (so the line that starts or stops
+        `record` is not part of the recording). A memory-mapped file another program changed is said
+        (and its models dropped when it was truncated unnoticed) before and after the line."""
+        watching = list(self.observers)
+        writes = None
+        try:
+            writes = self._writes()
+            before = self._changed_files(mapped.check_files())  # truncated without a lease: dropped first
+            outcome = self._run(text)
+            outcome.results[:0] = before
+            outcome.results += self._changed_files(mapped.take_changes())
+        except KeyboardInterrupt:  # before a command ran, or after it: say what it did (a Python line says itself)
+            nothing = "interrupted (nothing changed)" if self.is_command(text.strip()) else "interrupted"
+            outcome = Outcome(ok=False, error=nothing if writes is None else self._interrupted(writes, nothing))
+        if text.strip():
+            for observer in watching:
+                if observer in self.observers:
+                    observer.line_done(text, outcome)
         return outcome
+
+    def observe(self, observer: LineObserver) -> None:
+        self.observers.append(observer)
+
+    def stop_observing(self, observer: LineObserver) -> None:
+        """``observer`` hears of no further line, and is closed."""
+        self.observers.remove(observer)
+        observer.close()
+
+    def close(self) -> None:
+        """The session ends: every observer is closed (a recording has its last line written already)."""
+        while self.observers:
+            self.stop_observing(self.observers[-1])
+
+    def _changed_files(self, changes: list[mapped.Change]) -> list[Message]:
+        """Say which memory-mapped files another program changed, and what that did to their models:
+        nothing (their values were moved into memory first), or they are dropped (truncated unnoticed)."""
+        notes = []
+        for change in changes:
+            names = [n for n, h in self.handles.items() if h.source == change.path]
+            if change.whole:
+                kept = f"{', '.join(names) or 'its tensors'} kept the values loaded (moved into memory first)"
+                notes.append(Message(f"note: {change.path} was changed on disk by another program; {kept}"))
+                continue
+            for name in names:
+                self.handles.pop(name, None)
+                self.namespace.pop(name, None)
+            notes.append(Message(
+                f"note: {change.path} was truncated by another program while mapped: "
+                f"{', '.join(names) or 'its tensors'} no longer hold what was loaded and were dropped (load it again)"))
+        return notes
 
     def _run(self, text: str) -> Outcome:
         stripped = text.strip()
@@ -175,18 +246,16 @@ class Session:
             help_match = _HELP_SUFFIX.match(stripped)
             if help_match:
                 target = help_match.group(1) or help_match.group(2)
-                if target in COMMANDS and target not in self.namespace:  # `weights?` asks about the command
+                if target in self.commands and target not in self.namespace:  # `weights?` asks about the command
                     return self._run_command("help", [target])
                 return self._run_command("doc", [target])
-            if is_command_line(stripped, self.namespace):
+            if self.is_command(stripped):
                 name, rest = _WORD.match(stripped).groups()  # any whitespace, a tab too, ends the name
                 return self._run_command(name, _split_args(rest))
             return self._run_python(text)
         except ModelshellError as exc:
             return Outcome(ok=False, error=exc.one_line(), traceback=self._keep_traceback(traceback.format_exc()),
                            missing=getattr(exc, "package", None))
-        except KeyboardInterrupt:
-            return Outcome(ok=False, error="interrupted")
         except Exception as exc:  # noqa: BLE001 - the session must survive any bug, and say what happened
             package = quiet.missing_framework(exc)
             if package is not None:  # a command reached for a framework that is not installed
@@ -207,31 +276,40 @@ class Session:
     def _run_forced(self, word: str, rest: str) -> Outcome:
         """``%NAME args``: the command NAME, whatever the namespace binds to that name."""
         name = _FORCED_ALIASES.get(word, word)
-        if name not in COMMANDS:
-            close = _close_command(name)
+        if name not in self.commands:
+            close = _close_command(name, self.commands)
             hint = f"did you mean `%{close}`? `help` lists the commands" if close else "`help` lists the commands"
             raise ModelshellError(f"no command {name!r} to run with %", hint)
         return self._run_command(name, _split_args(rest))
 
     def _run_command(self, name: str, argv: list[str]) -> Outcome:
-        command = COMMANDS[name]
+        command = self.commands[name]
         if "-h" in argv or "--help" in argv:  # before parsing: `weights --help` lacks the required NAME
             return self._run_command("help", [name])
-        args = command.parser.parse_args(argv)
-        writes = {n: handle.writes for n, handle in self.handles.items()}  # what Ctrl-C may have let finish
+        args = command.parser.parse_intermixed_args(argv)  # `load DIR --build as NAME`: options anywhere
+        writes = self._writes()  # what Ctrl-C may have let finish
         try:
             with _collector_paused():
                 produced = command.run(self, args)
-        except KeyboardInterrupt:  # commands change nothing until they succeed (copy rolls back, save is atomic)
+            as_json = getattr(args, "json", False)
+            if isinstance(produced, Failed):
+                outcome = Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
+            else:
+                outcome = Outcome(results=produced if isinstance(produced, list) else [produced], as_json=as_json)
+            return apply_listing_options(outcome, args)
+        except KeyboardInterrupt:  # commands change nothing until they succeed (copy rolls back, save is atomic),
+            # and one that came after the command's last write, while its result was being put together,
+            # is told as such
             return Outcome(ok=False, error=self._interrupted(writes))
-        as_json = getattr(args, "json", False)
-        if isinstance(produced, Failed):
-            outcome = Outcome(results=produced.results, ok=False, error=produced.error, as_json=as_json)
-        else:
-            outcome = Outcome(results=produced if isinstance(produced, list) else [produced], as_json=as_json)
-        return apply_listing_options(outcome, args)
 
-    def _interrupted(self, writes_before: dict[str, int]) -> str:
+    def _is_command(self, text: str) -> bool:
+        stripped = text.strip()
+        return bool(_FORCED.match(stripped)) or is_command_line(stripped, self.namespace)
+
+    def _writes(self) -> dict[str, int]:
+        return {n: handle.writes for n, handle in self.handles.items()}
+
+    def _interrupted(self, writes_before: dict[str, int], nothing: str = "interrupted (nothing changed)") -> str:
         """What a Ctrl-C during a command left: nothing, or (when it came after a write completed) the
         models written, which are then marked changed."""
         written = [n for n, h in self.handles.items() if h.writes > writes_before.get(n, 0)]
@@ -239,7 +317,7 @@ class Session:
             self.handles[name].changed = True
         if written:
             return f"interrupted after the copy into {', '.join(written)} had completed (it holds the new values)"
-        return "interrupted (nothing changed)"
+        return nothing
 
     def _run_python(self, source: str) -> Outcome:
         try:
@@ -247,7 +325,7 @@ class Session:
         except (RecursionError, MemoryError) as exc:
             raise _too_deep(source, exc) from exc
         except (SyntaxError, ValueError, OverflowError) as exc:  # ValueError: a NUL byte; Overflow: a huge literal
-            _raise_if_unknown_command(source, self.namespace)
+            _raise_if_unknown_command(source, self.namespace, self.commands)
             return self._python_failed(Outcome(), exc, source)
         kept: list[str] = []
         outcome = Outcome()
@@ -261,7 +339,7 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - user code errors are reported like the Python REPL does
             self._python_failed(outcome, exc, source)
         if kept:
-            outcome.results.insert(0, Text("".join(kept), streamed=self.output is not None))
+            outcome.results.insert(0, Text("".join(kept), streamed=self.output.shows))
         self._note_shadowing(outcome)
         return outcome
 
@@ -269,8 +347,9 @@ class Session:
         """The REPL's last traceback line as the error; the whole traceback kept for `%tb`."""
         outcome.ok = False
         outcome.error = error_line(exc, source)
-        if isinstance(exc, NameError) and _close_command(getattr(exc, "name", None) or ""):
-            outcome.error += f" (did you mean the command `{_close_command(exc.name)}`?)"
+        close = _close_command(getattr(exc, "name", None) or "", self.commands) if isinstance(exc, NameError) else None
+        if close:
+            outcome.error += f" (did you mean the command `{close}`?)"
         outcome.missing = quiet.missing_framework(exc)
         if outcome.missing:
             outcome.error += f" ({quiet.EXTRAS[outcome.missing][1]})"
@@ -279,7 +358,7 @@ class Session:
 
     def _note_shadowing(self, outcome: Outcome) -> None:
         """Once a session, for each command name a Python line binds: the bare name now shows the value."""
-        for name in COMMANDS:
+        for name in self.commands:
             if name not in self._shadow_noted and shadows(name, self.namespace):
                 self._shadow_noted.add(name)
                 outcome.results.append(Message(f"note: `{name}` now shows your variable; `%{name}` runs the command"))
@@ -307,12 +386,12 @@ def _too_deep(source: str, exc: BaseException) -> ModelshellError:
         f"{type(exc).__name__})", "split it into several lines, or build the value in a loop")
 
 
-def _close_command(word: str) -> str | None:
-    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.75)
+def _close_command(word: str, commands: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(commands), n=1, cutoff=0.75)
     return close[0] if close else None
 
 
-def _raise_if_unknown_command(source: str, namespace: dict[str, Any]) -> None:
+def _raise_if_unknown_command(source: str, namespace: dict[str, Any], commands: Iterable[str]) -> None:
     """``wieghts torch_model`` is not Python: say it is an unknown command, not "invalid syntax"."""
     match = _WORD.match(source)
     if not match or "\n" in source.strip() or keyword.iskeyword(match.group(1)) or match.group(1) in namespace:
@@ -320,7 +399,7 @@ def _raise_if_unknown_command(source: str, namespace: dict[str, Any]) -> None:
     if not match.group(2)[:1].isspace() or _PYTHON_AFTER_SPACE.match(match.group(2)):
         return
     word = match.group(1)
-    close = _close_command(word)
+    close = _close_command(word, commands)
     hint = f"did you mean `{close}`? `help` lists the commands" if close else "`help` lists the commands"
     raise ModelshellError(f"unknown command {word!r} (and not valid Python either)", hint)
 

@@ -11,13 +11,15 @@ from prompt_toolkit.filters import emacs_insert_mode, is_searching, vi_insert_mo
 from prompt_toolkit.history import FileHistory, InMemoryHistory, ThreadedHistory
 from prompt_toolkit.key_binding import KeyBindings
 
-from modelshell.completion import SessionCompleter, complete_now, menu_while_typing
-from modelshell.lines import after_enter, dedent_continuation
-from modelshell.prompt_look import ShellLexer, prompt_message, shell_style, toolbar_text
-from modelshell.progress import spinner
+from modelshell.terminal.completion import SessionCompleter, complete_now, menu_while_typing
+from modelshell.core.lines import after_enter, dedent_continuation
+from modelshell.terminal.prompt_look import ShellLexer, prompt_message, shell_style, toolbar_text
+from modelshell.terminal.live import TerminalOutput
+from modelshell.terminal.paging import Pager
+from modelshell.terminal.progress import spinner
 from modelshell.render import Printer
-from modelshell.results import Outcome
-from modelshell.session import Session
+from modelshell.core.results import Message, Outcome
+from modelshell.core.session import Session
 
 __all__ = ["run_interactive", "history_path", "PROMPT", "CONTINUATION"]
 
@@ -59,7 +61,7 @@ def _prompt_session(session: Session) -> PromptSession:
     _block_bindings(bindings, session)
     return PromptSession(
         completer=SessionCompleter(session),
-        complete_while_typing=menu_while_typing,  # a menu pops up by itself only after `name.` in Python
+        complete_while_typing=menu_while_typing(session),  # a menu pops up by itself only after `name.` in Python
         history=_history(),
         auto_suggest=AutoSuggestFromHistory(),  # fish-style grey suggestion; the right arrow accepts it
         lexer=ShellLexer(session),
@@ -111,7 +113,10 @@ def _block_bindings(bindings: KeyBindings, session: Session) -> None:
 
 def run_interactive(session: Session) -> int:
     """Read, run and print until ``quit``, ``exit`` or Ctrl-D. Ctrl-C on the prompt clears the line."""
-    printer = Printer(interactive=True)
+    printer = Printer()
+    pager = Pager(printer.console)
+    output = TerminalOutput()
+    session.output = output  # a line's output goes to the terminal as it is written
     prompt = _prompt_session(session)
     printer.console.print("modelshell: `help` lists the commands; any other line is Python. F2 shows a toolbar; Ctrl-D quits.")
     while True:
@@ -123,24 +128,27 @@ def run_interactive(session: Session) -> int:
             if _may_leave(session, printer):
                 return 0
             continue
-        outcome = _run_and_show(session, printer, text)
+        outcome = _run_and_show(session, output, printer, pager, text)
         if outcome.exit_requested and _may_leave(session, printer):
             return 0
 
 
-def _run_and_show(session: Session, printer: Printer, text: str) -> Outcome:
+def _run_and_show(session: Session, output: TerminalOutput, printer: Printer, pager: Pager, text: str) -> Outcome:
     """One line, with a spinner while it runs long. Ctrl-C while it runs cancels it (the session turns
     the interrupt into an error line); one that comes in between, or while the output is drawn, only
     cuts the output short: the prompt comes back either way."""
+    outcome = None
     try:
-        with spinner(printer.console, text) as stop_spinner:
-            if session.output is not None:
-                session.output.before_write = stop_spinner  # the line's own output takes the screen
+        words = session.command_words(text)
+        with spinner(printer.console, text, words) as stop_spinner:
+            output.stop_spinner = stop_spinner  # the line's own output takes the screen
             outcome = session.run_line(text)
-        printer.show(outcome)
+        printer.show(outcome, pager.for_line(words))
         return outcome
-    except KeyboardInterrupt:
-        printer.show(Outcome(ok=False, error="interrupted"))
+    except KeyboardInterrupt:  # once the line has run, say how it ended, not only that the output was cut
+        done = None if outcome is None else outcome.error or next(
+            (r.text for r in outcome.results if isinstance(r, Message)), "done")
+        printer.show(Outcome(ok=False, error="interrupted" if done is None else f"output cut short by Ctrl-C; {done}"))
         return Outcome(ok=False)
 
 

@@ -15,7 +15,7 @@ from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.lexers import Lexer, PygmentsLexer
 from prompt_toolkit.styles import Style, merge_styles, style_from_pygments_cls
 
-from modelshell.session import Session, is_command_line
+from modelshell.core.session import Session
 
 __all__ = ["prompt_message", "toolbar_text", "ShellLexer", "shell_style"]
 
@@ -57,7 +57,7 @@ class ShellLexer(Lexer):
     def lex_document(self, document: Document) -> Callable[[int], StyleAndTextTuples]:
         if not document.text.strip():
             return lambda number: []
-        if not is_command_line(document.text, self.session.namespace):  # a bound name is Python
+        if not self.session.is_command(document.text):  # a bound name is Python
             return self._python_lexer().lex_document(document)
         models = set(self.session.model_names())
         lines = [_command_tokens(line, models) for line in document.lines]

@@ -5,7 +5,7 @@ dict keys.
 Completion runs while the user waits for a key to answer, and on objects the user made, so it evaluates
 nothing but attribute access (``name.attr.attr``, never a call or a subscript), reads dict keys only of
 real dicts, and any exception means "no completions": a traceback on the prompt would be worse (it is
-logged at debug level on the ``modelshell.completion`` logger, so a test or a developer can see it).
+logged at debug level on the ``modelshell.terminal.completion`` logger, so a test or a developer can see it).
 
 Tab completes in its key handler (``complete_now``), on the text the buffer holds when it is pressed.
 """
@@ -30,14 +30,13 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion, Path
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
 
-from modelshell.commands import COMMANDS
 from modelshell.commands.format import shape_text
 from modelshell.commands.inspect import resolve_dotted
+from modelshell.core.session import shadows
 from modelshell.formats import FORMATS
-from modelshell.session import is_command_line, shadows
 
 if TYPE_CHECKING:
-    from modelshell.session import Session
+    from modelshell.core.session import Session
 
 __all__ = ["SessionCompleter", "complete_now", "menu_while_typing", "wants_menu_while_typing"]
 
@@ -98,19 +97,19 @@ class SessionCompleter(Completer):
         first = _FIRST_WORD.fullmatch(before)
         if first:
             return self._first_word(first.group(1) or "", forced)
-        if is_command_line(before, None if forced else self.session.namespace):
+        if self.session.is_command(before, names_first=not forced):
             return self._arguments(before)
         return self._python(before, after)
 
     # --- the first word: a command, or the start of a Python line ------------------------------
     def _first_word(self, word: str, forced: bool = False) -> list[Completion]:
-        namespace = self.session.namespace
+        namespace, commands = self.session.namespace, self.session.commands
         found = [Completion(n, -len(word), display_meta=c.summary if forced or not shadows(n, namespace)
                             else f"your variable (`%{n}` runs the command)")
-                 for n, c in COMMANDS.items() if n.startswith(word)]
+                 for n, c in commands.items() if n.startswith(word)]
         if forced:
             return found
-        names = [n for n in _python_names(namespace) if n not in COMMANDS]
+        names = [n for n in _python_names(namespace) if n not in commands]
         return found + [Completion(n, -len(word)) for n in _visible(word, names)]
 
     # --- command arguments -------------------------------------------------------------------
@@ -118,7 +117,7 @@ class SessionCompleter(Completer):
         command = _FIRST_WORD.match(before)
         words = shell_words(before, command.end())
         word, start = words[-1]
-        cmd = COMMANDS[command.group(1)]
+        cmd = self.session.commands[command.group(1)]
         given, slot = _read_arguments(cmd.parser, [w for w, _ in words[:-1]])
         if word.startswith("-") or (slot is None and not word):
             values = _options(cmd.parser, given, word)
@@ -138,7 +137,7 @@ class SessionCompleter(Completer):
         elif kind == "model":
             found += [_Value(n) for n in self.session.model_names() if n.startswith(word)]
         elif kind == "command":
-            found += [_Value(n, meta=c.summary) for n, c in COMMANDS.items() if n.startswith(word)]
+            found += [_Value(n, meta=c.summary) for n, c in self.session.commands.items() if n.startswith(word)]
         elif kind == "tensor":
             found += self._tensors(given, word)
         elif kind == "member":
@@ -212,16 +211,18 @@ class SessionCompleter(Completer):
         return found
 
 
-def wants_menu_while_typing(text_before_cursor: str) -> bool:
+def wants_menu_while_typing(session: Session, text_before_cursor: str) -> bool:
     """True after ``name.`` (and its partial attribute) in a Python line: there a menu that appears while
     typing helps to explore an object; on command words and arguments it would cover the screen on every
     key, and Tab is enough."""
-    if is_command_line(text_before_cursor) or _KEY.search(text_before_cursor):
+    if session.is_command(text_before_cursor, names_first=False) or _KEY.search(text_before_cursor):
         return False
     return bool(_ATTRIBUTE.fullmatch(_python_tail(text_before_cursor) or ""))
 
 
-menu_while_typing = Condition(lambda: wants_menu_while_typing(get_app().current_buffer.document.text_before_cursor))
+def menu_while_typing(session: Session) -> Condition:
+    """The filter that tells prompt_toolkit when to complete while typing: see wants_menu_while_typing."""
+    return Condition(lambda: wants_menu_while_typing(session, get_app().current_buffer.document.text_before_cursor))
 
 
 def complete_now(buffer: Buffer) -> None:
