@@ -363,7 +363,7 @@ class WeightsFile(ModelHandle):
             layer, role = self.obj.layer_and_role(name)
             infos.append(TensorInfo(name, shape, dtype, None, layer, role, "tensor"))
         if isinstance(self.obj, (SafetensorsFile, ShardedWeights)):
-            infos.sort(key=lambda info: _natural_key(info.layer.replace(".", "/")))
+            infos.sort(key=lambda info: natural_key(info.layer.replace(".", "/")))
         return infos
 
     def layer_tree(self) -> LayerNode:
