@@ -61,8 +61,8 @@ def _load_folder(path: Path, trust: bool) -> ModelHandle:
     form = FORMATS.for_folder(path)
     if form is None:
         raise ModelshellError(f"{path} is a directory with no model in it",
-                              "model folders (" + ", ".join(f.name for f in FORMATS.folders())
-                              + ") have a config.json; or name a model file in it")
+                              "a model folder holds " + "; ".join(f"{f.marks} ({f.name})" for f in FORMATS.folders())
+                              + "; or name a model file in it")
     return form.reader(path, trust)
 
 

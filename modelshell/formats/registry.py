@@ -23,6 +23,7 @@ class Format:
     runs_code: str = "no"  # "no", or when it can ("with --trust")
     suffixes: tuple[str, ...] = ()
     folder: Callable[[Path], bool] | None = None  # recognises a folder of this format
+    marks: str = ""  # what such a folder holds that tells it apart, for the message of a folder that is none
     saves: str | None = None  # what `save` writes; None: it cannot be written
     writes: tuple[str, ...] | None = None  # the suffixes `save` writes, when not all of ``suffixes``
     builder: Callable | None = None  # (folder, trust) -> the real model, for `load DIR --build`
@@ -137,6 +138,7 @@ FORMATS = FormatRegistry([
            "and index, `pytorch_model.bin` and its shards, or `tf_model.h5`), weights only",
            readers.transformers_folder, "nothing; torch for `.bin`; transformers for `--build`",
            "with `--build --trust`: the `auto_map` code a folder ships", folder=readers.is_transformers_folder,
+           marks="config.json",
            saves="`save NAME DIR/`: for a transformers model its `save_pretrained` (`config.json` and "
            "safetensors); for any other model `model.safetensors`, and the `config.json` of a model read "
            "from a transformers folder; shards and their index above `--max-shard-size`",
@@ -145,7 +147,7 @@ FORMATS = FormatRegistry([
            "safetensors and `.bin`, TF for `tf_model.h5`", folder_writer=builders.write_transformers_folder),
     Format("keras-hub preset", "a `save_to_preset` folder (`config.json`, `metadata.json`, "
            "`model.weights.h5`), weights only", readers.keras_hub_folder, "h5py; keras-hub for `--build`",
-           folder=readers.is_keras_hub_folder,
+           folder=readers.is_keras_hub_folder, marks="config.json and metadata.json",
            saves="`save NAME DIR/` for a keras-hub model: its `save_to_preset`",
            builder=builders.keras_hub_model,
            builds="the backbone (or the task of a `task.json`) by the class its config names, `from_preset`",
@@ -159,7 +161,8 @@ FORMATS = FormatRegistry([
            readers.tf_checkpoint, "TensorFlow", suffixes=(".index", ".data-*-of-*")),
     Format("TF SavedModel", "a `tf.saved_model.save` / Keras `model.export` folder: the variables of "
            "`variables/variables.index`, weights only; the graph is never loaded or run",
-           readers.saved_model_folder, "TensorFlow", folder=readers.is_saved_model_folder),
+           readers.saved_model_folder, "TensorFlow", folder=readers.is_saved_model_folder, marks="saved_model.pb"),
     Format("TF checkpoints", "a folder of TF checkpoints: the one its `checkpoint` file names last, or "
-           "its only `.index`", readers.tf_checkpoint_folder, "TensorFlow", folder=readers.is_tf_checkpoint_folder),
+           "its only `.index`", readers.tf_checkpoint_folder, "TensorFlow", folder=readers.is_tf_checkpoint_folder,
+           marks="a checkpoint file or PREFIX.index"),
 ])
