@@ -512,21 +512,24 @@ def _leaves(value: Any) -> list[Any]:
 def _tapped(layer: Any, call: Any, taps: dict[str, Any], path: str):
     """Record what the layer computes before its fused activation: a Keras ``Conv2D(activation="tanh")``
     is a torch ``Conv2d`` followed by ``Tanh``, and only the former pairs with it. The activation is then
-    applied as the layer would, so the model's own result is unchanged."""
+    applied as the layer would, so the model's own result is unchanged. A layer called several times (one
+    block shared by every layer, as ALBERT's) is recorded at its first call, as the torch adapter does."""
     activation = layer.__dict__.get("activation")
     linear = keras.activations.linear
 
     def call_and_record(*args: Any, **kwargs: Any) -> Any:
         if activation is None or activation is linear:
             output = call(*args, **kwargs)
-            taps[path] = _to_numpy(output)
+            if path not in taps:
+                taps[path] = _to_numpy(output)
             return output
         object.__setattr__(layer, "activation", linear)
         try:
             before = call(*args, **kwargs)
         finally:
             object.__setattr__(layer, "activation", activation)
-        taps[path] = _to_numpy(before)
+        if path not in taps:
+            taps[path] = _to_numpy(before)
         return activation(before)
 
     return call_and_record
