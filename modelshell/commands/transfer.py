@@ -87,18 +87,22 @@ _CONFIRMED = {"outputs": "outputs", "rule": "rule", "--map": "--map", "": "NO"}
 
 
 def _plan_table(plan: TransferPlan, title: str, confirmation: Any) -> Table:
+    """The pairs; a `confirmed` column says how each one's layer pair was proven, where that differs
+    from pair to pair (when every pair was proven alike, the footer's count says it once)."""
     confirmed = {t.name: m.confirmed for m in plan.matches for t in m.a_roles.values()}
+    proofs = [_CONFIRMED[next((confirmed[n] for n in p.a if n in confirmed), "")] for p in plan.pairs]
+    mixed = len(set(proofs)) > 1
     rows = []
-    for p in plan.pairs:
+    for p, proof in zip(plan.pairs, proofs):
         rows.append([
             "\n".join(p.a) or "-", "\n".join(shape_text(s) for s in p.a_shapes) or "-",
             "\n".join(p.b) or "-", "\n".join(shape_text(s) for s in p.b_shapes) or "-", p.transform,
-            _CONFIRMED[next((confirmed[n] for n in p.a if n in confirmed), "")],
+            *([proof] if mixed else []),
         ])
     return Table(
         title=title,
-        columns=[Column(plan.a), Column("shape"), Column(plan.b), Column("shape"), Column("transform"),
-                 Column("confirmed")],
+        columns=[Column(plan.a), Column("shape"), Column(plan.b), Column("shape"), Column("transform", no_wrap=True),
+                 *([Column("confirmed")] if mixed else [])],
         rows=rows,
         footer=_plan_footer(plan, confirmation),
         data=plan.as_json(),
