@@ -244,10 +244,7 @@ class KerasModel(ModelHandle):
                     object.__setattr__(layer, "call", wrap(layer, path, layer.call))
             self.forward(inputs)
         finally:
-            with deferred_interrupts():
-                for _, layer in layers:
-                    if "call" in vars(layer):
-                        object.__delattr__(layer, "call")
+            _unwrap_calls([layer for _, layer in layers])
         return calls
 
     def _all_layers(self) -> list[tuple[str, Any]]:
@@ -301,9 +298,7 @@ class KerasModel(ModelHandle):
             with self._substituted(values or {}):
                 return self.forward(inputs), taps
         finally:
-            with deferred_interrupts():
-                for layer in wrapped:
-                    object.__delattr__(layer, "call")
+            _unwrap_calls(wrapped)
 
     @contextlib.contextmanager
     def _substituted(self, values: dict[str, np.ndarray]) -> Iterator[None]:
@@ -385,6 +380,24 @@ def _require_built(model: Any) -> None:
     if not built:
         raise ModelshellError(f"{getattr(model, 'name', type(model).__name__)} has no weights yet: Keras makes "
                               "them at the model's first call", "call it once on an input, or build(input_shape)")
+
+
+def _unwrap_calls(layers: list[Any]) -> None:
+    """Each layer's own ``call`` visible again, whatever interrupts come while it is done: a Ctrl-C can
+    land before ``deferred_interrupts`` has taken the signal, so the loop goes on past it and raises it
+    at the end."""
+    interrupted = False
+    while True:
+        try:
+            with deferred_interrupts():
+                for layer in layers:
+                    if "call" in vars(layer):
+                        object.__delattr__(layer, "call")
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _subclassed_tf_keras(model: Any) -> bool:
