@@ -184,7 +184,7 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
     if args.partial:
         plan = without_mismatched(plan)
     refuse_mismatched(plan)
-    derived, left = left_over(plan, source, destination)
+    derived, left = left_over(plan, pairing.a_tensors, pairing.b_tensors)
     if left and not args.partial:
         shown = "; ".join(f"{p.name} ({side})" for side, p in left[:4])
         more = f" and {len(left) - 4} more" if len(left) > 4 else ""
@@ -208,8 +208,7 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
         notes.append(f"; not copied, derived by the framework: {', '.join(derived[:6])}"
                      + (f" and {len(derived) - 6} more" if len(derived) > 6 else ""))
     notes += [f"; warning: {w}" for w in _grouped(plan.warnings)]
-    unconfirmed = [m for m in plan.matches if m.group is not None and not m.confirmed and m.basis == "order"] \
-        if confirmation.result is None else []
+    unconfirmed = [m for m in confirmation.unconfirmed if m.basis == "order"] if confirmation.result is None else []
     if unconfirmed:
         notes.append(f"; warning: {len(unconfirmed)} interchangeable layer pairs were decided by their order alone and "
                      f"not confirmed by running them ({confirmation.why_not}): {_listed(unconfirmed)}; "
@@ -238,11 +237,11 @@ def _check_copy(source, destination, confirmation, partial: bool = False) -> tup
     paired layers are held to agree."""
     import numpy as np
 
-    from modelshell.transfer.confirm import agrees, tolerance
+    from modelshell.transfer.confirm import agrees
     from modelshell.transfer.verify import compare_with, paired_paths, run_reference
 
     plan = confirmation.plan
-    tol = tolerance(source, destination)
+    tol = confirmation.tolerance
     paths = paired_paths(source, destination, plan)
     try:
         reference = confirmation.reference or run_reference(source, destination, [p for p, _ in paths])

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from modelshell.core.errors import ModelshellError
-from modelshell.frameworks.base import ModelHandle
+from modelshell.frameworks.base import ModelHandle, TensorInfo
 from modelshell.transfer.plan import (
     Pairing, TransferPlan, converted_values, left_over, pair_layers, without_mismatched,
 )
-from modelshell.transfer.verify import Reference, Verification, compare_with, paired_paths, run_reference
+from modelshell.transfer.verify import Reference, Verification, compare_with, paired_paths, run_reference, tap_path
 
 __all__ = ["Confirmation", "confirm", "confirmed_plan", "tolerance", "agrees", "MAX_TRIALS"]
 
@@ -61,8 +61,7 @@ class Confirmation:
         """``A_LAYER ~ B_LAYER``, the first paired layers whose outputs part in the last run."""
         if self.result is None:
             return None
-        return next((c.name for c in self.result.layers if not agrees(c, self.tolerance)
-                     and not c.note.startswith("shapes differ")), None)
+        return next((c.name for c in self.result.layers if _parts(c, self.tolerance)), None)
 
     @property
     def unconfirmed(self) -> list[Any]:
@@ -70,8 +69,9 @@ class Confirmation:
         return [m for m in self.plan.matches if m.group is not None and not m.confirmed]
 
 
-def tolerance(*handles: ModelHandle) -> float:
-    dtypes = {t.dtype for handle in handles for t in handle.tensors()}
+def tolerance(*tensor_lists: list[TensorInfo]) -> float:
+    """The check's tolerance for models holding these tensors."""
+    dtypes = {t.dtype for tensors in tensor_lists for t in tensors}
     return max((_TOLERANCES[d] for d in dtypes if d in _TOLERANCES), default=1e-4)
 
 
@@ -79,6 +79,11 @@ def agrees(comparison: Any, tol: float) -> bool:
     """Held relative to the output's own magnitude: a randomly initialised network's outputs are often
     tiny, and would agree with anything under an absolute tolerance."""
     return comparison.max_rel_diff <= tol
+
+
+def _parts(comparison: Any, tol: float) -> bool:
+    """The two layers' outputs disagree; two layers that give other shapes say nothing."""
+    return not agrees(comparison, tol) and not comparison.note.startswith("shapes differ")
 
 
 def confirmed_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B",
@@ -95,16 +100,17 @@ def confirm(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B"
     pairing = pairing or pair_layers(a, b, a_name, b_name, overrides=overrides)
     plan = _plan_of(pairing, partial)
     # Where tensors are left unpaired (--partial), the outputs differ by design: only layers are held.
-    layers_only = bool(left_over(plan, a, b)[1])
+    layers_only = bool(left_over(plan, pairing.a_tensors, pairing.b_tensors)[1])
+    tol = tolerance(pairing.a_tensors, pairing.b_tensors)
     why_not = _why_not_run(a, b, plan)
     if why_not:
-        return Confirmation(_labelled(pairing, plan, None, None), why_not=why_not)
-    tol = tolerance(a, b)
+        return Confirmation(_labelled(pairing, plan, None, None), why_not=why_not, tolerance=tol)
     try:
-        reference = run_reference(a, b, [m.a_path.rpartition("+")[2] for m in plan.matches])
+        reference = run_reference(a, b, [tap_path(m.a_path) for m in plan.matches],
+                                  tensors=(pairing.a_tensors, pairing.b_tensors))
         first = _trial(pairing, reference, b, tol, partial, layers_only)
     except ModelshellError as exc:
-        return Confirmation(_labelled(pairing, plan, None, None), why_not=exc.message)
+        return Confirmation(_labelled(pairing, plan, None, None), why_not=exc.message, tolerance=tol)
     best, trials = _search(first, reference, b, tol, partial, layers_only)
     labelled = _labelled(best.pairing, best.plan, best.result, best.divergence, tol)
     return Confirmation(labelled, reference, best.result, best.divergence, trials, tolerance=tol)
@@ -139,14 +145,18 @@ def _trial(pairing: Pairing, reference: Reference, b: ModelHandle, tol: float, p
 
 def _positions(pairing: Pairing) -> dict[str, int]:
     """Each pair's position in ``pairing.matched``, by the name a layer comparison carries."""
-    return {f"{pairing.a_layers[i].path.rpartition('+')[2]} ~ {pairing.b_layers[j].path.rpartition('+')[2]}": k
+    return {_comparison_name(pairing.a_layers[i].path, pairing.b_layers[j].path): k
             for k, (i, j) in enumerate(pairing.matched)}
+
+
+def _comparison_name(a_path: str, b_path: str) -> str:
+    """The name ``compare_with`` gives the comparison of two paired layers."""
+    return f"{tap_path(a_path)} ~ {tap_path(b_path)}"
 
 
 def _divergence(pairing: Pairing, result: Verification, tol: float, layers_only: bool) -> int | None:
     position = _positions(pairing)
-    parted = [position[c.name] for c in result.layers if not agrees(c, tol) and c.name in position
-              and not c.note.startswith("shapes differ")]  # two layers that give other things say nothing
+    parted = [position[c.name] for c in result.layers if c.name in position and _parts(c, tol)]
     if parted:
         return min(parted)
     if not layers_only and not (result.outputs and all(agrees(o, tol) for o in result.outputs)):
@@ -221,7 +231,7 @@ def _labelled(pairing: Pairing, plan: TransferPlan, result: Verification | None,
     group_end = {g: members[-1] for g, members in enumerate(pairing.groups)}
     matches = []
     for match in plan.matches:
-        k = position.get(f"{match.a_path.rpartition('+')[2]} ~ {match.b_path.rpartition('+')[2]}", end)
+        k = position.get(_comparison_name(match.a_path, match.b_path), end)
         proven_after = result is not None and (divergence is None or any(
             group_end.get(match.group, k) < q < end for q in agreeing))
         if result is not None and k < end and (match.group is None or proven_after):

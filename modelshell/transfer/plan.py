@@ -467,12 +467,13 @@ def without_mismatched(plan: TransferPlan) -> TransferPlan:
 _DERIVED_KINDS = "iub"  # integer and boolean tensors: counters and index tables the framework computes
 
 
-def left_over(plan: TransferPlan, source: ModelHandle, destination: ModelHandle) -> tuple[list[str], list[tuple[str, Any]]]:
+def left_over(plan: TransferPlan, source: list[TensorInfo], destination: list[TensorInfo]) -> tuple[list[str], list[tuple[str, Any]]]:
     """What a strict copy cannot leave unpaired: DST tensors that get no value and SRC tensors that are
     not used. Tensors the framework derives (integer counters such as ``num_batches_tracked``, index
     tables such as ``relative_position_index``) and aliases of a tied tensor are let through, the former
-    listed."""
-    infos = {("dst", t.name): t for t in destination.tensors()} | {("src", t.name): t for t in source.tensors()}
+    listed. ``source`` and ``destination`` are the models' tensors as the pairing listed them (listing a
+    large tf-keras model again costs a walk of every layer)."""
+    infos = {("dst", t.name): t for t in destination} | {("src", t.name): t for t in source}
     derived, left = [], []
     for side, problems in (("dst", plan.missing), ("src", plan.unexpected)):
         for problem in problems:

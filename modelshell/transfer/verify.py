@@ -15,7 +15,7 @@ from modelshell.core.errors import ModelshellError
 from modelshell.frameworks.base import ModelHandle
 from modelshell.transfer.inputs import PairedInputs, paired_inputs, to_other_layout
 
-__all__ = ["OutputComparison", "Verification", "Reference", "verify", "run_reference", "compare_with", "paired_paths"]
+__all__ = ["OutputComparison", "Verification", "Reference", "verify", "run_reference", "compare_with", "paired_paths", "tap_path"]
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,10 @@ class Reference:
 
 
 def run_reference(a: ModelHandle, b: ModelHandle, a_paths: list[str], seed: int = 0,
-                  input_file: str | None = None) -> Reference:
-    inputs = paired_inputs(a, b, a.layers(), b.layers(), seed, input_file)
+                  input_file: str | None = None, tensors: tuple[list[Any], list[Any]] | None = None) -> Reference:
+    """A's run; ``tensors``: both models' tensors where the caller listed them already."""
+    a_tensors, b_tensors = tensors or (None, None)
+    inputs = paired_inputs(a, b, a.layers(a_tensors), b.layers(b_tensors), seed, input_file)
     outputs, taps = _run(a, inputs.a, a_paths)
     return Reference(a.framework, inputs, outputs, taps)
 
@@ -151,8 +153,12 @@ def paired_paths(a: ModelHandle, b: ModelHandle, plan: Any = None) -> list[tuple
     from modelshell.transfer.rules import parts
 
     # A fused layer (one torch q/k/v projection against three Keras ones) has no one output to compare.
-    return [(m.a_path.rpartition("+")[2], m.b_path.rpartition("+")[2]) for m in plan.matches
-            if m.rule is None or parts(m.rule) == 1]
+    return [(tap_path(m.a_path), tap_path(m.b_path)) for m in plan.matches if m.rule is None or parts(m.rule) == 1]
+
+
+def tap_path(path: str) -> str:
+    """Where a paired layer's output is recorded: a merged layer (``depthwise+pointwise``) at its last part."""
+    return path.rpartition("+")[2]
 
 
 def _first_leaf(output: Any) -> np.ndarray:
