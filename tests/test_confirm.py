@@ -151,3 +151,38 @@ def test_no_verify_runs_nothing_and_says_what_it_did_not_confirm():
     copied = session.run_line("copy t k --no-verify")
     assert copied.ok
     assert "not confirmed by running them (--no-verify)" in copied.results[0].text
+
+
+def test_the_check_after_a_copy_is_the_confirming_run_once_the_tensors_read_back_as_run(monkeypatch):
+    """The confirmation ran the destination with the very values the copy writes, so after the write the
+    check reads every tensor back instead of running both models again: one run of each model per copy."""
+    import modelshell.transfer.verify as verify
+
+    runs = []
+    original = verify._run
+    monkeypatch.setattr(verify, "_run", lambda handle, *args, **kwargs: runs.append(handle.framework)
+                        or original(handle, *args, **kwargs))
+    t, k = randomize(Gated(), 10), randomize_keras(keras_gated(), 11)
+    session = bind(t=t, k=k)
+    done = session.run_line("copy t k")
+    assert done.ok and "outputs agree" in done.results[0].text, done.error
+    np.testing.assert_allclose(keras_out(k, X), torch_out(t, X), atol=1e-5, rtol=1e-5)
+    # torch once for the reference; Keras once per assignment tried (the order's parts, the other agrees)
+    assert runs.count("torch") == 1 and runs.count("keras") == 2, runs
+
+
+def test_a_write_that_is_not_what_the_check_ran_with_fails_the_copy_and_names_the_tensor(monkeypatch):
+    """A fault in the write (injected into modelshell's own Keras adapter: one kernel written transposed,
+    a bug the confirming run, made before the write, cannot see) is caught by the read-back."""
+    t, k = randomize(Gated(), 12), randomize_keras(keras_gated(), 13)
+    original = KerasModel.write
+
+    def faulty(self, values):
+        name = next(n for n in values if n.startswith("gate") and "kernel" in n)
+        values[name] = np.ascontiguousarray(np.asarray(values[name]).T)
+        return original(self, values)
+
+    monkeypatch.setattr(KerasModel, "write", faulty)
+    copied = bind(t=t, k=k).run_line("copy t k")
+    assert not copied.ok
+    assert "gate" in copied.error and "does not hold the value the check ran with" in copied.error, copied.error

@@ -235,34 +235,77 @@ def test_the_dense_after_a_flatten_is_converted_without_a_copy_and_written_right
     np.testing.assert_allclose(yt, yk, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_a_torch_write_that_fails_midway_puts_back_every_tensor(dtype):
-    """The rollback's backups (numpy's copies where numpy has the dtype, ``clone`` for bfloat16) give back
-    every tensor bit for bit when the fourth write fails."""
+def _failing_copies(monkeypatch, after: int) -> dict[str, int]:
+    """``Tensor.copy_`` raises at its ``after + 1``-th call, once: a framework failing in the middle."""
+    calls = {"n": 0}
+    original = torch.Tensor.copy_
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == after + 1:
+            raise RuntimeError("injected")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", failing)
+    return calls
+
+
+def _small_model(dtype):
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.LayerNorm(200), torch.nn.Linear(200, 100)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_torch_write_that_fails_midway_puts_back_every_tensor(dtype, monkeypatch):
+    """Where a write could fail (a value in the destination's own memory: here one LayerNorm tensor takes
+    the other's, which an earlier write may already have changed), each tensor is backed up before it is
+    written, and the backups (numpy's copies) give back every tensor bit for bit when the fourth write
+    fails."""
     from modelshell.frameworks.detect import wrap_object
 
-    torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.LayerNorm(200), torch.nn.Linear(200, 100)).to(dtype)
+    model = _small_model(dtype)
     before = {n: v.detach().clone() for n, v in model.state_dict().items()}
     handle = wrap_object(model, "m")
-    new = {n: RNG.normal(size=tuple(v.shape)).astype(np.float32) for n, v in before.items()}
-    calls = {"n": 0}
-    for tensor in model.state_dict(keep_vars=True).values():
-        original = tensor.copy_
+    new = {n: RNG.normal(size=tuple(v.shape)) for n, v in before.items()}
+    new["1.weight"] = model[1].bias.detach().numpy()  # a view of the destination itself
+    import modelshell.frameworks.torch as adapter
 
-        def failing(*args, original=original, **kwargs):
-            calls["n"] += 1
-            if calls["n"] > 3:
-                raise RuntimeError("injected")
-            return original(*args, **kwargs)
-
-        tensor.copy_ = failing
+    backups = []
+    monkeypatch.setattr(adapter, "_backup", lambda tensor, original=adapter._backup: backups.append(1) or original(tensor))
+    calls = _failing_copies(monkeypatch, after=3)
     with pytest.raises(RuntimeError, match="injected"):
         handle.write(dict(new))
-    for tensor in model.state_dict(keep_vars=True).values():
-        del tensor.__dict__["copy_"]
-    assert calls["n"] == 4  # three tensors were overwritten before the failure
+    assert len(backups) == 4
+    assert calls["n"] == 4 + 4  # three tensors were overwritten, the fourth failed, and all four put back
+    monkeypatch.undo()
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
     handle.write(dict(new))  # and the model is still fine to write into
     assert not torch.equal(model[0].weight.detach(), before["0.weight"])
+    assert torch.equal(model[1].weight.detach(), before["1.bias"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_torch_write_that_cannot_fail_makes_no_backup_and_says_if_it_fails_anyway(dtype, monkeypatch):
+    """Values of the destination's dtypes and shapes in memory of their own: nothing can fail, so no backup
+    is made (no copy_ beyond the writes) and every tensor is written. Should torch fail anyway, the error
+    says how much was written instead of claiming nothing changed."""
+    from modelshell.core.errors import ModelshellError
+    from modelshell.frameworks.detect import wrap_object
+
+    import modelshell.frameworks.torch as adapter
+
+    model = _small_model(dtype)
+    handle = wrap_object(model, "m")
+    new = {n: RNG.normal(size=tuple(v.shape)).astype(np.float32) for n, v in model.state_dict().items()}
+    backups = []
+    monkeypatch.setattr(adapter, "_backup", lambda tensor: backups.append(tensor) or tensor.clone())
+    calls = _failing_copies(monkeypatch, after=10**6)
+    handle.write(dict(new))
+    assert calls["n"] == len(new) and not backups  # one copy per tensor, and no backup taken
+    for name, tensor in model.state_dict().items():
+        expected = torch.from_numpy(new[name]).to(dtype)
+        assert torch.equal(tensor, expected), name
+    _failing_copies(monkeypatch, after=2)
+    with pytest.raises(ModelshellError, match="after 2 of 6 tensors were written: the model is partly changed"):
+        handle.write(dict(new))

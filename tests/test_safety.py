@@ -805,30 +805,51 @@ def _fail_after(n: int, error: BaseException):
 
 @pytest.mark.parametrize("error, message", [(Injected("disk on fire"), "disk on fire"),
                                             (KeyboardInterrupt(), "interrupted")])
-@pytest.mark.parametrize("direction", ["keras_model torch_model", "torch_model keras_model"])
-def test_a_copy_interrupted_midway_leaves_the_destination_unchanged(demo_session, direction, error, message):
-    src, dst = direction.split()
+def test_a_copy_interrupted_midway_leaves_the_destination_unchanged(demo_session, error, message):
+    """A Keras destination: each variable is backed up (a free snapshot) before its assign, and a failure
+    or interrupt at the fifth assign puts back the four before it."""
     before = snapshot(demo_session)
     wrap, state = _fail_after(4, error)
-    handle = demo_session.model(dst)
-    if dst == "torch_model":
-        for tensor in handle.obj.state_dict(keep_vars=True).values():
-            tensor.copy_ = wrap(tensor.copy_)  # the instance's own copy_, over the class's
-    else:
-        for variable in handle.obj.weights:
-            variable.assign = wrap(variable.assign)
+    handle = demo_session.model("keras_model")
+    for variable in handle.obj.weights:
+        variable.assign = wrap(variable.assign)
     try:
-        outcome = demo_session.run_line(f"copy {src} {dst}")
+        outcome = demo_session.run_line("copy torch_model keras_model")
     finally:
-        for target in handle.obj.state_dict(keep_vars=True).values() if dst == "torch_model" else handle.obj.weights:
+        for variable in handle.obj.weights:
             with contextlib.suppress(AttributeError):
-                del target.__dict__["copy_" if dst == "torch_model" else "assign"]
+                del variable.__dict__["assign"]
     assert state["calls"] == 5  # four tensors were written before the failure
     assert not outcome.ok and message in outcome.error
     assert_unchanged(demo_session, before)
     assert demo_session.unsaved() == []
-    run_ok(demo_session, f"copy {src} {dst}")  # and the models are still fine to copy into
-    assert demo_session.unsaved() == [dst]
+    run_ok(demo_session, "copy torch_model keras_model")  # and the models are still fine to copy into
+    assert demo_session.unsaved() == ["keras_model"]
+
+
+@pytest.mark.parametrize("error", [Injected("disk on fire"), KeyboardInterrupt()])
+def test_a_torch_write_that_fails_where_nothing_can_fail_says_the_model_is_partly_changed(demo_session, error):
+    """A torch destination whose values are checked to be plain copies (same dtype and shape, memory of
+    their own) is written with no backup, Ctrl-C held until the last tensor (tests/test_progress_and_
+    interrupts.py). Should torch fail anyway (a failure injected into ``copy_``), the line says how much
+    was written and that the model is partly changed, the model counts as unsaved, and the session goes
+    on; nothing claims it is unchanged."""
+    wrap, state = _fail_after(4, error)
+    handle = demo_session.model("torch_model")
+    tensors = list(handle.obj.state_dict(keep_vars=True).values())
+    for tensor in tensors:
+        tensor.copy_ = wrap(tensor.copy_)
+    try:
+        outcome = demo_session.run_line("copy keras_model torch_model")
+    finally:
+        for tensor in tensors:
+            with contextlib.suppress(AttributeError, KeyError):
+                del tensor.__dict__["copy_"]
+    assert state["calls"] == 5
+    assert not outcome.ok and f"after 4 of {len(tensors)} tensors were written: the model is partly changed" \
+        in outcome.error, outcome.error
+    assert demo_session.unsaved() == ["torch_model"]
+    run_ok(demo_session, "copy keras_model torch_model")  # the session goes on, and a new copy mends it
 
 
 @pytest.mark.parametrize("direction", ["keras_model torch_model", "torch_model keras_model"])

@@ -230,24 +230,31 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
 
 
 def _check_copy(source, destination, confirmation, partial: bool = False) -> tuple[str, bool | None]:
-    """Run the destination (and the source, unless its run from the confirmation is at hand: a copy
-    does not change it) layer by layer on the seeded input: ``outputs agree (max abs diff ...)``, or
-    where they part and the warning that likely explains it. None when the models cannot be run on a
-    made-up input (said, not hidden). After a partial copy the models differ by design: only the
-    paired layers are held to agree."""
+    """The destination's run layer by layer on the seeded input against the source's: ``outputs agree
+    (max abs diff ...)``, or where they part and the warning that likely explains it. None when the
+    models cannot be run on a made-up input (said, not hidden). The confirmation ran the destination
+    with the converted values before the write: when the destination now holds exactly those values,
+    that run is its run, and the check reads the tensors back instead of running the models again.
+    After a partial copy the models differ by design: only the paired layers are held to agree."""
     import numpy as np
 
-    from modelshell.transfer.confirm import agrees
+    from modelshell.transfer.confirm import agrees, written_as_run
     from modelshell.transfer.verify import compare_with, paired_paths, run_reference
 
     plan = confirmation.plan
     tol = confirmation.tolerance
-    paths = paired_paths(source, destination, plan)
-    try:
-        reference = confirmation.reference or run_reference(source, destination, [p for p, _ in paths])
-        result = compare_with(reference, destination, paths, tol, tol)
-    except ModelshellError as exc:
-        return f"not verified: {exc.message}", None
+    written = written_as_run(plan, source, destination) if confirmation.result is not None else False
+    if isinstance(written, str):
+        return f"outputs not checked: {written} does not hold the value the check ran with", False
+    if written:
+        result = confirmation.result  # the run made before the write, with these very values
+    else:
+        paths = paired_paths(source, destination, plan)
+        try:
+            reference = confirmation.reference or run_reference(source, destination, [p for p, _ in paths])
+            result = compare_with(reference, destination, paths, tol, tol)
+        except ModelshellError as exc:
+            return f"not verified: {exc.message}", None
     where = next((o.name for o in result.layers if not agrees(o, tol)), None)
     comparable = [o for o in result.outputs if np.isfinite(o.max_rel_diff)]  # a 3-class head against a 4-class one is not
     if partial and result.layers and not where and all(agrees(o, tol) for o in comparable):

@@ -148,7 +148,9 @@ class KerasModel(ModelHandle):
             infos.setdefault(id(variable), info)
         found: list[Layer] = []
 
-        def visit(layer: Any, path: str) -> None:
+        def visit(layer: Any, path: str) -> list[Any]:
+            """The layer's variables, its sub-layers' included (``layer.weights``, read once per layer: a
+            tf-keras layer gathers them from its whole subtree on every read)."""
             kind, lineage = type(layer).__name__, tuple(cls.__name__ for cls in type(layer).__mro__)
             whole = next((_WHOLE_LAYERS[n] for n in lineage if n in _WHOLE_LAYERS), None)
             if whole is not None and not whole_attention and "MultiHeadAttention" in lineage:
@@ -156,12 +158,13 @@ class KerasModel(ModelHandle):
             inner: set[int] = set()
             if whole is None:
                 for name, child in _sublayers(layer):
-                    visit(child, f"{path}/{name}" if path else name)
-                    inner |= {id(v) for v in child.weights}
-            own = [v for v in layer.weights if id(v) not in inner and id(v) in infos]
+                    inner |= {id(v) for v in visit(child, f"{path}/{name}" if path else name)}
+            variables = layer.weights
+            own = [v for v in variables if id(v) not in inner and id(v) in infos]
             if own:
                 roles = _roles(layer, own, whole or 1, infos)
                 found.append(Layer(path, kind, roles, _config(layer), lineage))
+            return variables
 
         visit(self.obj, "")
         return found

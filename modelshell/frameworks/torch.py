@@ -26,7 +26,7 @@ from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, tree_from_names
 from modelshell.frameworks.copying import Reshaped, lend_copy_kernel
 from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
-from modelshell.safety.interrupts import deferred_interrupts
+from modelshell.safety.interrupts import Interrupts, deferred_interrupts
 from modelshell.safety.mapped import guard as guard_mapping
 from modelshell.safety.pickle_scan import PickleGlobals, classify, describe, scan_torch_file
 from modelshell.safety.resources import check_declared_allocation, check_fits, unpacked_zip_size
@@ -144,22 +144,19 @@ class TorchModule(ModelHandle):
         _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
         prepared = {name: _source(value, state[name]) for name, value in values.items()}
         values.clear()
-        # Nothing is left to fail between the first and the last write, but an interrupt (Ctrl-C) or a
-        # framework error can still come in the middle: each tensor is backed up just before it is
-        # written, and on any exception the written ones are put back, so copy stays all or nothing.
-        # Ctrl-C is taken between two tensors only, and never while the backups go back.
-        backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+        targets = [(_target(state[name], source), source) for name, source in prepared.items()]
+        # Ctrl-C is only noted while the tensors are written: the body takes it where the model is whole,
+        # and one that comes after the last write is raised once `writes` says the copy completed.
         with torch.no_grad(), deferred_interrupts() as interrupts:
-            try:
-                for name in sorted(prepared, key=lambda n: prepared[n].numel()):
-                    interrupts.check()
-                    backups.append((state[name], _backup(state[name])))
-                    _write_into(state[name], prepared.pop(name))
-                self.writes += 1
-            except BaseException:
-                for tensor, backup in reversed(backups):
-                    tensor.detach().copy_(backup)
-                raise
+            if _cannot_fail(targets):
+                try:
+                    _write_whole(targets)
+                except ModelshellError:
+                    self.changed = True  # partly: the session must not call it unchanged
+                    raise
+            else:
+                _write_with_backups(targets, interrupts)
+            self.writes += 1
 
     def forward(self, inputs):
         return self.forward_with_taps(inputs, [])[0]
@@ -432,7 +429,7 @@ def _as_tensor(value: np.ndarray | Reshaped, dtype: torch.dtype) -> torch.Tensor
 
 
 def _source(value: np.ndarray | Reshaped, destination: torch.Tensor) -> torch.Tensor:
-    """What ``_write_into`` copies into ``destination``: the value as a tensor, sharing its memory where
+    """What ``write`` copies into ``destination``: the value as a tensor, sharing its memory where
     it can. A ``Reshaped`` value stays its view, in the view's shape (the destination is written seen in
     that shape), unless the destination is not contiguous and so has no such view."""
     if isinstance(value, Reshaped):
@@ -442,26 +439,72 @@ def _source(value: np.ndarray | Reshaped, destination: torch.Tensor) -> torch.Te
     return _as_tensor(value, destination.dtype)
 
 
+def _target(tensor: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """What ``source`` is copied into: ``tensor`` itself, or (a ``Reshaped``'s view, of the same size) the
+    tensor seen in the source's shape, whose C-order reshape the copy then is (no copy made)."""
+    return tensor if source.shape == tensor.shape else tensor.detach().view(source.shape)
+
+
+def _cannot_fail(targets: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Whether each ``copy_`` is a plain copy that cannot raise: same dtype and shape (made so above),
+    a destination whose elements each have memory of their own (no expanded view), and no source in the
+    memory of any destination (copying a model into itself, or into a model that shares its storage,
+    could read what an earlier copy wrote)."""
+    storages = {t.untyped_storage().data_ptr() for t, _ in targets}
+    for target, source in targets:
+        if source.dtype != target.dtype or source.shape != target.shape or source.device != target.device:
+            return False
+        if any(stride == 0 and size > 1 for stride, size in zip(target.stride(), target.shape)):
+            return False
+        if source.untyped_storage().data_ptr() in storages:
+            return False
+    return True
+
+
+def _write_whole(targets: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Copy every source into its target, taking no Ctrl-C until the last one is written (well under a
+    second for a 400 MB model): the interrupt is raised after it, and the copy reported complete. Nothing
+    else can fail here (``_cannot_fail``), so no backup is made, which saves a full copy of the weights
+    in time and in memory. Should the framework fail all the same, the error says how much was written
+    rather than pretending nothing was. Each source is let go once written."""
+    total = len(targets)
+    while targets:
+        target, source = targets.pop()
+        try:
+            target.copy_(source)
+        except BaseException as exc:  # an interrupt cannot come here (held), but say what is true if one does
+            raise ModelshellError(
+                f"internal error: torch failed while writing ({first_line(exc)}) after {total - len(targets) - 1} "
+                f"of {total} tensors were written: the model is partly changed; reload it",
+                "please report this: the checks made before writing should rule it out") from exc
+
+
+def _write_with_backups(targets: list[tuple[torch.Tensor, torch.Tensor]], interrupts: Interrupts) -> None:
+    """The general case: each tensor is backed up just before it is written, and on any exception (an
+    interrupt between two tensors too) the written ones are put back, so copy stays all or nothing.
+    Ctrl-C is taken between two tensors only, and never while the backups go back."""
+    backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        for target, source in sorted(targets, key=lambda pair: pair[1].numel()):
+            interrupts.check()
+            backups.append((target, _backup(target)))
+            target.copy_(source)
+    except BaseException:
+        for target, backup in reversed(backups):
+            target.copy_(backup)
+        raise
+
+
 def _backup(tensor: torch.Tensor) -> torch.Tensor:
     """A copy of ``tensor`` to put back on a rollback, made by numpy where numpy has the dtype: numpy asks
     the kernel for huge pages for a large array, where ``clone``'s fresh memory faults in 4 KiB pages
     (measured on BERT-base's 418 MB: 0.2-0.6 s against 0.7-2.2 s for ``clone``)."""
-    tensor = tensor.detach()
     if tensor.device.type == "cpu" and tensor.dtype not in _WIDENED:
         try:
             return torch.from_numpy(tensor.numpy().copy())
         except (TypeError, RuntimeError):  # a dtype numpy lacks, a tensor numpy cannot see (conjugate bit)
             pass
     return tensor.clone()
-
-
-def _write_into(tensor: torch.Tensor, source: torch.Tensor) -> None:
-    """``tensor.copy_(source)``; a source in another shape of the same size is a ``Reshaped``'s view, whose
-    C-order reshape into ``tensor`` is the copy into ``tensor`` seen in the view's shape (no copy made)."""
-    if source.shape != tensor.shape:
-        tensor.view(source.shape).copy_(source)
-    else:
-        tensor.copy_(source)
 
 
 def _check_values(values: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]], what: str) -> None:

@@ -24,7 +24,7 @@ from modelshell.transfer.plan import (
 )
 from modelshell.transfer.verify import Reference, Verification, compare_with, paired_paths, run_reference, tap_path
 
-__all__ = ["Confirmation", "confirm", "confirmed_plan", "tolerance", "agrees", "MAX_TRIALS"]
+__all__ = ["Confirmation", "confirm", "confirmed_plan", "tolerance", "agrees", "written_as_run", "MAX_TRIALS"]
 
 #: Runs of the destination, at most, to decide a pairing (each is one forward pass).
 MAX_TRIALS = 32
@@ -244,3 +244,29 @@ def _labelled(pairing: Pairing, plan: TransferPlan, result: Verification | None,
             confirmed = ""
         matches.append(dataclasses.replace(match, confirmed=confirmed))
     return dataclasses.replace(plan, matches=matches)
+
+
+def written_as_run(plan: TransferPlan, source: ModelHandle, destination: ModelHandle,
+                   positions: int = 4096) -> bool | str:
+    """After a copy by ``plan``: whether every tensor the destination now holds is, bit for bit, the value
+    the confirming run gave it, read back at ``positions`` places spread over each tensor at random (a
+    seeded draw; a tensor in the wrong place or order differs at almost all of them, and reading every
+    element back through a transpose costs more than running the model). Then that run, made before the
+    write, is the destination's own run, and need not be made again. The name of the first tensor that
+    differs when one does; False when a value was converted to another dtype on the way (the destination
+    must then be run itself)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    values = converted_values(plan, source)
+    names = list(values)
+    for name, held in zip(names, destination.iter_arrays(names)):
+        value = np.asarray(values.pop(name))
+        if value.dtype != held.dtype or value.shape != held.shape:
+            return False
+        if value.size > positions:
+            where = np.unravel_index(rng.integers(0, value.size, positions), value.shape)
+            value, held = value[where], held[where]
+        if not np.array_equal(value, held, equal_nan=value.dtype.kind in "fc"):
+            return name
+    return True

@@ -640,7 +640,7 @@ class _Context:
 
     def match(self, la: Layer, lb: Layer) -> LayerMatch:
         self.compatible(la, lb)
-        rule = self._rule(la, lb)[0]
+        rule = self._rule(la, lb)[0]  # not the cached one: which rule fits can depend on the shapes
         if rule is None:
             a_roles, b_roles = _identity_roles(la, lb)
             return LayerMatch(la.path, lb.path, la.kind, lb.kind, None, None, a_roles, b_roles)
