@@ -16,8 +16,10 @@ column alike (one warm-up run of each first):
    seeded input, so the trace is in the figure (target < 2 s);
 2. ``copy t k`` / ``copy k t`` on BERT-base, against transformers' own cross-loaders on the same models
    (``load_pytorch_model_in_tf2_model``, ``load_tf2_model_in_pytorch_model``): target <= 1.0x. ``copy``
-   runs its layer-by-layer check after writing; it is measured with it and with ``--no-verify``.
-   transformers' loaders check nothing, so the like-for-like ratio is the ``--no-verify`` one;
+   runs both models once, layer by layer, to confirm the pairing with the converted values before
+   writing, and reads the written tensors back (that run is then its check); it is measured so and with
+   ``--no-verify``, which runs nothing. transformers' loaders check nothing, so the like-for-like ratio
+   is the ``--no-verify`` one;
 3. ``copy`` of VGG16 both ways against a hand-written floor (a plain loop: read each tensor, apply its
    transpose, ``variable.assign`` / ``param.copy_``): target <= 0.9x, with and without ``--no-verify``;
    and the peak extra memory of each (in a fresh process, as bench_transfer.py measures it: peak RSS over

@@ -238,7 +238,7 @@ def _check_copy(source, destination, confirmation, partial: bool = False) -> tup
     After a partial copy the models differ by design: only the paired layers are held to agree."""
     import numpy as np
 
-    from modelshell.transfer.confirm import agrees, written_as_run
+    from modelshell.transfer.confirm import agrees, parts, written_as_run
     from modelshell.transfer.verify import compare_with, paired_paths, run_reference
 
     plan = confirmation.plan
@@ -255,7 +255,7 @@ def _check_copy(source, destination, confirmation, partial: bool = False) -> tup
             result = compare_with(reference, destination, paths, tol, tol)
         except ModelshellError as exc:
             return f"not verified: {exc.message}", None
-    where = next((o.name for o in result.layers if not agrees(o, tol)), None)
+    where = next((o.name for o in result.layers if parts(o, tol)), None)  # as the confirmation names it
     comparable = [o for o in result.outputs if np.isfinite(o.max_rel_diff)]  # a 3-class head against a 4-class one is not
     if partial and result.layers and not where and all(agrees(o, tol) for o in comparable):
         return f"every paired layer agrees (max abs diff {max(o.max_abs_diff for o in result.layers):.3g})", True

@@ -24,7 +24,7 @@ from modelshell.transfer.plan import (
 )
 from modelshell.transfer.verify import Reference, Verification, compare_with, paired_paths, run_reference, tap_path
 
-__all__ = ["Confirmation", "confirm", "confirmed_plan", "tolerance", "agrees", "written_as_run", "MAX_TRIALS"]
+__all__ = ["Confirmation", "confirm", "confirmed_plan", "tolerance", "agrees", "parts", "written_as_run", "MAX_TRIALS"]
 
 #: Runs of the destination, at most, to decide a pairing (each is one forward pass).
 MAX_TRIALS = 32
@@ -61,7 +61,7 @@ class Confirmation:
         """``A_LAYER ~ B_LAYER``, the first paired layers whose outputs part in the last run."""
         if self.result is None:
             return None
-        return next((c.name for c in self.result.layers if _parts(c, self.tolerance)), None)
+        return next((c.name for c in self.result.layers if parts(c, self.tolerance)), None)
 
     @property
     def unconfirmed(self) -> list[Any]:
@@ -81,7 +81,7 @@ def agrees(comparison: Any, tol: float) -> bool:
     return comparison.max_rel_diff <= tol
 
 
-def _parts(comparison: Any, tol: float) -> bool:
+def parts(comparison: Any, tol: float) -> bool:
     """The two layers' outputs disagree; two layers that give other shapes say nothing."""
     return not agrees(comparison, tol) and not comparison.note.startswith("shapes differ")
 
@@ -156,7 +156,7 @@ def _comparison_name(a_path: str, b_path: str) -> str:
 
 def _divergence(pairing: Pairing, result: Verification, tol: float, layers_only: bool) -> int | None:
     position = _positions(pairing)
-    parted = [position[c.name] for c in result.layers if c.name in position and _parts(c, tol)]
+    parted = [position[c.name] for c in result.layers if c.name in position and parts(c, tol)]
     if parted:
         return min(parted)
     if not layers_only and not (result.outputs and all(agrees(o, tol) for o in result.outputs)):
