@@ -10,7 +10,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -253,20 +253,30 @@ class ShardedWeights(ArrayFile):
     """A sharded checkpoint as one mapping: an index (``model.safetensors.index.json`` or
     ``pytorch_model.bin.index.json``) whose ``weight_map`` names each tensor's shard, over one reader per
     shard. Every shard is opened (and its header checked) when the index is, so a missing or truncated
-    shard fails the ``load``, not a later read."""
+    shard fails the ``load``, not a later read.
 
-    def __init__(self, path: Path) -> None:
+    Keras's own sharded weights (``model.weights.json``, what keras-hub's ``save_to_preset`` writes above
+    its ``max_shard_size``) map layer groups, not tensors, to shards (a group may span several): there the
+    tensors are those the shards hold. ``open_shard`` opens one shard (the reader decides how; by default
+    the reader of the index's kind)."""
+
+    def __init__(self, path: Path, open_shard: Callable[[Path], ArrayFile] | None = None) -> None:
         self.index = path
+        self._open_shard = open_shard
         super().__init__(path.parent)
 
     def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
         weight_map = _weight_map(self.index)
-        reader = TorchShard if self.index.name.endswith(".bin.index.json") else SafetensorsFile
+        keras = self.index.name.endswith(".weights.json")
+        files = [f for v in weight_map.values() for f in (v if keras and isinstance(v, list) else [v])]
+        reader = self._open_shard or (TorchShard if self.index.name.endswith(".bin.index.json") else SafetensorsFile)
         self.shards: dict[str, ArrayFile] = {}
-        for shard in dict.fromkeys(weight_map.values()):
-            if Path(shard).name != shard or not (self.path / shard).is_file():
+        for shard in dict.fromkeys(files):
+            if not isinstance(shard, str) or Path(shard).name != shard or not (self.path / shard).is_file():
                 raise ModelshellError(f"{self.index} names the shard {shard!r}, which is not in {self.path}")
             self.shards[shard] = reader(self.path / shard)
+        if keras:
+            weight_map = _keras_tensor_map(self.shards)
         self._shard_of = {}
         for name, shard in weight_map.items():
             if name not in self.shards[shard].entries:
@@ -287,15 +297,26 @@ class ShardedWeights(ArrayFile):
         return f"<{type(self).__name__} {self.index.name}: {len(self)} tensors in {len(self.shards)} shards>"
 
 
-def _weight_map(index: Path) -> dict[str, str]:
+def _weight_map(index: Path) -> dict[str, str | list[str]]:
     try:
         value = json.loads(index.read_text(encoding="utf8"))
         weight_map = value["weight_map"]
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        if not isinstance(weight_map, dict) or not all(isinstance(v, (str, list)) for v in weight_map.values()):
             raise TypeError("weight_map is not a mapping of names to files")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ModelshellError(f"cannot read {index} as a checkpoint index: {first_line(exc)}") from exc
     return weight_map
+
+
+def _keras_tensor_map(shards: Mapping[str, ArrayFile]) -> dict[str, str]:
+    """Each tensor of Keras's sharded weights -> its shard, in the natural order of the names. Keras
+    writes every variable once; one found in two shards would make the reading ambiguous."""
+    found: dict[str, str] = {}
+    for shard, arrays in shards.items():
+        for name in arrays.entries:
+            if found.setdefault(name, shard) != shard:
+                raise ModelshellError(f"{name!r} is in both {found[name]} and {shard}, so which one holds it is unclear")
+    return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
 
 
 def _safetensors_layout(metadata, names: list[str]) -> str:
@@ -343,6 +364,9 @@ class WeightsFile(ModelHandle):
         if isinstance(self.obj, ShardedWeights):
             return f"weights file ({len(self.obj.shards)} shards)"
         return f"weights file ({self.obj.kind or self.obj.path.name.split('.', 1)[-1]})"
+
+    def safetensors_metadata(self) -> dict[str, str]:
+        return {**super().safetensors_metadata(), **self.obj.metadata}
 
     def summary(self) -> list[str]:
         """The lines `weights` and `models` add: the folder's config in short, and the file's own metadata
@@ -397,8 +421,8 @@ class WeightsFile(ModelHandle):
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
-            metadata = {"format": "keras" if self.framework == "keras" else "pt", **self.obj.metadata}
-            save_file({name: np.ascontiguousarray(self.read(name)) for name in self.obj}, str(path), metadata=metadata)
+            save_file({name: np.ascontiguousarray(self.read(name)) for name in self.obj}, str(path),
+                      metadata=self.safetensors_metadata())
         elif path.suffix == ".h5":
             _save_h5_copy(self, path)
         else:
