@@ -97,6 +97,7 @@ def test_sharded_safetensors_folder_lists_every_shard(session, sharded):
     footer = run_ok(session, "weights bert").results[0].footer
     assert any("BertModel" in line and "hidden_size 32" in line and "num_hidden_layers 2" in line for line in footer)
     assert any("hidden_size 32" in line for line in run_ok(session, "models").results[0].footer)
+    assert any("BertModel" in line and "hidden_size 32" in line for line in run_ok(session, "shapes bert").results[0].footer)
     assert session.namespace["bert"].config["hidden_size"] == 32
 
 
@@ -121,6 +122,26 @@ def test_listing_a_folder_imports_no_framework(sharded):
         print(json.dumps([m for m in ("torch", "tensorflow", "keras", "transformers") if m in sys.modules]))
     """)
     assert found == []
+
+
+def test_listing_a_folder_builds_and_imports_only_what_it_uses(sharded):
+    """What a fresh process's listing of a folder pays for (issue 14's start-up target; the times are in
+    benchmarks/bench_folders.py): the parsers of the two commands it ran, and none of the modules only a
+    failure, a save or a mapped torch file needs, nor a terminal library. A typo then imports difflib
+    for its hint: the control that the check sees an import."""
+    found = run_isolated(f"""
+        import json, sys
+        from modelshell.core.session import Session
+        s = Session()
+        assert s.run_line("load {sharded} as bert").ok
+        assert s.run_line("weights bert --json").ok
+        lazy = ("difflib", "traceback", "zipfile", "modelshell.safety.mapped", "rich", "prompt_toolkit")
+        built = [name for name, cmd in s.commands.items() if cmd._parser is not None]
+        imported = [m for m in lazy if m in sys.modules]
+        assert not s.run_line("weights bret").ok
+        print(json.dumps([built, imported, "difflib" in sys.modules]))
+    """)
+    assert found == [["load", "weights"], [], True]
 
 
 def test_single_safetensors_folder(session, tmp_path):

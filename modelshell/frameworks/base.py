@@ -11,6 +11,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -45,8 +46,9 @@ class TensorInfo:
     kind: str = "parameter"  # "parameter" | "buffer" | "variable" | "tensor"
     tied_to: str | None = None
 
-    @property
+    @cached_property
     def size(self) -> int:
+        """Counted once: totals, rows and JSON each ask, for each of a model's thousands of tensors."""
         return math.prod(self.shape)
 
     def as_json(self) -> dict[str, Any]:

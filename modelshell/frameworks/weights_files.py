@@ -101,58 +101,49 @@ class SafetensorsFile(ArrayFile):
             raise
 
     def _parse_header(self, handle) -> dict[str, tuple[tuple[int, ...], str]]:
-        self._validate(handle)
+        """The header is read once, by the safetensors library (``_listed``); where each tensor lies
+        follows from what it checked (tensors tile the data in offset order), so modelshell parses no
+        JSON of its own: listing a sharded checkpoint costs what ``safe_open`` over its shards does."""
         try:
             (length,) = struct.unpack("<Q", handle.read(8))
-            if length > 100_000_000 or length > self._file_size():
-                raise ValueError("header length is larger than the file")
-            header = json.loads(handle.read(length))
-        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        except struct.error as exc:
             raise ModelshellError(f"cannot read {self.path} as safetensors: the header is damaged ({exc})") from exc
-        if not isinstance(header, dict):
-            raise ModelshellError(f"cannot read {self.path} as safetensors: the header is not a JSON object")
+        listed, metadata = self._listed(handle)
         self._data_start = 8 + length
-        metadata = header.pop("__metadata__", None)
-        self.metadata = dict(metadata) if isinstance(metadata, dict) else {}
+        self.metadata = dict(sorted((metadata or {}).items()))  # safe_open's own order varies from run to run
+        entries, self._offsets, start = {}, {}, 0
         try:
-            ordered = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
-            self._offsets = {name: tuple(info["data_offsets"]) for name, info in ordered}
-            entries = {name: (tuple(info["shape"]), _dtype_of(info["dtype"])) for name, info in ordered}
-            self._check_offsets(entries, self._file_size() - self._data_start)
-        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            for name, shape, code in listed:
+                dtype = _dtype_of(code)
+                end = start + math.prod(shape) * _ITEM_SIZES[dtype]
+                entries[name], self._offsets[name], start = (tuple(shape), dtype), (start, end), end
+        except (KeyError, ValueError) as exc:
             raise ModelshellError(f"cannot read {self.path} as safetensors: unexpected header entry {exc}") from exc
+        if self._data_start + start != self._file_size():  # what safe_open checked, kept as a guard
+            raise ModelshellError(f"cannot read {self.path} as safetensors: its tensors do not fill the file's data "
+                                  "(truncated or damaged)")
         self.layout = _safetensors_layout(metadata, list(entries))
         return entries
 
-    def _validate(self, handle) -> None:
-        """The safetensors library's own check of the header: strict UTF-8 JSON with a nesting bound,
-        whole non-negative dims whose product does not overflow, and tensors that tile the data exactly
-        (no overlaps, no holes). It reads the open file itself (through /proc), not whatever the path
-        names by now."""
+    def _listed(self, handle) -> tuple[list[tuple[str, list[int], str]], dict[str, str] | None]:
+        """Each tensor's (name, shape, dtype code) in the order of its data, and the ``__metadata__``, as
+        ``safe_open`` reads them after its own check of the header: strict UTF-8 JSON with a nesting
+        bound, whole non-negative dims whose product does not overflow, and tensors that tile the data
+        exactly to the end of the file (no overlaps, no holes: a truncated file is refused). It reads the
+        open file itself (through /proc), not whatever the path names by now."""
         from safetensors import safe_open
 
         own = f"/proc/self/fd/{handle.fileno()}"
         try:
-            with safe_open(own if os.path.exists(own) else str(self.path), framework="numpy"):
-                pass
+            with safe_open(own if os.path.exists(own) else str(self.path), framework="numpy") as f:
+                slices = ((name, f.get_slice(name)) for name in f.offset_keys())
+                return [(name, part.get_shape(), part.get_dtype()) for name, part in slices], f.metadata()
         except Exception as exc:  # noqa: BLE001 - SafetensorError, and OSError for what it cannot map
             reason = first_line(exc).removeprefix("Error while deserializing header: ")
             raise ModelshellError(f"cannot read {self.path} as safetensors: {reason}") from exc
 
     def _file_size(self) -> int:
         return os.fstat(self._file.fileno()).st_size
-
-    def _check_offsets(self, entries: dict[str, tuple[tuple[int, ...], str]], data_size: int) -> None:
-        """A truncated file, or a header that disagrees with itself, is caught here: otherwise the
-        listing would work and only reading a tensor would fail, far from the ``load`` that should."""
-        for name, (shape, dtype) in entries.items():
-            start, end = self._offsets[name]
-            wanted = math.prod(shape) * _ITEM_SIZES[dtype]
-            if not 0 <= start <= end <= data_size or end - start != wanted:
-                raise ModelshellError(
-                    f"cannot read {self.path} as safetensors: tensor {name!r} lies outside the file's data "
-                    "(truncated or damaged)"
-                )
 
     def _read_array(self, name: str) -> np.ndarray:
         shape, dtype = self.entries[name]
@@ -355,6 +346,7 @@ class WeightsFile(ModelHandle):
     def __init__(self, arrays: ArrayFile, trusted: bool = False) -> None:
         super().__init__(arrays, str(arrays.path), trusted)
         self.framework = arrays.layout
+        self._tensors: list[TensorInfo] | None = None
 
     @property
     def class_name(self) -> str:
@@ -381,13 +373,21 @@ class WeightsFile(ModelHandle):
 
     def tensors(self) -> list[TensorInfo]:
         """In the natural order of their layers, as ``layers`` has them (``0, 3, 6, 9, 11``, not the text
-        order ``0, 11, 3`` a safetensors file stores); a layer's own tensors as the file has them."""
+        order ``0, 11, 3`` a safetensors file stores); a layer's own tensors as the file has them.
+        Worked out once: a file's tensors never change names or shapes (``copy`` changes values only), and
+        `load` (its parameter count) and `weights` each ask."""
+        if self._tensors is None:
+            self._tensors = self._listing()
+        return list(self._tensors)
+
+    def _listing(self) -> list[TensorInfo]:
         infos = []
         for name, (shape, dtype) in self.obj.entries.items():
             layer, role = self.obj.layer_and_role(name)
             infos.append(TensorInfo(name, shape, dtype, None, layer, role, "tensor"))
         if isinstance(self.obj, (SafetensorsFile, ShardedWeights)):
-            infos.sort(key=lambda info: natural_key(info.layer.replace(".", "/")))
+            order = {layer: natural_key(layer.replace(".", "/")) for layer in {info.layer for info in infos}}
+            infos.sort(key=lambda info: order[info.layer])  # a key per layer, not per tensor
         return infos
 
     def layer_tree(self) -> LayerNode:
