@@ -11,7 +11,6 @@ import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -46,10 +45,9 @@ class TensorInfo:
     kind: str = "parameter"  # "parameter" | "buffer" | "variable" | "tensor"
     tied_to: str | None = None
 
-    @cached_property
+    @property
     def size(self) -> int:
-        """Counted once: totals, rows and JSON each ask, for each of a model's thousands of tensors."""
-        return math.prod(self.shape)
+        return math.prod(self.shape)  # not a functools.cached_property: in 3.11 its lock costs more than this
 
     def as_json(self) -> dict[str, Any]:
         return {
