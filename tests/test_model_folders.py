@@ -165,6 +165,26 @@ def test_sharded_torch_bin_folder(session, tmp_path):
     assert listed(session, "first") == want
 
 
+def test_a_broken_torch_bin_folder_fails_in_one_line(demo_session, tmp_path):
+    """The broken-input rules for `pytorch_model.bin` shards: a truncated shard and an index naming a
+    missing one are each one line, and the session keeps what it held."""
+    import shutil
+
+    folder = bert_folder(tmp_path / "bert", max_shard_size="20KB", safe_serialization=False)
+    shards = sorted(folder.glob("pytorch_model-*-of-*.bin"))
+    before = snapshot(demo_session)
+    truncated = tmp_path / "truncated"
+    shutil.copytree(folder, truncated)
+    victim = truncated / shards[1].name
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    run_fail(demo_session, f"load {truncated}", shards[1].name)
+    missing = tmp_path / "missing"
+    shutil.copytree(folder, missing)
+    (missing / shards[2].name).unlink()
+    run_fail(demo_session, f"load {missing}", shards[2].name, "pytorch_model.bin.index.json")
+    assert_unchanged(demo_session, before)
+
+
 def test_tf_model_h5_folder(session, tmp_path):
     real_models.import_torchvision()
     from transformers import BertConfig, TFBertModel
