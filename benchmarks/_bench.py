@@ -28,6 +28,8 @@ class Run:
     peak_bytes: int
     stdout: str
     stderr: str
+    cpu_seconds: float | None = None  # the child's own user + system time, from wait4: on a shared machine,
+    # less moved than wall time by what the other cores' processes do
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -36,6 +38,10 @@ def env(**extra: str) -> dict[str, str]:
     base.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     base.setdefault("XDG_DATA_HOME", tempfile.gettempdir() + "/modelshell-bench-home")
     base.pop("PYTHONPROFILEIMPORTTIME", None)
+    # Bytecode cached, as an installed package has it: with PYTHONDONTWRITEBYTECODE set, a source checkout
+    # compiles all of modelshell in every process (about 0.25 s here) while the reference's libraries come
+    # compiled. The warm-up run of `interleaved` writes the cache.
+    base.pop("PYTHONDONTWRITEBYTECODE", None)
     base.update(extra)
     return base
 
@@ -55,7 +61,7 @@ def run_process(argv: list[str], cwd: Path | None = None, extra_env: dict[str, s
     out, err = out_path.read().decode(errors="replace"), err_path.read().decode(errors="replace")
     if check and proc.returncode:
         raise SystemExit(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{err[-3000:]}\n{out[-2000:]}")
-    return Run(seconds, usage.ru_maxrss * 1024, out, err)
+    return Run(seconds, usage.ru_maxrss * 1024, out, err, usage.ru_utime + usage.ru_stime)
 
 
 def interleaved(commands: dict[str, object], runs: int, warmup: int = 1) -> dict[str, list[Run]]:
@@ -76,6 +82,10 @@ def interleaved(commands: dict[str, object], runs: int, warmup: int = 1) -> dict
 
 def median_s(runs: list[Run]) -> float:
     return statistics.median(r.seconds for r in runs)
+
+
+def median_cpu(runs: list[Run]) -> float:
+    return statistics.median(r.cpu_seconds for r in runs)
 
 
 def median_peak(runs: list[Run]) -> int:

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import PY, fmt_mb, fmt_s, interleaved, machine, median_peak, median_s, modelshell_argv, print_table, \
-    run_process  # noqa: E402
+from _bench import PY, fmt_mb, fmt_s, interleaved, machine, median_cpu, median_peak, median_s, modelshell_argv, \
+    print_table, run_process  # noqa: E402
 
 ROWS, COLS = 1024, 2048  # one matrix: 8 MiB of float32
 
@@ -118,12 +118,15 @@ def main() -> None:
         if len(listed["weights"]) != count:
             raise SystemExit(f"weights listed {len(listed['weights'])} tensors, not {count}")
         ms, ref = median_s(found["modelshell"]), median_s(found["reference"])
+        ms_cpu, ref_cpu = median_cpu(found["modelshell"]), median_cpu(found["reference"])
         peak, ref_peak = median_peak(found["modelshell"]), median_peak(found["reference"])
         size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 1e9
         shards = len(list(folder.glob("model-*-of-*.safetensors")))
         label = f"{size:.1f} GB in {shards} shards, {count} tensors"
         print_table("Listing a sharded safetensors folder (load DIR + weights --json)", [
             (f"{label}: time, fresh process", fmt_s(ms), fmt_s(ref), f"{ms / ref:.2f}x", "<= 1.3x", ms / ref <= 1.3),
+            (f"{label}: CPU time (user + system) of the same runs", fmt_s(ms_cpu), fmt_s(ref_cpu),
+             f"{ms_cpu / ref_cpu:.2f}x", "", ""),
             (f"{label}: peak memory", fmt_mb(peak), fmt_mb(ref_peak), f"{peak / ref_peak:.2f}x", "<= 300 MB",
              peak <= 300e6),
             ("start-up floor: `modelshell run` of `import numpy, safetensors` only", fmt_s(median_s(found["floor"])),

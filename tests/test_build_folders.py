@@ -172,6 +172,9 @@ def test_keras_hub_preset_builds_takes_a_copy_and_saves_a_preset_keras_hub_loads
     for got, kept in zip(keras_state(back), keras_state(kh), strict=True):
         np.testing.assert_array_equal(got, kept)
     run_ok(session, f"load {sharded} --build as from_shards")
+    assert "keras-hub preset folder preset-shards: BertBackbone" in " ".join(session.model("from_shards").summary())
+    run_ok(session, f"load {sharded} as shard_weights")  # the same shards as weights only, every tensor
+    assert len(session.model("shard_weights").tensors()) == len(kh.weights)
 
 
 def test_a_torch_bin_folder_builds(hf_bert, tmp_path):

@@ -97,6 +97,7 @@ def test_sharded_safetensors_folder_lists_every_shard(session, sharded):
     footer = run_ok(session, "weights bert").results[0].footer
     assert any("BertModel" in line and "hidden_size 32" in line and "num_hidden_layers 2" in line for line in footer)
     assert any("hidden_size 32" in line for line in run_ok(session, "models").results[0].footer)
+    assert any("BertModel" in line and "hidden_size 32" in line for line in run_ok(session, "shapes bert").results[0].footer)
     assert session.namespace["bert"].config["hidden_size"] == 32
 
 
@@ -123,6 +124,26 @@ def test_listing_a_folder_imports_no_framework(sharded):
     assert found == []
 
 
+def test_listing_a_folder_builds_and_imports_only_what_it_uses(sharded):
+    """What a fresh process's listing of a folder pays for (issue 14's start-up target; the times are in
+    benchmarks/bench_folders.py): the parsers of the two commands it ran, and none of the modules only a
+    failure, a save or a mapped torch file needs, nor a terminal library. A typo then imports difflib
+    for its hint: the control that the check sees an import."""
+    found = run_isolated(f"""
+        import json, sys
+        from modelshell.core.session import Session
+        s = Session()
+        assert s.run_line("load {sharded} as bert").ok
+        assert s.run_line("weights bert --json").ok
+        lazy = ("difflib", "traceback", "zipfile", "modelshell.safety.mapped", "rich", "prompt_toolkit")
+        built = [name for name, cmd in s.commands.items() if cmd._parser is not None]
+        imported = [m for m in lazy if m in sys.modules]
+        assert not s.run_line("weights bret").ok
+        print(json.dumps([built, imported, "difflib" in sys.modules]))
+    """)
+    assert found == [["load", "weights"], [], True]
+
+
 def test_single_safetensors_folder(session, tmp_path):
     folder = bert_folder(tmp_path / "bert")
     assert (folder / "model.safetensors").is_file()
@@ -142,6 +163,26 @@ def test_sharded_torch_bin_folder(session, tmp_path):
     assert listed(session, "bert") == want
     run_ok(session, f"load {shards[0]} as first")
     assert listed(session, "first") == want
+
+
+def test_a_broken_torch_bin_folder_fails_in_one_line(demo_session, tmp_path):
+    """The broken-input rules for `pytorch_model.bin` shards: a truncated shard and an index naming a
+    missing one are each one line, and the session keeps what it held."""
+    import shutil
+
+    folder = bert_folder(tmp_path / "bert", max_shard_size="20KB", safe_serialization=False)
+    shards = sorted(folder.glob("pytorch_model-*-of-*.bin"))
+    before = snapshot(demo_session)
+    truncated = tmp_path / "truncated"
+    shutil.copytree(folder, truncated)
+    victim = truncated / shards[1].name
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    run_fail(demo_session, f"load {truncated}", shards[1].name)
+    missing = tmp_path / "missing"
+    shutil.copytree(folder, missing)
+    (missing / shards[2].name).unlink()
+    run_fail(demo_session, f"load {missing}", shards[2].name, "pytorch_model.bin.index.json")
+    assert_unchanged(demo_session, before)
 
 
 def test_tf_model_h5_folder(session, tmp_path):
@@ -179,6 +220,91 @@ def test_keras_hub_preset_folder(session, tmp_path):
     assert data_of(session, "weights hub --json")["class"] == "BertBackbone weights (keras-hub preset folder)"
     footer = run_ok(session, "weights hub").results[0].footer
     assert any("hidden_dim 16" in line and "num_layers 2" in line for line in footer)
+
+
+def h5_listing(files: list[Path]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """h5py's own listing of every dataset over the files."""
+    found = {}
+    for path in files:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: found.__setitem__(name, (tuple(obj.shape), str(obj.dtype)))
+                         if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def value_keys(arrays) -> list[tuple[tuple[int, ...], bytes]]:
+    """The tensors as a sorted list of (shape, bytes): what two readings that name them differently share."""
+    return sorted((tuple(a.shape), np.ascontiguousarray(a, dtype=np.float32).tobytes()) for a in arrays)
+
+
+@pytest.fixture(scope="module")
+def hub_shards(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
+    """A keras-hub BertBackbone saved by `save_to_preset` with a shard size small enough for several
+    shards, and the backbone's own weights (every constant-initialised one perturbed)."""
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+                                            intermediate_dim=32, max_sequence_length=16)
+    rng = np.random.default_rng(0)
+    for weight in backbone.weights:  # LayerNorm gammas are ones and biases zeros: made unlike each other
+        weight.assign(weight.numpy() + rng.standard_normal(weight.shape).astype(weight.dtype))
+    folder = tmp_path_factory.mktemp("hub") / "preset"
+    backbone.save_to_preset(str(folder), max_shard_size=6e-6)  # GB: about 6 KB per shard
+    return folder, [w.numpy() for w in backbone.weights]
+
+
+def test_keras_hub_sharded_preset_lists_every_shard(session, hub_shards):
+    import keras_hub
+
+    folder, weights = hub_shards
+    shards = sorted(folder.glob("model_*.weights.h5"))
+    assert len(shards) > 2 and (folder / "model.weights.json").is_file() and not (folder / "model.weights.h5").exists()
+    message = run_ok(session, f"load {folder} as hub").results[0].text
+    assert f"{len(shards)} shards, from model.weights.json" in message, message
+    got = listed(session, "hub")
+    assert got == h5_listing(shards)
+    assert len(got) == len(weights)
+    handle = session.model("hub")
+    read = [handle.read(name) for name in got]
+    with h5py.File(shards[-1], "r") as f:  # a tensor of the last shard, value for value
+        last = next(name for name in got if name in f)
+        np.testing.assert_array_equal(handle.read(last), f[last][()])
+    # keras-hub's own reading of the same folder holds the same tensors, and so did the saved backbone
+    back = keras_hub.models.Backbone.from_preset(str(folder))
+    assert value_keys(read) == value_keys(w.numpy() for w in back.weights) == value_keys(weights)
+    assert data_of(session, "weights hub --json")["class"] == "BertBackbone weights (keras-hub preset folder)"
+    assert any("hidden_dim 16" in line for line in run_ok(session, "weights hub").results[0].footer)
+
+
+@pytest.mark.parametrize("member", ["model_00001.weights.h5", "model.weights.json"])
+def test_a_keras_shard_or_its_index_loads_all_shards(session, hub_shards, member):
+    folder, _ = hub_shards
+    shards = sorted(folder.glob("model_*.weights.h5"))
+    message = run_ok(session, f"load {folder / member} as part").results[0].text
+    assert ("the whole checkpoint was loaded" if member.endswith(".h5") else f"{len(shards)} shards") in message
+    assert listed(session, "part") == h5_listing(shards)
+
+
+def test_a_broken_keras_hub_sharded_preset_fails_in_one_line(demo_session, hub_shards, tmp_path):
+    import shutil
+
+    folder, _ = hub_shards
+    before = snapshot(demo_session)
+    shards = sorted(folder.glob("model_*.weights.h5"))
+    missing = tmp_path / "missing"
+    shutil.copytree(folder, missing)
+    (missing / shards[1].name).unlink()
+    run_fail(demo_session, f"load {missing}", shards[1].name, "model.weights.json")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(folder, truncated)
+    victim = truncated / shards[0].name
+    victim.write_bytes(victim.read_bytes()[:len(victim.read_bytes()) // 2])
+    run_fail(demo_session, f"load {truncated}", shards[0].name)
+    bad = tmp_path / "bad_index"
+    shutil.copytree(folder, bad)
+    (bad / "model.weights.json").write_text("[1, 2]")
+    run_fail(demo_session, f"load {bad}", "model.weights.json")
+    assert_unchanged(demo_session, before)
 
 
 # --- broken folders: one line each, the session intact ----------------------------------------------------
@@ -262,6 +388,42 @@ def test_save_to_a_folder_writes_shards_transformers_loads(session, sharded, tmp
     one = tmp_path / "one"
     run_ok(session, f"save bert {one}/")  # under the default 5GB: one file, as transformers writes it
     assert sorted(p.name for p in one.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_save_to_a_folder_carries_the_safetensors_metadata_into_every_shard(session, sharded, tmp_path):
+    """The `__metadata__` a checkpoint was loaded with is written again, into every shard: here
+    transformers' own `{"format": "pt"}` and a key of the test's, which no writer would make up."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file as save_numpy
+
+    real_models.import_torchvision()
+    from transformers import BertModel
+
+    tagged = tmp_path / "tagged"
+    shutil.copytree(sharded, tagged)
+    shards = sorted(tagged.glob("model-*-of-*.safetensors"))
+    with safe_open(str(shards[0]), framework="np") as f:
+        assert f.metadata() == {"format": "pt"}  # what save_pretrained wrote
+    wanted = {"format": "pt", "written_by": "test_model_folders"}
+    for shard in shards:
+        save_numpy(load_file(str(shard)), str(shard), metadata=wanted)
+    run_ok(session, f"load {tagged} as bert")
+    assert any("written_by=test_model_folders" in line for line in run_ok(session, "weights bert").results[0].footer)
+    out = tmp_path / "out"
+    run_ok(session, f"save bert {out}/ --max-shard-size 20KB")
+    written = sorted(out.glob("model-*-of-*.safetensors"))
+    assert len(written) > 2
+    for shard in written:
+        with safe_open(str(shard), framework="np") as f:
+            assert f.metadata() == wanted, shard.name
+    rebuilt = BertModel.from_pretrained(out, local_files_only=True)  # transformers reads the folder back
+    with safe_open(str(written[-1]), framework="pt") as f:
+        for key in f.keys():
+            torch.testing.assert_close(rebuilt.state_dict()[key], f.get_tensor(key), rtol=0, atol=0)
+    run_ok(session, f"save bert {tmp_path / 'one'}/")  # one file under the limit: the same metadata
+    with safe_open(str(tmp_path / "one" / "model.safetensors"), framework="np") as f:
+        assert f.metadata() == wanted
 
 
 def test_save_to_a_folder_refuses_in_one_line(demo_session, tmp_path):

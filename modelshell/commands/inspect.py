@@ -118,7 +118,7 @@ def weights(session, args: argparse.Namespace) -> Table:
     # --limit cuts the table after the command: only the rows people will see are worth reading for
     # --stats (--json keeps every row, so it reads them all).
     read = shown if args.json or args.limit is None else shown[:args.limit]
-    view = _stats_view(handle, shown, read) if args.stats else _plain_view(shown)
+    view = _stats_view(handle, shown, read) if args.stats else _plain_view(shown, rows=not args.json)
     columns, rows = view.columns, view.rows
     if any(view.notes):
         columns = columns + [Column("note")]
@@ -146,11 +146,15 @@ class _WeightsView(NamedTuple):
     footer: list[str]
 
 
-def _plain_view(shown: list[TensorInfo]) -> _WeightsView:
+def _plain_view(shown: list[TensorInfo], rows: bool = True) -> _WeightsView:
+    """``rows``: the table people read; ``--json`` prints only the entries, so a listing of thousands of
+    tensors does not format a row for each that nobody sees."""
     columns = [Column("name", no_wrap=True), Column("shape", no_wrap=True), Column("dtype"),
                Column("params", justify="right"), Column("trainable")]
-    rows = [[t.name, shape_text(t.shape), t.dtype, count_text(t.size), _trainable_text(t.trainable)] for t in shown]
-    return _WeightsView(columns, rows, [_tensor_note(t) for t in shown], [t.as_json() for t in shown], [])
+    table = [[t.name, shape_text(t.shape), t.dtype, count_text(t.size), _trainable_text(t.trainable)]
+             for t in shown] if rows else []
+    notes = [_tensor_note(t) for t in shown] if rows else []
+    return _WeightsView(columns, table, notes, [t.as_json() for t in shown], [])
 
 
 def _stats_view(handle, shown: list[TensorInfo], read: list[TensorInfo]) -> _WeightsView:
@@ -219,7 +223,8 @@ def shapes(session, args: argparse.Namespace) -> Tree:
     return Tree(
         title=f"{args.name} ({handle.framework})",
         root=_tree_node(root, calls, label=args.name),
-        footer=[f"{count_text(totals['total'])} parameters in {len(handle.tensors())} tensors", traced],
+        footer=[f"{count_text(totals['total'])} parameters in {len(handle.tensors())} tensors", traced,
+                *handle.summary()],  # a model folder's architecture and sizes, from its config
         data={"model": args.name, "framework": handle.framework, "tree": _tree_json(root, calls), "totals": totals,
               "inputs": inputs, "trace": traced},
     )

@@ -44,9 +44,19 @@ class Command:
     group: str
     summary: str
     run: Callable[["Session", argparse.Namespace], "Result | list[Result]"]
-    parser: CommandParser
+    build_parser: Callable[[], CommandParser]  # called once, when the parser is first needed
     examples: list[str] = field(default_factory=list)
     details: str = ""
+    _parser: CommandParser | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def parser(self) -> CommandParser:
+        """Built on first use: a script runs a few of the commands, and building every parser at start-up
+        (argparse asks the terminal its size for each argument) is a fresh process's largest cost after
+        Python and numpy."""
+        if self._parser is None:
+            self._parser = self.build_parser()
+        return self._parser
 
     def usage(self) -> str:
         return self.parser.format_usage().removeprefix("usage: ").strip()
@@ -121,7 +131,7 @@ def command(
     if group not in GROUPS:
         raise ValueError(f"unknown command group {group!r}")
 
-    def register(function: Callable) -> Callable:
+    def build_parser() -> CommandParser:
         parser = CommandParser(prog=name, description=summary, add_help=False)
         for names, options in args:
             parser.add_argument(*names, **options)
@@ -130,7 +140,10 @@ def command(
         if listing:
             _add_listing_options(parser)
         parser.add_argument("-h", "--help", action="store_true", help="show this help")
-        setattr(function, _MARK, Command(name, group, summary, function, parser, list(examples), details))
+        return parser
+
+    def register(function: Callable) -> Callable:
+        setattr(function, _MARK, Command(name, group, summary, function, build_parser, list(examples), details))
         return function
 
     return register

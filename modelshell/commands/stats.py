@@ -7,7 +7,6 @@ never at start-up.
 from __future__ import annotations
 
 import argparse
-import difflib
 from typing import TYPE_CHECKING
 
 from modelshell.commands.format import count_text, shape_text
@@ -103,6 +102,8 @@ def find_tensor(handle: ModelHandle, model: str, name: str) -> TensorInfo:
     infos = {t.name: t for t in handle.tensors()}
     if name in infos:
         return infos[name]
+    import difflib  # only on a miss
+
     close = difflib.get_close_matches(name, list(infos), n=3, cutoff=0.6)
     suggestion = f"did you mean {' or '.join(f'`{c}`' for c in close)}? " if close else ""
     raise ModelshellError(f"{model} has no tensor named {name!r}", f"{suggestion}`weights {model}` lists them")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import codeop
 import linecache
 import sys
-import traceback
 from types import CodeType, TracebackType
 from typing import Any
 
@@ -102,6 +101,8 @@ def formatted_traceback(exc: BaseException, own_frames: str = "") -> str:
     tb: TracebackType | None = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, own_frames):
         tb = tb.tb_next
+    import traceback  # only when a line failed: start-up does not pay for it
+
     if isinstance(exc, SyntaxError):
         return "".join(traceback.format_exception_only(type(exc), exc))
     return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import difflib
 import gc
 import keyword
 import re
 import shlex
-import traceback
+import sys
 from collections.abc import Container, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -27,7 +26,6 @@ from modelshell.frameworks.detect import framework_of, wrap_object
 from modelshell.core.output import OutputSink, captured
 from modelshell.core.python import PythonLines, error_line, formatted_traceback
 from modelshell.core.results import Failed, Message, Outcome, Text
-from modelshell.safety import mapped
 
 __all__ = ["Session", "LineObserver", "is_command_line", "shadows"]
 
@@ -124,8 +122,8 @@ class Session:
 
     def _lookup(self, name: str) -> ModelHandle:
         if name not in self.namespace:
-            close = difflib.get_close_matches(name, self.model_names(), n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = close_match(name, self.model_names(), 0.6)
+            hint = f"did you mean {close!r}? " if close else ""
             raise ModelshellError(f"no model named {name!r}", hint + "`models` lists the models; `load PATH` adds one")
         obj = self.namespace[name]
         handle = self.handles.get(name)
@@ -191,10 +189,10 @@ class Session:
         writes = None
         try:
             writes = self._writes()
-            before = self._changed_files(mapped.check_files())  # truncated without a lease: dropped first
+            before = self._changed_files(_mapping_changes(take=False))  # truncated without a lease: dropped first
             outcome = self._run(text)
             outcome.results[:0] = before
-            outcome.results += self._changed_files(mapped.take_changes())
+            outcome.results += self._changed_files(_mapping_changes(take=True))
         except KeyboardInterrupt:  # before a command ran, or after it: say what it did (a Python line says itself)
             nothing = "interrupted (nothing changed)" if self.is_command(text.strip()) else "interrupted"
             outcome = Outcome(ok=False, error=nothing if writes is None else self._interrupted(writes, nothing))
@@ -217,7 +215,7 @@ class Session:
         while self.observers:
             self.stop_observing(self.observers[-1])
 
-    def _changed_files(self, changes: list[mapped.Change]) -> list[Message]:
+    def _changed_files(self, changes: list) -> list[Message]:
         """Say which memory-mapped files another program changed, and what that did to their models:
         nothing (their values were moved into memory first), or they are dropped (truncated unnoticed)."""
         notes = []
@@ -256,18 +254,18 @@ class Session:
                 return self._run_command(name, _split_args(rest))
             return self._run_python(text)
         except ModelshellError as exc:
-            return Outcome(ok=False, error=exc.one_line(), traceback=self._keep_traceback(traceback.format_exc()),
+            return Outcome(ok=False, error=exc.one_line(), traceback=self._keep_traceback(_current_traceback()),
                            missing=getattr(exc, "package", None))
         except Exception as exc:  # noqa: BLE001 - the session must survive any bug, and say what happened
             package = quiet.missing_framework(exc)
             if package is not None:  # a command reached for a framework that is not installed
                 missing = quiet.MissingFrameworkError(package, f"`{stripped.split()[0]}`")
                 return Outcome(ok=False, error=missing.one_line(),
-                               traceback=self._keep_traceback(traceback.format_exc()), missing=package)
+                               traceback=self._keep_traceback(_current_traceback()), missing=package)
             return Outcome(
                 ok=False,
                 error=f"internal error: {type(exc).__name__}: {first_line(exc)} (`%tb` shows the traceback)",
-                traceback=self._keep_traceback(traceback.format_exc()),
+                traceback=self._keep_traceback(_current_traceback()),
             )
 
     def _keep_traceback(self, text: str) -> str | None:
@@ -389,8 +387,33 @@ def _too_deep(source: str, exc: BaseException) -> ModelshellError:
 
 
 def _close_command(word: str, commands: Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(word, list(commands), n=1, cutoff=0.75)
+    return close_match(word, commands, 0.75)
+
+
+def close_match(word: str, choices: Iterable[str], cutoff: float) -> str | None:
+    """The choice nearest ``word`` for a "did you mean" hint, if any is near enough. difflib is imported
+    here, on a miss: a fresh process that never mistypes does not pay for it."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
     return close[0] if close else None
+
+
+def _mapping_changes(take: bool) -> list:
+    """The memory-mapped files another program changed: ``take``, those its lease break reported during the
+    line; else a truncation found without one. Only loading a mapped file (torch's ``mmap=True``) guards it,
+    and so imports ``modelshell.safety.mapped``: until then nothing is mapped, and a session that lists
+    a safetensors folder does not import the module."""
+    mapped = sys.modules.get("modelshell.safety.mapped")
+    if mapped is None:
+        return []
+    return mapped.take_changes() if take else mapped.check_files()
+
+
+def _current_traceback() -> str:
+    import traceback  # only when a line failed
+
+    return traceback.format_exc()
 
 
 def _raise_if_unknown_command(source: str, namespace: dict[str, Any], commands: Iterable[str]) -> None:

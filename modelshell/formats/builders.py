@@ -31,15 +31,13 @@ def keras_hub_model(path: Path, trust: bool) -> ModelHandle:
     """A ``save_to_preset`` folder built with the backbone (or task) class its config names."""
     from modelshell.frameworks.libraries import build_keras_hub
 
-    sharded = (path / "model.weights.json").is_file() and not (path / "model.weights.h5").is_file()
-    checked = None if sharded else readers.keras_hub_folder(path, trust)  # keras-hub checks its own shards
+    checked = readers.keras_hub_folder(path, trust)
     return _keeping_folder(build_keras_hub(path, trust), checked)
 
 
-def _keeping_folder(handle: ModelHandle, checked: ModelHandle | None) -> ModelHandle:
+def _keeping_folder(handle: ModelHandle, checked: ModelHandle) -> ModelHandle:
     """The built model keeps what the folder's weights-only reading found: its config and summary."""
-    if checked is not None:
-        handle.config, handle.folder = checked.config, checked.folder
+    handle.config, handle.folder = checked.config, checked.folder
     return handle
 
 

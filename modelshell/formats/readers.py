@@ -13,12 +13,17 @@ from modelshell.frameworks.base import ModelHandle
 __all__ = ["torch_file", "safetensors_file", "index_file", "keras_model", "h5_file", "keras_weights",
            "transformers_folder", "keras_hub_folder", "is_transformers_folder", "is_keras_hub_folder",
            "npz_file", "onnx_file", "tf_checkpoint", "tf_checkpoint_folder", "saved_model_folder",
-           "is_tf_checkpoint_folder", "is_saved_model_folder", "TRANSFORMERS_WEIGHTS"]
+           "is_tf_checkpoint_folder", "is_saved_model_folder", "keras_sharded_weights", "TRANSFORMERS_WEIGHTS",
+           "KERAS_HUB_WEIGHTS"]
 
 # What a transformers folder keeps its weights in, in the order transformers itself prefers them.
 TRANSFORMERS_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
                         "pytorch_model.bin", "tf_model.h5")
-_SHARD = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}\.(?P<ext>safetensors|bin)$")
+# A keras-hub preset's weights: one file, or Keras's sharded weights (the index, then its shards).
+KERAS_HUB_WEIGHTS = ("model.weights.h5", "model.weights.json")
+# How a shard is named -> the index beside it: transformers' shards, then Keras's.
+_SHARD_INDEXES = ((re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}\.(?P<ext>safetensors|bin)$"), "{stem}.{ext}.index.json"),
+                  (re.compile(r"^(?P<stem>.+)_\d{5}\.weights\.h5$"), "{stem}.weights.json"))
 
 
 def torch_file(path: Path, trust: bool) -> ModelHandle:
@@ -44,8 +49,7 @@ def index_file(path: Path, trust: bool, via: Path | None = None) -> ModelHandle:
         quiet.require("torch", f"loading {path.name}")
     sharded = weights_files.ShardedWeights(path)
     handle = weights_files.WeightsFile(sharded, trust)
-    handle.note = (f"{via.name} is one shard of {len(sharded.shards)}: the whole checkpoint was loaded, "
-                   f"from {path.name}") if via is not None else f"{len(sharded.shards)} shards, from {path.name}"
+    handle.note = _shards_note(sharded, path, via)
     if is_transformers_folder(path.parent):  # the shard of a model folder keeps the folder's config
         _with_config(handle, path.parent, "transformers", _transformers_summary)
     return handle
@@ -70,11 +74,32 @@ def h5_file(path: Path, trust: bool) -> ModelHandle:
 
 
 def keras_weights(path: Path, trust: bool) -> ModelHandle:
+    if (index := _index_of_shard(path)) is not None:
+        return keras_sharded_weights(index, trust, via=path)
+    return _holding(_keras_h5(path), trust)
+
+
+def keras_sharded_weights(path: Path, trust: bool, via: Path | None = None) -> ModelHandle:
+    """Keras 3 sharded weights from their ``NAME.weights.json`` (``save_weights(..., max_shard_size=)``,
+    keras-hub's ``save_to_preset`` above its shard size): every ``NAME_0000N.weights.h5`` it names, each
+    probed as a single weights file is."""
+    from modelshell.frameworks import weights_files
+
+    sharded = weights_files.ShardedWeights(path, open_shard=_keras_h5)
+    handle = _holding(sharded, trust)
+    handle.note = _shards_note(sharded, path, via)
+    return handle
+
+
+def _keras_h5(path: Path):
+    """One Keras 3 weights file, its datasets read in a child first (a damaged HDF5 file can hang or crash
+    the library)."""
+    from modelshell.frameworks.weights_files import KerasH5Weights
     from modelshell.safety.probe import probe_hdf5
 
     datasets = probe_hdf5(path)
     _check_datasets(path, datasets)
-    return _weights("KerasH5Weights", path, trust, datasets=datasets)
+    return KerasH5Weights(path, datasets=datasets)
 
 
 def _check_datasets(path: Path, datasets: dict[str, tuple[tuple[int, ...], str]] | None) -> None:
@@ -123,10 +148,12 @@ def transformers_folder(path: Path, trust: bool) -> ModelHandle:
 
 
 def keras_hub_folder(path: Path, trust: bool) -> ModelHandle:
-    found = path / "model.weights.h5"
-    if not found.is_file():
-        raise ModelshellError(f"{path} holds no model weights (a keras-hub preset keeps them in model.weights.h5)")
-    return _with_config(keras_weights(found, trust), path, "keras-hub preset", _keras_hub_summary)
+    found = next((path / name for name in KERAS_HUB_WEIGHTS if (path / name).is_file()), None)
+    if found is None:
+        raise ModelshellError(f"{path} holds no model weights (a keras-hub preset keeps them in "
+                              f"{' or '.join(KERAS_HUB_WEIGHTS)} with its shards)")
+    handle = keras_weights(found, trust) if found.suffix == ".h5" else keras_sharded_weights(found, trust)
+    return _with_config(handle, path, "keras-hub preset", _keras_hub_summary)
 
 
 def npz_file(path: Path, trust: bool) -> ModelHandle:
@@ -199,12 +226,22 @@ def _holding(arrays, trust: bool) -> ModelHandle:
 
 
 def _index_of_shard(path: Path) -> Path | None:
-    """The index next to a shard named as transformers names them (``model-00001-of-00003.safetensors``)."""
-    match = _SHARD.match(path.name)
-    if match is None:
-        return None
-    index = path.with_name(f"{match['stem']}.{match['ext']}.index.json")
-    return index if index.is_file() else None
+    """The index next to a shard named as transformers names them (``model-00001-of-00003.safetensors``,
+    index ``model.safetensors.index.json``) or as Keras does (``model_00001.weights.h5``, index
+    ``model.weights.json``)."""
+    for pattern, index_name in _SHARD_INDEXES:
+        if (match := pattern.match(path.name)) is not None:
+            index = path.with_name(index_name.format(**match.groupdict()))
+            return index if index.is_file() else None
+    return None
+
+
+def _shards_note(sharded, index: Path, via: Path | None) -> str:
+    """What `load` says of a sharded checkpoint: how many shards, and that one named shard loaded them all."""
+    count = len(sharded.shards)
+    if via is None:
+        return f"{count} shards, from {index.name}"
+    return f"{via.name} is one shard of {count}: the whole checkpoint was loaded, from {index.name}"
 
 
 def _with_config(handle: ModelHandle, folder: Path, kind: str, summary) -> ModelHandle:

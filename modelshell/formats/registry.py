@@ -132,8 +132,11 @@ FORMATS = FormatRegistry([
     Format("keras h5", "a legacy Keras model, or Keras 2 weights only (`save_weights('x.h5')`)",
            readers.h5_file, "TensorFlow for a model; h5py for weights", "with `--trust`",
            suffixes=(".h5", ".hdf5"), saves="a legacy Keras model (Keras 2 weights for a weights-only model)", writes=(".h5",)),
-    Format("keras weights", "Keras 3 weights only", readers.keras_weights, "h5py", suffixes=(".weights.h5",),
-           saves="Keras 3 weights only"),
+    Format("keras weights", "Keras 3 weights only; one shard of sharded weights (`NAME_00000.weights.h5`) "
+           "loads them all", readers.keras_weights, "h5py", suffixes=(".weights.h5",), saves="Keras 3 weights only"),
+    Format("keras sharded weights", "Keras 3 sharded weights (`save_weights` with `max_shard_size`, "
+           "`NAME.weights.json`), all their shards, weights only", readers.keras_sharded_weights, "h5py",
+           suffixes=(".weights.json",)),
     Format("transformers", "a `save_pretrained` folder (`config.json` with `model.safetensors`, its shards "
            "and index, `pytorch_model.bin` and its shards, or `tf_model.h5`), weights only",
            readers.transformers_folder, "nothing; torch for `.bin`; transformers for `--build`",
@@ -146,7 +149,7 @@ FORMATS = FormatRegistry([
            builds="the model itself, offline: the `AutoModel...` class of its architecture, torch for "
            "safetensors and `.bin`, TF for `tf_model.h5`", folder_writer=builders.write_transformers_folder),
     Format("keras-hub preset", "a `save_to_preset` folder (`config.json`, `metadata.json`, "
-           "`model.weights.h5`), weights only", readers.keras_hub_folder, "h5py; keras-hub for `--build`",
+           "`model.weights.h5`, or its shards and their `model.weights.json`), weights only", readers.keras_hub_folder, "h5py; keras-hub for `--build`",
            folder=readers.is_keras_hub_folder, marks="config.json and metadata.json",
            saves="`save NAME DIR/` for a keras-hub model: its `save_to_preset`",
            builder=builders.keras_hub_model,

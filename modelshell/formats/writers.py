@@ -35,7 +35,7 @@ def save_safetensors_folder(handle, folder: Path, max_shard_bytes: int) -> list[
     from safetensors.numpy import save_file
 
     shards = _split(handle, max_shard_bytes)
-    metadata = {"format": "keras" if handle.framework == "keras" else "pt"}
+    metadata = handle.safetensors_metadata()  # in every shard, as transformers writes its own
     names = (["model.safetensors"] if len(shards) == 1 else
              [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)])
     written = []

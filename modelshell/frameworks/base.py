@@ -47,7 +47,7 @@ class TensorInfo:
 
     @property
     def size(self) -> int:
-        return math.prod(self.shape)
+        return math.prod(self.shape)  # not a functools.cached_property: in 3.11 its lock costs more than this
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -219,6 +219,12 @@ class ModelHandle(ABC):
 
     def param_counts(self) -> dict[str, int]:
         return count_params(self.tensors())
+
+    def safetensors_metadata(self) -> dict[str, str]:
+        """The ``__metadata__`` a safetensors file written from this model carries: whose naming its
+        tensors follow (``format``, which transformers reads). A model read from safetensors adds what
+        that file carried, so a save keeps who wrote it and how."""
+        return {"format": "keras" if self.framework == "keras" else "pt"}
 
     def summary(self) -> list[str]:
         """Lines about where the model came from that `weights` and `models` show: the folder's config,

@@ -363,7 +363,7 @@ class KerasModel(ModelHandle):
                 from safetensors.numpy import save_file
 
                 tensors = {t.name: self.read(t.name) for t in self.tensors() if t.tied_to is None}
-                save_file(tensors, str(path), metadata={"format": "keras"})
+                save_file(tensors, str(path), metadata=self.safetensors_metadata())
             else:
                 raise ModelshellError(
                     f"a Keras model saves to .keras, .h5, .weights.h5 or .safetensors, not {path.suffix or name}",

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -101,58 +101,49 @@ class SafetensorsFile(ArrayFile):
             raise
 
     def _parse_header(self, handle) -> dict[str, tuple[tuple[int, ...], str]]:
-        self._validate(handle)
+        """The header is read once, by the safetensors library (``_listed``); where each tensor lies
+        follows from what it checked (tensors tile the data in offset order), so modelshell parses no
+        JSON of its own: listing a sharded checkpoint costs what ``safe_open`` over its shards does."""
         try:
             (length,) = struct.unpack("<Q", handle.read(8))
-            if length > 100_000_000 or length > self._file_size():
-                raise ValueError("header length is larger than the file")
-            header = json.loads(handle.read(length))
-        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        except struct.error as exc:
             raise ModelshellError(f"cannot read {self.path} as safetensors: the header is damaged ({exc})") from exc
-        if not isinstance(header, dict):
-            raise ModelshellError(f"cannot read {self.path} as safetensors: the header is not a JSON object")
+        listed, metadata = self._listed(handle)
         self._data_start = 8 + length
-        metadata = header.pop("__metadata__", None)
-        self.metadata = dict(metadata) if isinstance(metadata, dict) else {}
+        self.metadata = dict(sorted((metadata or {}).items()))  # safe_open's own order varies from run to run
+        entries, self._offsets, start = {}, {}, 0
         try:
-            ordered = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
-            self._offsets = {name: tuple(info["data_offsets"]) for name, info in ordered}
-            entries = {name: (tuple(info["shape"]), _dtype_of(info["dtype"])) for name, info in ordered}
-            self._check_offsets(entries, self._file_size() - self._data_start)
-        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            for name, shape, code in listed:
+                dtype = _dtype_of(code)
+                end = start + math.prod(shape) * _ITEM_SIZES[dtype]
+                entries[name], self._offsets[name], start = (tuple(shape), dtype), (start, end), end
+        except (KeyError, ValueError) as exc:
             raise ModelshellError(f"cannot read {self.path} as safetensors: unexpected header entry {exc}") from exc
+        if self._data_start + start != self._file_size():  # what safe_open checked, kept as a guard
+            raise ModelshellError(f"cannot read {self.path} as safetensors: its tensors do not fill the file's data "
+                                  "(truncated or damaged)")
         self.layout = _safetensors_layout(metadata, list(entries))
         return entries
 
-    def _validate(self, handle) -> None:
-        """The safetensors library's own check of the header: strict UTF-8 JSON with a nesting bound,
-        whole non-negative dims whose product does not overflow, and tensors that tile the data exactly
-        (no overlaps, no holes). It reads the open file itself (through /proc), not whatever the path
-        names by now."""
+    def _listed(self, handle) -> tuple[list[tuple[str, list[int], str]], dict[str, str] | None]:
+        """Each tensor's (name, shape, dtype code) in the order of its data, and the ``__metadata__``, as
+        ``safe_open`` reads them after its own check of the header: strict UTF-8 JSON with a nesting
+        bound, whole non-negative dims whose product does not overflow, and tensors that tile the data
+        exactly to the end of the file (no overlaps, no holes: a truncated file is refused). It reads the
+        open file itself (through /proc), not whatever the path names by now."""
         from safetensors import safe_open
 
         own = f"/proc/self/fd/{handle.fileno()}"
         try:
-            with safe_open(own if os.path.exists(own) else str(self.path), framework="numpy"):
-                pass
+            with safe_open(own if os.path.exists(own) else str(self.path), framework="numpy") as f:
+                slices = ((name, f.get_slice(name)) for name in f.offset_keys())
+                return [(name, part.get_shape(), part.get_dtype()) for name, part in slices], f.metadata()
         except Exception as exc:  # noqa: BLE001 - SafetensorError, and OSError for what it cannot map
             reason = first_line(exc).removeprefix("Error while deserializing header: ")
             raise ModelshellError(f"cannot read {self.path} as safetensors: {reason}") from exc
 
     def _file_size(self) -> int:
         return os.fstat(self._file.fileno()).st_size
-
-    def _check_offsets(self, entries: dict[str, tuple[tuple[int, ...], str]], data_size: int) -> None:
-        """A truncated file, or a header that disagrees with itself, is caught here: otherwise the
-        listing would work and only reading a tensor would fail, far from the ``load`` that should."""
-        for name, (shape, dtype) in entries.items():
-            start, end = self._offsets[name]
-            wanted = math.prod(shape) * _ITEM_SIZES[dtype]
-            if not 0 <= start <= end <= data_size or end - start != wanted:
-                raise ModelshellError(
-                    f"cannot read {self.path} as safetensors: tensor {name!r} lies outside the file's data "
-                    "(truncated or damaged)"
-                )
 
     def _read_array(self, name: str) -> np.ndarray:
         shape, dtype = self.entries[name]
@@ -253,20 +244,30 @@ class ShardedWeights(ArrayFile):
     """A sharded checkpoint as one mapping: an index (``model.safetensors.index.json`` or
     ``pytorch_model.bin.index.json``) whose ``weight_map`` names each tensor's shard, over one reader per
     shard. Every shard is opened (and its header checked) when the index is, so a missing or truncated
-    shard fails the ``load``, not a later read."""
+    shard fails the ``load``, not a later read.
 
-    def __init__(self, path: Path) -> None:
+    Keras's own sharded weights (``model.weights.json``, what keras-hub's ``save_to_preset`` writes above
+    its ``max_shard_size``) map layer groups, not tensors, to shards (a group may span several): there the
+    tensors are those the shards hold. ``open_shard`` opens one shard (the reader decides how; by default
+    the reader of the index's kind)."""
+
+    def __init__(self, path: Path, open_shard: Callable[[Path], ArrayFile] | None = None) -> None:
         self.index = path
+        self._open_shard = open_shard
         super().__init__(path.parent)
 
     def _read_header(self) -> dict[str, tuple[tuple[int, ...], str]]:
         weight_map = _weight_map(self.index)
-        reader = TorchShard if self.index.name.endswith(".bin.index.json") else SafetensorsFile
+        keras = self.index.name.endswith(".weights.json")
+        files = [f for v in weight_map.values() for f in (v if keras and isinstance(v, list) else [v])]
+        reader = self._open_shard or (TorchShard if self.index.name.endswith(".bin.index.json") else SafetensorsFile)
         self.shards: dict[str, ArrayFile] = {}
-        for shard in dict.fromkeys(weight_map.values()):
-            if Path(shard).name != shard or not (self.path / shard).is_file():
+        for shard in dict.fromkeys(files):
+            if not isinstance(shard, str) or Path(shard).name != shard or not (self.path / shard).is_file():
                 raise ModelshellError(f"{self.index} names the shard {shard!r}, which is not in {self.path}")
             self.shards[shard] = reader(self.path / shard)
+        if keras:
+            weight_map = _keras_tensor_map(self.shards)
         self._shard_of = {}
         for name, shard in weight_map.items():
             if name not in self.shards[shard].entries:
@@ -287,15 +288,26 @@ class ShardedWeights(ArrayFile):
         return f"<{type(self).__name__} {self.index.name}: {len(self)} tensors in {len(self.shards)} shards>"
 
 
-def _weight_map(index: Path) -> dict[str, str]:
+def _weight_map(index: Path) -> dict[str, str | list[str]]:
     try:
         value = json.loads(index.read_text(encoding="utf8"))
         weight_map = value["weight_map"]
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        if not isinstance(weight_map, dict) or not all(isinstance(v, (str, list)) for v in weight_map.values()):
             raise TypeError("weight_map is not a mapping of names to files")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ModelshellError(f"cannot read {index} as a checkpoint index: {first_line(exc)}") from exc
     return weight_map
+
+
+def _keras_tensor_map(shards: Mapping[str, ArrayFile]) -> dict[str, str]:
+    """Each tensor of Keras's sharded weights -> its shard, in the natural order of the names. Keras
+    writes every variable once; one found in two shards would make the reading ambiguous."""
+    found: dict[str, str] = {}
+    for shard, arrays in shards.items():
+        for name in arrays.entries:
+            if found.setdefault(name, shard) != shard:
+                raise ModelshellError(f"{name!r} is in both {found[name]} and {shard}, so which one holds it is unclear")
+    return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
 
 
 def _safetensors_layout(metadata, names: list[str]) -> str:
@@ -334,6 +346,7 @@ class WeightsFile(ModelHandle):
     def __init__(self, arrays: ArrayFile, trusted: bool = False) -> None:
         super().__init__(arrays, str(arrays.path), trusted)
         self.framework = arrays.layout
+        self._tensors: list[TensorInfo] | None = None
 
     @property
     def class_name(self) -> str:
@@ -343,6 +356,9 @@ class WeightsFile(ModelHandle):
         if isinstance(self.obj, ShardedWeights):
             return f"weights file ({len(self.obj.shards)} shards)"
         return f"weights file ({self.obj.kind or self.obj.path.name.split('.', 1)[-1]})"
+
+    def safetensors_metadata(self) -> dict[str, str]:
+        return {**super().safetensors_metadata(), **self.obj.metadata}
 
     def summary(self) -> list[str]:
         """The lines `weights` and `models` add: the folder's config in short, and the file's own metadata
@@ -357,13 +373,21 @@ class WeightsFile(ModelHandle):
 
     def tensors(self) -> list[TensorInfo]:
         """In the natural order of their layers, as ``layers`` has them (``0, 3, 6, 9, 11``, not the text
-        order ``0, 11, 3`` a safetensors file stores); a layer's own tensors as the file has them."""
+        order ``0, 11, 3`` a safetensors file stores); a layer's own tensors as the file has them.
+        Worked out once: a file's tensors never change names or shapes (``copy`` changes values only), and
+        `load` (its parameter count) and `weights` each ask."""
+        if self._tensors is None:
+            self._tensors = self._listing()
+        return list(self._tensors)
+
+    def _listing(self) -> list[TensorInfo]:
         infos = []
         for name, (shape, dtype) in self.obj.entries.items():
             layer, role = self.obj.layer_and_role(name)
             infos.append(TensorInfo(name, shape, dtype, None, layer, role, "tensor"))
         if isinstance(self.obj, (SafetensorsFile, ShardedWeights)):
-            infos.sort(key=lambda info: natural_key(info.layer.replace(".", "/")))
+            order = {layer: natural_key(layer.replace(".", "/")) for layer in {info.layer for info in infos}}
+            infos.sort(key=lambda info: order[info.layer])  # a key per layer, not per tensor
         return infos
 
     def layer_tree(self) -> LayerNode:
@@ -397,8 +421,8 @@ class WeightsFile(ModelHandle):
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
-            metadata = {"format": "keras" if self.framework == "keras" else "pt", **self.obj.metadata}
-            save_file({name: np.ascontiguousarray(self.read(name)) for name in self.obj}, str(path), metadata=metadata)
+            save_file({name: np.ascontiguousarray(self.read(name)) for name in self.obj}, str(path),
+                      metadata=self.safetensors_metadata())
         elif path.suffix == ".h5":
             _save_h5_copy(self, path)
         else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +58,8 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     already there), on failure it disappears with everything written into it. Every file is flushed to
     the disk before the rename and given the permissions a plain ``open`` would, as ``atomic_target``
     does for one file."""
+    import shutil  # imported by a save, not at start-up (with zlib, bz2 and lzma, about 2 ms)
+
     remove_stale_temporaries(path.parent)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     temporary.mkdir()
@@ -93,6 +94,8 @@ def _fsync(path: Path) -> None:
 def remove_stale_temporaries(folder: Path) -> list[str]:
     """Remove the temporary files of earlier saves into ``folder`` whose writer process is gone (killed
     mid-save); a save still running in another process keeps its own. Returns the names removed."""
+    import shutil
+
     removed = []
     try:
         names = os.listdir(folder)

@@ -24,7 +24,6 @@ import ctypes
 import fcntl
 import mmap
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +110,8 @@ def check_files() -> list[Change]:
 
 
 def _install() -> None:
+    import signal  # with the first guarded file, not at start-up
+
     if not _state.installed:
         signal.signal(signal.SIGIO, _on_lease_break)
         _state.installed = True

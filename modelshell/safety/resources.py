@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,6 +36,8 @@ def available_memory() -> int | None:
 def unpacked_zip_size(path: Path) -> int:
     """What a zip archive (a ``.keras`` file, a TorchScript archive) holds once unpacked, as its directory
     says; 0 when the directory cannot be read (the load itself then reports the damage)."""
+    import zipfile  # here, not at start-up: listing a safetensors folder never opens an archive
+
     try:
         with zipfile.ZipFile(path) as archive:
             return sum(info.file_size for info in archive.infolist())
@@ -52,6 +53,8 @@ def check_declared_allocation(path: Path) -> None:
     """Refuse a torch file whose pickle asks an allocator for more memory than the whole file holds
     (``builtins.bytearray(2**30)`` in 572 bytes: torch's weights-only unpickler allows it). Only a
     pickle that names an allocator at all is scanned, so ordinary loads pay one substring search."""
+    import zipfile
+
     from modelshell.safety.pickle_scan import declared_allocation
 
     try:
