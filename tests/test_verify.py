@@ -115,3 +115,30 @@ def test_a_mismatch_fails_the_script_with_exit_status_1(tmp_path):
     done = subprocess.run([MODELSHELL, "run", str(script), "--demo"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["ok"] is True
+
+
+def test_runs_take_one_torch_thread_only_while_the_machine_is_busy_and_give_the_setting_back(lenet):
+    """modelshell's own runs (verify, the trace, the confirmation) take one torch thread while other
+    processes hold every core (a parallel kernel then waits for a core at each op), the user's setting
+    otherwise; either way the user's setting is back afterwards."""
+    import os
+
+    torch_model = lenet.namespace["torch_model"]
+    seen = []
+    hook = torch_model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        busy_before = os.getloadavg()[0] >= (os.cpu_count() or 1)
+        assert lenet.run_line("copy keras_model torch_model").ok  # the trace and the confirmation run torch
+        assert lenet.run_line("verify torch_model keras_model").ok
+        busy_after = os.getloadavg()[0] >= (os.cpu_count() or 1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+        hook.remove()
+    assert seen
+    if busy_before and busy_after:
+        assert set(seen) == {1}, seen
+    elif not busy_before and not busy_after:
+        assert set(seen) == {2}, seen

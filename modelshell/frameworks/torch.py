@@ -5,11 +5,13 @@ time a torch model is loaded or wrapped.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import pickle
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +261,7 @@ class TorchModule(ModelHandle):
         try:
             with deferred_interrupts():
                 self.obj.eval()
-            with torch.no_grad():
+            with torch.no_grad(), _threads_for_the_machine():
                 if substitutes:
                     return torch.func.functional_call(self.obj, substitutes, args, kwargs, strict=False)
                 return self.obj(*args, **kwargs)
@@ -426,6 +428,27 @@ def _as_tensor(value: np.ndarray | Reshaped, dtype: torch.dtype) -> torch.Tensor
     except ValueError:  # negative strides
         tensor = torch.from_numpy(np.array(array, order="C"))
     return tensor.to(dtype)
+
+
+@contextlib.contextmanager
+def _threads_for_the_machine() -> Iterator[None]:
+    """One torch thread for modelshell's own runs while other processes hold every core (the 1-minute
+    load average at least the core count), the user's setting otherwise and afterwards. A parallel kernel
+    waits for a free core at every op: BERT-base on the seeded (2, 8) input took 1.13 s with 2 threads
+    against 0.16 s with one at load 4 on 2 cores, VGG16 at 224x224 1.32 s against 0.90 s."""
+    try:
+        busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except OSError:  # no load average on this system
+        busy = False
+    threads = torch.get_num_threads()
+    if not busy or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _source(value: np.ndarray | Reshaped, destination: torch.Tensor) -> torch.Tensor:
