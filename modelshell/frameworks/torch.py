@@ -149,7 +149,7 @@ class TorchModule(ModelHandle):
         targets = [(_target(state[name], source), source) for name, source in prepared.items()]
         # Ctrl-C is only noted while the tensors are written: the body takes it where the model is whole,
         # and one that comes after the last write is raised once `writes` says the copy completed.
-        with torch.no_grad(), deferred_interrupts() as interrupts:
+        with torch.no_grad(), _threads_for_the_machine(), deferred_interrupts() as interrupts:
             if _cannot_fail(targets):
                 try:
                     _write_whole(targets)
@@ -432,10 +432,10 @@ def _as_tensor(value: np.ndarray | Reshaped, dtype: torch.dtype) -> torch.Tensor
 
 @contextlib.contextmanager
 def _threads_for_the_machine() -> Iterator[None]:
-    """One torch thread for modelshell's own runs while other processes hold every core (the 1-minute
-    load average at least the core count), the user's setting otherwise and afterwards. A parallel kernel
-    waits for a free core at every op: BERT-base on the seeded (2, 8) input took 1.13 s with 2 threads
-    against 0.16 s with one at load 4 on 2 cores, VGG16 at 224x224 1.32 s against 0.90 s."""
+    """One torch thread for modelshell's own runs and copies while other processes hold every core (the
+    1-minute load average at least the core count), the user's setting otherwise and afterwards. A
+    parallel kernel waits for a free core at every op: BERT-base on the seeded (2, 8) input took 1.13 s
+    with 2 threads against 0.16 s with one at load 4 on 2 cores, VGG16 at 224x224 1.32 s against 0.90 s."""
     try:
         busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
     except OSError:  # no load average on this system
@@ -728,7 +728,8 @@ def _copy_with_torch(out: np.ndarray, value: np.ndarray) -> bool:
         source, destination = torch.from_numpy(value), torch.from_numpy(out)
     except TypeError:  # a dtype torch has no numpy twin for
         return False
-    destination.copy_(source)
+    with _threads_for_the_machine():
+        destination.copy_(source)
     return True
 
 
