@@ -315,7 +315,8 @@ class KerasModel(ModelHandle):
         variables = self._checked_variables(values)
         chosen = [(variables[name], value) for name, value in values.items()]
         if all(isinstance(v, keras.Variable) for v, _ in chosen):
-            mapping = [(v, np.asarray(value, dtype=_dtype_name(v))) for v, value in chosen]
+            # Each value made once, straight into a tensor (a Reshaped one too, never first as numpy).
+            mapping = [(v, _assignable(value, _dtype_name(v))) for v, value in chosen]
             with keras.StatelessScope(state_mapping=mapping):
                 yield
             return
