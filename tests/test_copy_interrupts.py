@@ -64,6 +64,10 @@ original = keras_values() if dst == "k" else torch_values()
 # What a complete copy gives, computed here: Dense kernels are Linear weights transposed.
 expected = [v.T.copy() if v.ndim == 2 else v.copy() for v in source_values]
 modes = [(m, m.training) for m in t.modules()]
+# The tensors the torch model holds, by object and by memory: functional_call's swap cut short by a
+# Ctrl-C left the confirmation's substitutes (views of the Keras model's memory) in their place.
+own = [(name, tensor, tensor.data_ptr()) for name, tensor in t.state_dict(keep_vars=True).items()]
+activations = [(layer, layer.activation) for layer in k.layers]
 armed, late = [False], [0]
 
 
@@ -74,9 +78,17 @@ def on_sigint(signum, frame):
 
 
 def machinery_left():
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
     left = [name for name, m in t.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    left += [f"{name}.forward" for name, m in t.named_modules() if "forward" in vars(m)]
     left += [f"{m} training={m.training}" for m, training in modes if m.training != training]
+    now = t.state_dict(keep_vars=True)
+    left += [f"{name} swapped" for name, tensor, at in own if now[name] is not tensor or tensor.data_ptr() != at]
+    left += ["grad mode off"] * (not torch.is_grad_enabled())
     left += [layer.name for layer in k._flatten_layers() if "call" in vars(layer)]
+    left += [f"{layer.name}.activation" for layer, activation in activations if layer.activation is not activation]
+    left += ["a StatelessScope left on"] * in_stateless_scope()
     return left
 
 
