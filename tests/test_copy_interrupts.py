@@ -142,9 +142,6 @@ def _verdict(report: dict, dst: str) -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known defects, issue 15 left open: a torch -> Keras child has died a few "
-                   "times with a glibc heap corruption (`corrupted size vs. prev_size`, `free(): invalid size`; "
-                   "faulthandler names where next time), and the moments' spread depends on the machine's load")
 @pytest.mark.parametrize("src, dst", [("t", "k"), ("k", "t")], ids=["torch to keras", "keras to torch"])
 def test_ctrl_c_at_any_moment_of_a_copy_leaves_it_all_or_nothing_and_says_which(src, dst):
     child = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", textwrap.dedent(_CHILD), src, dst], stdin=subprocess.PIPE,
