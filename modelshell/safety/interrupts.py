@@ -86,9 +86,14 @@ def interruptible(interrupts: Interrupts, owner: Any, method: str) -> Iterator[N
     """``owner.method`` (a model's ``forward`` or ``call``) opened to Ctrl-C on the instance for the body,
     then as it was (the class's, or what the instance had of its own). Used inside
     ``deferred_interrupts``: the framework's own entry and exit around the method (``__call__``, the
-    tensors ``functional_call`` swaps in and back) stay where Ctrl-C is only noted."""
+    tensors ``functional_call`` swaps in and back) stay where Ctrl-C is only noted. An object that takes
+    no attribute of that name (a compiled TorchScript module) runs the body closed: Ctrl-C is taken after it."""
     own = vars(owner).get(method, _MISSING)
-    object.__setattr__(owner, method, interrupts.opened(getattr(owner, method)))
+    try:
+        object.__setattr__(owner, method, interrupts.opened(getattr(owner, method)))
+    except (AttributeError, TypeError):
+        yield
+        return
     try:
         yield
     finally:
