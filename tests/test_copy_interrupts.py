@@ -110,8 +110,8 @@ signal.signal(signal.SIGINT, on_sigint)
 print(json.dumps({"seconds": took}), flush=True)
 for command in sys.stdin:
     print("go", flush=True)
-    armed[0] = True
     started = time.perf_counter()
+    armed[0] = True
     try:
         outcome = s.run_line(line)
     except KeyboardInterrupt:  # before run_line's first step: the shell says "interrupted" (nothing ran)
