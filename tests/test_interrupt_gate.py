@@ -7,7 +7,9 @@ moments of whole copies; these are the moments it can only hit by chance.
 from __future__ import annotations
 
 import signal
+import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +94,41 @@ def test_a_method_the_instance_had_of_its_own_is_put_back(python_sigint):
         assert vars(model)["forward"] is not own_forward
         model(torch.ones(1, 2))
     assert vars(model)["forward"] is own_forward
+
+
+class _CtrlCInTheSwap(torch.nn.Module):
+    """Two Linears; the second one's lookup gets one Ctrl-C when torch's ``functional_call`` looks it up
+    to swap tensors in (``NamedMemberAccessor.get_submodule``), after the first one's were swapped: the
+    moment the copy interrupt test hit by chance, when the module kept the substitutes (views of the
+    other model's memory)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = torch.nn.Linear(2, 2)
+        self.second = torch.nn.Linear(2, 2)
+        self.armed = False
+
+    def __getattr__(self, name: str):
+        if name == "second" and self.__dict__.get("armed") and sys._getframe(1).f_code.co_name == "get_submodule":
+            self.__dict__["armed"] = False
+            signal.raise_signal(signal.SIGINT)
+        return super().__getattr__(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
+
+
+def test_ctrl_c_inside_functional_calls_swap_leaves_the_module_its_own_tensors(python_sigint):
+    from modelshell.frameworks.detect import wrap_object
+
+    model = _CtrlCInTheSwap()
+    own = {name: (t, t.detach().clone()) for name, t in model.named_parameters()}
+    handle = wrap_object(model, "t")
+    values = {name: np.full(tuple(t.shape), 7.0, np.float32) for name, (t, _) in own.items()}
+    model.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        handle.forward_with_taps([np.ones((1, 2), np.float32)], ["first"], values)
+    assert not model.armed  # the Ctrl-C came, inside the swap
+    for name, t in model.named_parameters():
+        assert t is own[name][0] and torch.equal(t, own[name][1]), name
+    assert not model.first._forward_hooks and "forward" not in vars(model) and model.training
