@@ -1,6 +1,6 @@
-"""Every benchmark of issues 7, 12 and 14, one after the other (``make bench``); ``--quick`` for fewer runs.
+"""Every benchmark of issues 7, 12, 14 and 15, one after the other (``make bench``); ``--quick`` for fewer runs.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only startup,checkpoints,first_look,scale,transfer,porting,folders]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only startup,checkpoints,first_look,scale,transfer,porting,folders,interactive]
 
 Each script prints its own table (measure, modelshell, reference, ratio, target, met), every figure
 against its reference measured in the same run. Nothing here is a test: a missed target is printed, with
@@ -24,6 +24,7 @@ SCRIPTS = {
     "transfer": "bench_transfer.py",
     "porting": "bench_porting.py",
     "folders": "bench_folders.py",
+    "interactive": "bench_interactive.py",
 }
 
 

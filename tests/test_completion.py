@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 import traceback
 import warnings
 from pathlib import Path
@@ -328,13 +327,13 @@ def test_a_property_that_prints_or_warns_stays_off_the_screen(demo_session, caps
     assert captured.out == "" and captured.err == ""
 
 
-def test_thousands_of_tensors_complete_at_once(session):
+def test_thousands_of_tensors_complete(session):
+    """Every one of 5,000 tensors is offered; how fast (per tensor, against 500) is measured side by side
+    in benchmarks/bench_interactive.py, not bounded here."""
     session.run_line("import torch; big = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(2500)])")
-    completions(session, "weights big 1.")  # warm up the first torch calls
-    started = time.perf_counter()
     assert applied(session, "weights big 2499.") == ["weights big 2499.weight", "weights big 2499.bias"]
-    assert len(completions(session, "weights big ")) == 5000
-    assert time.perf_counter() - started < 2.0  # ~0.2 s here; quadratic work would take minutes
+    offered = [c.text for c in completions(session, "weights big ")]
+    assert len(offered) == 5000 and set(offered) == {f"{i}.{r}" for i in range(2500) for r in ("weight", "bias")}
 
 
 def test_completing_does_not_count_as_using_a_model(demo_session):

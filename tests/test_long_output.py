@@ -232,12 +232,14 @@ def test_rows_drawn_without_rich_are_the_characters_rich_draws(ascii_only, width
     assert ours.file.getvalue() == rich.file.getvalue()
 
 
-def test_thousands_of_rows_draw_quickly():
+def test_thousands_of_rows_are_all_drawn():
+    """Every row of a 20,000-row table, in order; how fast against rich is measured side by side in
+    benchmarks/bench_interactive.py, not bounded here."""
     out = io.StringIO()
-    started = time.perf_counter()
     Printer(out=out, width=120).show(_outcome_of(_table(20000)))
-    assert time.perf_counter() - started < 4.0  # rich alone takes ~10 s
-    assert out.getvalue().count(".weight") == 20000
+    drawn = re.findall(r"layer_(\d+)\.weight", out.getvalue())
+    assert drawn == [str(i) for i in range(20000)]
+    assert "20000 tensors" in out.getvalue()
 
 
 def _outcome_of(table: Table):

@@ -28,7 +28,7 @@ from absl import logging as _absl_logging  # noqa: E402
 _absl_logging.set_verbosity(_absl_logging.ERROR)
 
 from modelshell.core.errors import ModelshellError, first_line  # noqa: E402
-from modelshell.safety.interrupts import deferred_interrupts  # noqa: E402
+from modelshell.safety.interrupts import deferred_interrupts, interruptible  # noqa: E402
 from modelshell.frameworks.base import (  # noqa: E402
     InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, keras_snake_case,
 )
@@ -208,9 +208,15 @@ class KerasModel(ModelHandle):
             yield np.asarray(_snapshot(variables[name]))
 
     def forward(self, inputs) -> Any:
-        if isinstance(inputs, dict):
-            return _to_numpy(self.obj(dict(inputs), training=False))
-        return _to_numpy(self.obj(inputs[0] if len(inputs) == 1 else list(inputs), training=False))
+        """The model's outputs on ``inputs``. Ctrl-C interrupts the model's own ``call`` only: Keras's
+        ``__call__`` around it sets a call context and name scopes up and resets them in ``finally``
+        blocks, which a second Ctrl-C must not cut short."""
+        with deferred_interrupts() as interrupts, interruptible(interrupts, self.obj, "call"):
+            if isinstance(inputs, dict):
+                outputs = self.obj(dict(inputs), training=False)
+            else:
+                outputs = self.obj(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        return _to_numpy(outputs)
 
     def trace(self, inputs) -> dict[str, LayerCall]:
         """Every layer's first call in order, with shapes, by wrapping each layer's ``call`` on the instance
@@ -241,13 +247,13 @@ class KerasModel(ModelHandle):
             return traced
 
         layers = self._all_layers()
-        try:
-            with deferred_interrupts():  # every layer wrapped is unwrapped
+        with deferred_interrupts():  # every layer wrapped is unwrapped; Ctrl-C lands in the forward pass only
+            try:
                 for path, layer in layers:
                     object.__setattr__(layer, "call", wrap(layer, path, layer.call))
-            self.forward(inputs)
-        finally:
-            _unwrap_calls([layer for _, layer in layers])
+                self.forward(inputs)
+            finally:
+                _unwrap_calls([layer for _, layer in layers])
         return calls
 
     def _all_layers(self) -> list[tuple[str, Any]]:
@@ -290,25 +296,26 @@ class KerasModel(ModelHandle):
         """Keras has no forward hooks: each tapped layer's ``call`` is wrapped on the instance for the
         duration of one eager call, then the class's own ``call`` is visible again."""
         taps: dict[str, Any] = {}
-        found = [(path, self._layer_at(path)) for path in paths]
-        wrapped: list[Any] = []
-        try:
-            with deferred_interrupts():  # a Ctrl-C never leaves a wrapped call behind
-                for path, layer in found:
-                    if layer is not None:
-                        object.__setattr__(layer, "call", _tapped(layer, layer.call, taps, path))
+        found = [(path, layer) for path, layer in ((p, self._layer_at(p)) for p in paths) if layer is not None]
+        with deferred_interrupts():  # a Ctrl-C never leaves a wrapped call behind: it lands in the forward pass only
+            wrapped: list[Any] = []
+            try:
+                with _linear_activations([layer for _, layer in found]) as activations:
+                    for path, layer in found:
+                        object.__setattr__(layer, "call", _tapped(layer.call, activations.get(id(layer)), taps, path))
                         wrapped.append(layer)
-            with self._substituted(values or {}):
-                return self.forward(inputs), taps
-        finally:
-            _unwrap_calls(wrapped)
+                    with self._substituted(values or {}):
+                        return self.forward(inputs), taps
+            finally:
+                _unwrap_calls(wrapped)
 
     @contextlib.contextmanager
     def _substituted(self, values: dict[str, np.ndarray]) -> Iterator[None]:
         """The model computes as if its variables held ``values``. Keras 3 reads them from a
         ``StatelessScope`` (what ``stateless_call`` uses); a tf-keras (Keras 2) variable has no such
-        scope, so it holds the value for the call and gets its own back after it, interrupts held off
-        while it does."""
+        scope, so it holds the value for the call and gets its own back after it. Called with interrupts
+        deferred (``forward_with_taps``): the scope is entered and left, and the values put back, where no
+        Ctrl-C lands."""
         if not values:
             yield
             return
@@ -326,9 +333,8 @@ class KerasModel(ModelHandle):
                 variable.assign(_assignable(value, _dtype_name(variable)))
             yield
         finally:
-            with deferred_interrupts():
-                for variable, backup in backups:
-                    type(variable).assign(variable, backup)
+            for variable, backup in backups:
+                type(variable).assign(variable, backup)
 
     def _layer_at(self, path: str) -> Any:
         layer = self.obj
@@ -387,21 +393,28 @@ def _require_built(model: Any) -> None:
 
 
 def _unwrap_calls(layers: list[Any]) -> None:
-    """Each layer's own ``call`` visible again, whatever interrupts come while it is done: a Ctrl-C can
-    land before ``deferred_interrupts`` has taken the signal, so the loop goes on past it and raises it
-    at the end."""
-    interrupted = False
-    while True:
-        try:
-            with deferred_interrupts():
-                for layer in layers:
-                    if "call" in vars(layer):
-                        object.__delattr__(layer, "call")
-            break
-        except KeyboardInterrupt:
-            interrupted = True
-    if interrupted:
-        raise KeyboardInterrupt
+    """Each layer's own ``call`` visible again. Called with interrupts deferred."""
+    for layer in layers:
+        if "call" in vars(layer):
+            object.__delattr__(layer, "call")
+
+
+@contextlib.contextmanager
+def _linear_activations(layers: list[Any]) -> Iterator[dict[int, Any]]:
+    """Each layer's fused activation (a ``Conv2D(activation="tanh")``) set aside for the body, by
+    ``id(layer)``, and put back after it: a tapped layer records what it computes before it, as a torch
+    ``Conv2d`` followed by ``Tanh`` does. Set aside for the whole forward pass, with interrupts deferred,
+    not around each call, where a Ctrl-C could land between the swap and the ``try`` that undoes it."""
+    linear = keras.activations.linear
+    aside = {id(layer): (layer, layer.__dict__.get("activation")) for layer in layers}
+    aside = {key: pair for key, pair in aside.items() if pair[1] is not None and pair[1] is not linear}
+    try:
+        for layer, _ in aside.values():
+            object.__setattr__(layer, "activation", linear)
+        yield {key: activation for key, (_, activation) in aside.items()}
+    finally:
+        for layer, activation in aside.values():
+            object.__setattr__(layer, "activation", activation)
 
 
 def _subclassed_tf_keras(model: Any) -> bool:
@@ -526,28 +539,16 @@ def _leaves(value: Any) -> list[Any]:
     return [value] if hasattr(value, "shape") and hasattr(value, "dtype") else []
 
 
-def _tapped(layer: Any, call: Any, taps: dict[str, Any], path: str):
-    """Record what the layer computes before its fused activation: a Keras ``Conv2D(activation="tanh")``
-    is a torch ``Conv2d`` followed by ``Tanh``, and only the former pairs with it. The activation is then
-    applied as the layer would, so the model's own result is unchanged. A layer called several times (one
+def _tapped(call: Any, activation: Any, taps: dict[str, Any], path: str):
+    """Record what the layer computes before its fused activation (set aside by ``_linear_activations``),
+    then apply the activation, so the model's own result is unchanged. A layer called several times (one
     block shared by every layer, as ALBERT's) is recorded at its first call, as the torch adapter does."""
-    activation = layer.__dict__.get("activation")
-    linear = keras.activations.linear
 
     def call_and_record(*args: Any, **kwargs: Any) -> Any:
-        if activation is None or activation is linear:
-            output = call(*args, **kwargs)
-            if path not in taps:
-                taps[path] = _to_numpy(output)
-            return output
-        object.__setattr__(layer, "activation", linear)
-        try:
-            before = call(*args, **kwargs)
-        finally:
-            object.__setattr__(layer, "activation", activation)
+        output = call(*args, **kwargs)
         if path not in taps:
-            taps[path] = _to_numpy(before)
-        return activation(before)
+            taps[path] = _to_numpy(output)
+        return output if activation is None else activation(output)
 
     return call_and_record
 

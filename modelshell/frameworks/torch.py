@@ -28,7 +28,7 @@ from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, tree_from_names
 from modelshell.frameworks.copying import Reshaped, lend_copy_kernel
 from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
-from modelshell.safety.interrupts import Interrupts, deferred_interrupts
+from modelshell.safety.interrupts import Interrupts, deferred_interrupts, interruptible
 from modelshell.safety.mapped import guard as guard_mapping
 from modelshell.safety.pickle_scan import PickleGlobals, classify, describe, scan_torch_file
 from modelshell.safety.resources import check_declared_allocation, check_fits, unpacked_zip_size
@@ -166,16 +166,16 @@ class TorchModule(ModelHandle):
     def forward_with_taps(self, inputs, paths: list[str], values: dict[str, np.ndarray] | None = None):
         modules = dict(self.obj.named_modules())
         taps: dict[str, Any] = {}
-        hooks: list[Any] = []
-        try:
-            with deferred_interrupts():
+        substitutes = self._substitutes(values) if values else None
+        with deferred_interrupts():  # Ctrl-C lands in the forward pass only (``_call``), never among the hooks
+            hooks: list[Any] = []
+            try:
                 hooks += [modules[p].register_forward_hook(_recorder(taps, p)) for p in paths if p in modules]
-            outputs = _to_numpy(self._call(inputs, self._substitutes(values) if values else None))
-        finally:
-            with deferred_interrupts():
+                outputs = self._call(inputs, substitutes)
+            finally:
                 for hook in hooks:
                     hook.remove()
-        return outputs, taps
+        return _to_numpy(outputs), taps
 
     def trace(self, inputs) -> dict[str, LayerCall]:
         """Every module's first call in order, with shapes. A Linear's input that shares its storage (and
@@ -229,19 +229,18 @@ class TorchModule(ModelHandle):
 
         started: dict[str, int] = {}  # the order in which modules start (a block before what it calls)
         named = [(p, m) for p, m in self.obj.named_modules() if p]
-        hooks: list[Any] = []
         # A tensor a block owns directly (a layer scale, a class token) is used somewhere inside the
         # block's forward, not when the block starts: its first use is its place in the order.
         names = {id(t): n for n, t in self.obj.state_dict(keep_vars=True).items()}
-        try:
-            with deferred_interrupts():  # every hook registered is in the list that removes it
+        with deferred_interrupts():  # every hook registered is removed; Ctrl-C lands in the forward pass only
+            hooks: list[Any] = []
+            try:
                 for p, m in named:
                     hooks.append(m.register_forward_pre_hook(start(p)))
                     hooks.append(m.register_forward_hook(hook(p)))
-            with _FirstUses(names, started):
-                self._call(inputs)
-        finally:
-            with deferred_interrupts():
+                with _FirstUses(names, started):
+                    self._call(inputs)
+            finally:
                 for handle in hooks:
                     handle.remove()
         for name in names.values():
@@ -252,21 +251,24 @@ class TorchModule(ModelHandle):
     def _call(self, inputs, substitutes: dict[str, torch.Tensor] | None = None) -> Any:
         """The module in eval mode, without gradients, on positional or named inputs; with
         ``substitutes``, through ``torch.func.functional_call``, which swaps those tensors in for the
-        call only (tied ones follow their tie) and leaves the module's own untouched."""
+        call only (tied ones follow their tie) and leaves the module's own untouched.
+
+        Ctrl-C interrupts the module's own ``forward`` only: one that landed inside functional_call's
+        swap, or in its ``finally`` that swaps back, left the module holding the substitutes (views of
+        the other model's memory, which the next write into this module then wrote through)."""
         modes = [(m, m.training) for m in self.obj.modules()]  # each its own: a frozen part stays in eval
         if isinstance(inputs, Mapping):
             args, kwargs = (), {k: self._input_tensor(v) for k, v in inputs.items()}
         else:
             args, kwargs = tuple(self._input_tensor(x) for x in inputs), {}
-        try:
-            with deferred_interrupts():
+        with deferred_interrupts() as interrupts:
+            try:
                 self.obj.eval()
-            with torch.no_grad(), _threads_for_the_machine():
-                if substitutes:
-                    return torch.func.functional_call(self.obj, substitutes, args, kwargs, strict=False)
-                return self.obj(*args, **kwargs)
-        finally:
-            with deferred_interrupts():
+                with torch.no_grad(), _threads_for_the_machine(), interruptible(interrupts, self.obj, "forward"):
+                    if substitutes:
+                        return torch.func.functional_call(self.obj, substitutes, args, kwargs, strict=False)
+                    return self.obj(*args, **kwargs)
+            finally:
                 for module, training in modes:
                     module.training = training
 
