@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 T2K, K2T = "torch->keras", "keras->torch"
-BATCH, SEQ = 2, 8
+BATCH, SEQ, DECODER_SEQ = 2, 8, 5
 VOCAB = 100
 
 
@@ -135,15 +135,20 @@ class ModelPair:
 
 def text_inputs(torch_names: dict[str, str], keras_names: dict[str, str] | None, vocab: int = VOCAB, low: int = 0):
     """Ids below the vocabulary (from `low`: RoBERTa counts positions past its padding id 1), a 0/1 mask
-    with the last two places of the second row padded, segments 0 then 1. `torch_names`/`keras_names`
-    map the roles ids/mask/segments to each side's input names."""
+    with the last two places of the second row padded, segments 0 then 1; for an encoder-decoder model a
+    decoder sequence of its own, shorter (DECODER_SEQ), its mask with the last place of the second row
+    padded. `torch_names`/`keras_names` map the roles ids/mask/segments/decoder_ids/decoder_mask to each
+    side's input names."""
 
     def make(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], Any]:
         ids = rng.integers(low, vocab, (BATCH, SEQ)).astype(np.int64)
         mask = np.ones((BATCH, SEQ), np.int64)
         mask[1, -2:] = 0
         segments = (np.arange(SEQ)[None, :] >= SEQ // 2).astype(np.int64).repeat(BATCH, 0)
-        roles = {"ids": ids, "mask": mask, "segments": segments}
+        decoder_mask = np.ones((BATCH, DECODER_SEQ), np.int64)
+        decoder_mask[1, -1] = 0
+        roles = {"ids": ids, "mask": mask, "segments": segments, "decoder_mask": decoder_mask,
+                 "decoder_ids": rng.integers(low, vocab, (BATCH, DECODER_SEQ)).astype(np.int64)}
         t = {name: roles[role] for role, name in torch_names.items()}
         names = keras_names or torch_names
         k = {name: roles[role].astype(np.int32) for role, name in names.items()}
@@ -296,7 +301,28 @@ def albert_config():
         type_vocab_size=2, hidden_act="gelu", **TINY)
 
 
+def bart_config():
+    return transformers.BartConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+
+
+def t5_config():
+    return transformers.T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, dropout_rate=0.0, feed_forward_proj="relu")
+
+
+TEXT_SEQ2SEQ = {"ids": "input_ids", "mask": "attention_mask", "decoder_ids": "decoder_input_ids",
+                "decoder_mask": "decoder_attention_mask"}
+SEQ2SEQ_OUTPUTS = ["last_hidden_state", "encoder_last_hidden_state"]
+
 HF_PAIRS = [
+    hf_pair("hf-bart", bart_config, "BartModel", "TFBartModel", text_inputs(TEXT_SEQ2SEQ, None), SEQ2SEQ_OUTPUTS,
+            note="encoder-decoder; one embedding shared by encoder and decoder; learned positions with offset 2"),
+    hf_pair("hf-t5", t5_config, "T5Model", "TFT5Model", text_inputs(TEXT_SEQ2SEQ, None), SEQ2SEQ_OUTPUTS,
+            note="encoder-decoder; relative attention bias in each stack's first block; no biases, RMS norms"),
     hf_pair("hf-bert", bert_config, "BertModel", "TFBertModel", text_inputs(TEXT_BERT, None),
             ["last_hidden_state", "pooler_output"]),
     hf_pair("hf-gpt2", gpt2_config, "GPT2Model", "TFGPT2Model", text_inputs(TEXT_IDS_MASK, None),
@@ -423,7 +449,19 @@ def _decoder_backbone(cls: str, **extra):
         layer_norm_epsilon=c.rms_norm_eps, **extra)
 
 
+KH_SEQ2SEQ = {"ids": "encoder_token_ids", "mask": "encoder_padding_mask", "decoder_ids": "decoder_token_ids",
+              "decoder_mask": "decoder_padding_mask"}
+
 KERAS_HUB_PAIRS = [
+    keras_hub_pair(
+        "kh-bart", bart_config, "BartModel",
+        lambda c: keras_hub.models.BartBackbone(
+            vocabulary_size=c.vocab_size, num_layers=c.encoder_layers, num_heads=c.encoder_attention_heads,
+            hidden_dim=c.d_model, intermediate_dim=c.encoder_ffn_dim, dropout=0.0,
+            max_sequence_length=c.max_position_embeddings),
+        "convert_bart", text_inputs(TEXT_SEQ2SEQ, KH_SEQ2SEQ),
+        {"last_hidden_state": "decoder_sequence_output", "encoder_last_hidden_state": "encoder_sequence_output"},
+        note="encoder-decoder; transformers' position tables have 2 rows more (its positions start at 2)"),
     keras_hub_pair(
         "kh-bert", bert_config, "BertModel",
         lambda c: keras_hub.models.BertBackbone(

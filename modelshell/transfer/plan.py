@@ -179,9 +179,20 @@ class Pairing:
             if j not in used_b:
                 reason = f"no layer of {self.a_name} pairs with {_describe(layer)}"
                 plan.missing += [Problem(t.name, reason) for t in layer.roles.values()]
+        plan.unexpected = _untied(plan.unexpected, [m.a_roles for m in plan.matches], self.a_tensors)
+        plan.missing = _untied(plan.missing, [m.b_roles for m in plan.matches], self.b_tensors)
         plan.warnings += _warnings(plan, self.a.framework, [(self.a_name, self.a_tensors), (self.b_name, self.b_tensors)])
         plan.notes += self.notes
         return plan
+
+
+def _untied(problems: list[Problem], paired: list[dict[str, TensorInfo]], tensors: list[TensorInfo]) -> list[Problem]:
+    """The problems less those of tensors that are one with a paired tensor (tied: BART's ``shared``
+    table is its encoder's and decoder's ``embed_tokens``, and only those run): a tensor both names of
+    which are listed is paired when either is."""
+    owner = {t.name: t.tied_to or t.name for t in tensors}
+    covered = {owner.get(t.name, t.name) for roles in paired for t in roles.values()}
+    return [p for p in problems if owner.get(p.name, p.name) not in covered]
 
 
 def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B",
@@ -442,9 +453,20 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
                    for role, array in out.items()}
         for role, array in out.items():
             target = match.b_roles.get(role)
-            if target is not None and target.tied_to is None:  # a tied alias is written through its first name
-                values[target.name] = array
+            if target is not None:
+                _put_once(values, target, array)
     return values
+
+
+def _put_once(values: dict[str, np.ndarray], target: TensorInfo, array: np.ndarray) -> None:
+    """A tied tensor is one tensor, written once through its first name, whichever of its names was
+    paired; two pairs that give it different values refuse the copy rather than let the last one win."""
+    name = target.tied_to or target.name
+    if name not in values:
+        values[name] = array
+    elif values[name] is not array and not np.array_equal(np.asarray(values[name]), np.asarray(array)):
+        raise ModelshellError(f"cannot copy: {target.name} is {name} (one tied tensor) but its pairs give it "
+                              "different values", "pair the tensor once, with --map")
 
 
 def without_mismatched(plan: TransferPlan) -> TransferPlan:
@@ -646,9 +668,10 @@ class _Context:
             return LayerMatch(la.path, lb.path, la.kind, lb.kind, None, None, a_roles, b_roles)
         a_side, b_side = self.direction.split("->")
         a_roles, b_roles = _rule_roles(rule, a_side, la), _rule_roles(rule, b_side, lb)
-        dims = layouts.known_dims(rule, b_side, _rule_shapes(rule, b_side, b_roles))
-        label = ""
         torch_layer, keras_layer = (la, lb) if a_side == "torch" else (lb, la)
+        dims = {**layouts.known_dims(rule, b_side, _rule_shapes(rule, b_side, b_roles)),
+                **_config_dims(rule, torch_layer)}
+        label = ""
         flat = self.flatten.get(id(torch_layer))
         if flat and rule.after_flatten:
             channels, spatial = flat[0], flat[1]
@@ -668,6 +691,7 @@ def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | N
         r for r in layouts.RULES
         if (not torch_layer.kind or torch_layer.kind in r.torch_classes or _is_separable(torch_layer, r))
         and (not keras_layer.kind or keras_layer.kind == r.keras_kind)
+        and all(key in torch_layer.config for key in r.torch_config)
     ]
     if not torch_layer.kind and not keras_layer.kind:
         return None
@@ -694,11 +718,17 @@ def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | N
 def _shapes_agree(rule: layouts.LayerRule, torch_layer: Layer, keras_layer: Layer) -> bool:
     try:
         torch_roles, keras_roles = _rule_roles(rule, "torch", torch_layer), _rule_roles(rule, "keras", keras_layer)
-        dims = layouts.known_dims(rule, "keras", _rule_shapes(rule, "keras", keras_roles))
+        dims = {**layouts.known_dims(rule, "keras", _rule_shapes(rule, "keras", keras_roles)),
+                **_config_dims(rule, torch_layer)}
         expected = layouts.expected_shapes(rule, _rule_shapes(rule, "torch", torch_roles), "torch->keras", **dims)
     except ModelshellError:
         return False
     return all(expected.get(r) == shape for r, shape in _rule_shapes(rule, "keras", keras_roles).items())
+
+
+def _config_dims(rule: layouts.LayerRule, torch_layer: Layer) -> dict[str, int]:
+    """The dimensions a rule reads from the torch layer's settings (a position table's ``offset``)."""
+    return {key: int(torch_layer.config[key]) for key in rule.torch_config if key in torch_layer.config}
 
 
 def _is_separable(layer: Layer, rule: layouts.LayerRule) -> bool:

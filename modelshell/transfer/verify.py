@@ -111,8 +111,10 @@ def compare_with(reference: Reference, b: ModelHandle, paths: list[tuple[str, st
     return Verification(comparisons, reference.inputs.shapes, atol, rtol, per_layer)
 
 
-# Output names that mean the same thing in transformers and keras-hub.
-_SAME_OUTPUT = {"last_hidden_state": "sequence_output", "pooler_output": "pooled_output"}
+# Output names that mean the same thing in transformers and keras-hub: an encoder-decoder model's
+# `last_hidden_state` is its decoder's output, keras-hub's `decoder_sequence_output`.
+_SAME_OUTPUT = {"last_hidden_state": "sequence_output", "pooler_output": "pooled_output",
+                "decoder_sequence_output": "sequence_output", "encoder_last_hidden_state": "encoder_sequence_output"}
 
 
 def _output_pairs(leaves_a: list[tuple[str, np.ndarray]],
