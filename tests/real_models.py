@@ -314,6 +314,14 @@ def t5_config():
         relative_attention_num_buckets=8, dropout_rate=0.0, feed_forward_proj="relu")
 
 
+def marian_config():
+    return transformers.MarianConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, pad_token_id=VOCAB - 1,
+        decoder_start_token_id=VOCAB - 1)
+
+
 TEXT_SEQ2SEQ = {"ids": "input_ids", "mask": "attention_mask", "decoder_ids": "decoder_input_ids",
                 "decoder_mask": "decoder_attention_mask"}
 SEQ2SEQ_OUTPUTS = ["last_hidden_state", "encoder_last_hidden_state"]
@@ -323,6 +331,8 @@ HF_PAIRS = [
             note="encoder-decoder; one embedding shared by encoder and decoder; learned positions with offset 2"),
     hf_pair("hf-t5", t5_config, "T5Model", "TFT5Model", text_inputs(TEXT_SEQ2SEQ, None), SEQ2SEQ_OUTPUTS,
             note="encoder-decoder; relative attention bias in each stack's first block; no biases, RMS norms"),
+    hf_pair("hf-marian", marian_config, "MarianModel", "TFMarianModel", text_inputs(TEXT_SEQ2SEQ, None),
+            SEQ2SEQ_OUTPUTS, note="encoder-decoder; sinusoidal positions (a fixed table in torch, computed in TF)"),
     hf_pair("hf-bert", bert_config, "BertModel", "TFBertModel", text_inputs(TEXT_BERT, None),
             ["last_hidden_state", "pooler_output"]),
     hf_pair("hf-gpt2", gpt2_config, "GPT2Model", "TFGPT2Model", text_inputs(TEXT_IDS_MASK, None),
