@@ -223,9 +223,10 @@ def pair_layers(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str =
     forced = _forced_pairs(overrides, a_layers, b_layers, context, a_name, b_name)
     rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in forced}]
     rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in forced}]
-    aligned = _align([a_layers[i] for i in rest_a], [b_layers[j] for j in rest_b], context)
+    aligned, in_order = _align([a_layers[i] for i in rest_a], [b_layers[j] for j in rest_b], context)
     matched = sorted(forced + [(rest_a[i], rest_b[j]) for i, j in aligned])
     bases, groups = _bases(matched, forced, a_layers, b_layers, context)
+    _add_groups(bases, groups, matched, [[(rest_a[i], rest_b[j]) for i, j in group] for group in in_order])
     return Pairing(a, b, a_name, b_name, a_layers, b_layers, a_tensors, b_tensors, context, matched, bases,
                    groups, notes)
 
@@ -259,6 +260,18 @@ def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_laye
         else:
             bases[pair] = "only fit"
     return bases, groups
+
+
+def _add_groups(bases: dict[tuple[int, int], str], groups: list[list[int]], matched: list[tuple[int, int]],
+                in_order: list[list[tuple[int, int]]]) -> None:
+    """Pairs that only their order decided, apart from one another (the relative attention bias of an
+    encoder's first block and of its decoder's): each such set is a group the confirmation may reassign."""
+    grouped = {k for group in groups for k in group}
+    for group in in_order:
+        positions = [matched.index(pair) for pair in group]
+        if grouped.isdisjoint(positions):
+            groups.append(positions)
+            bases.update({pair: "order" for pair in group})
 
 
 def _forced_pairs(overrides: list[tuple[str, str]], a_layers: list[Layer], b_layers: list[Layer],
@@ -995,18 +1008,23 @@ def _tokens(path: str) -> tuple[str, ...]:
     return tuple(t for t in re.split(r"[^0-9a-zA-Z]+", spaced.lower()) if t)
 
 
-def _align(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> list[tuple[int, int]]:
-    """Pairs (i, j) of layers: equal names first (they survive reordering), then the rest in order."""
+def _align(a_layers: list[Layer], b_layers: list[Layer],
+           context: _Context) -> tuple[list[tuple[int, int]], list[list[tuple[int, int]]]]:
+    """Pairs (i, j) of layers: equal names first (they survive reordering), then the rest in order; and
+    the sets of those pairs that only their order decided, apart from each other (``_alike_in_order``)."""
     if len(a_layers) == len(b_layers) and not _names_cross(a_layers, b_layers) \
             and all(context.takes(x, y) for x, y in zip(a_layers, b_layers)):
         in_order = list(zip(range(len(a_layers)), range(len(b_layers))))  # the common case, in linear time
-        return _by_last_names(in_order, a_layers, b_layers, context)
+        return _by_last_names(in_order, a_layers, b_layers, context), []
     anchors = _name_anchors(a_layers, b_layers, context)
     rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in anchors}]
     rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in anchors}]
     ordered = _order_alignment(rest_a, rest_b, a_layers, b_layers, context)
-    paired = sorted(anchors + ordered + _unique_fits(anchors + ordered, a_layers, b_layers, context))
-    return _by_last_names(paired, a_layers, b_layers, context)
+    paired = anchors + ordered
+    paired += _unique_fits(paired, a_layers, b_layers, context)
+    alike = _alike_in_order(paired, a_layers, b_layers, context)
+    paired = sorted(paired + [pair for group in alike for pair in group])
+    return _by_last_names(paired, a_layers, b_layers, context), alike
 
 
 def _by_last_names(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers: list[Layer],
@@ -1051,6 +1069,27 @@ def _unique_fits(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers:
         if len(partners) == 1 and sum((k, partners[0]) in fit for k in left_a) == 1:
             found.append((i, partners[0]))
     return found
+
+
+def _alike_in_order(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers: list[Layer],
+                    context: _Context) -> list[list[tuple[int, int]]]:
+    """Layers left over that come as alike sets, one on each side (keras-hub's T5 keeps each stack's
+    relative attention bias on the attention block, which starts before the projections it calls, while
+    transformers' is a layer of its own that runs after them: the order alignment cannot take them):
+    where every layer of one set fits every layer of the other and of nothing else left, and both sets
+    have as many, they pair in execution order. The confirmation by outputs may reassign them."""
+    left_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in paired}]
+    left_b = [j for j in range(len(b_layers)) if j not in {j for _, j in paired}]
+    partners = {i: frozenset(j for j in left_b if context.takes(a_layers[i], b_layers[j])) for i in left_a}
+    groups, seen = [], set()
+    for i in left_a:
+        same = [k for k in left_a if partners[k] == partners[i]]
+        if i in seen or len(same) < 2 or len(same) != len(partners[i]):
+            continue
+        seen.update(same)
+        if all({k for k in left_a if j in partners[k]} == set(same) for j in partners[i]):
+            groups.append(list(zip(same, sorted(partners[i]))))
+    return groups
 
 
 def _relative_tokens(layers: list[Layer]) -> list[tuple[str, ...]]:
