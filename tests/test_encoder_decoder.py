@@ -166,3 +166,41 @@ def test_a_position_table_of_another_size_than_its_offset_allows_is_refused() ->
     assert "embed_positions" in outcome.error and "(66, 32)" in outcome.error, outcome.error
     assert "\n" not in outcome.error.strip()
     assert same_state(before, state(km))
+
+
+def test_keras_variables_that_share_a_path_are_told_apart() -> None:
+    """keras-hub's T5 makes its encoder's and its decoder's relative attention bias under one path
+    (`self_attention/embeddings`): modelshell names each by the layer that owns it, and a write to one
+    leaves the other as it was, where a lookup by path would reach the same variable for both."""
+    _, km = rm.PAIRS["kh-t5"].build()
+    biases = [stack[0].self_attention.relative_attention_bias
+              for stack in (km.encoder_transformer_layers, km.decoder_transformer_layers)]
+    assert biases[0].path == biases[1].path  # the premise
+    k = wrap_object(km, "k")
+    names = [t.name for t in k.tensors()]
+    assert len(set(names)) == len(names)
+    ours = [n for n in names if n.endswith("/embeddings") and "self_attention" in n]
+    assert ours == ["transformer_encoder_layer_0/self_attention/embeddings",
+                    "transformer_decoder_layer_0/self_attention/embeddings"], ours
+    kept = np.array(biases[0].numpy())
+    new = np.full(tuple(biases[1].shape), 0.5, np.float32)
+    k.write({ours[1]: new})
+    np.testing.assert_array_equal(np.asarray(biases[1].numpy()), new)
+    np.testing.assert_array_equal(np.asarray(biases[0].numpy()), kept)
+    np.testing.assert_array_equal(k.read(ours[0]), kept)
+
+
+def test_alike_layers_left_over_pair_in_order_and_crosswise_is_caught() -> None:
+    """The two relative attention biases pair in execution order (encoder's with encoder's), as a group
+    that only order decided; the same tensors forced crosswise (`--map`) fit every shape, and the check
+    after the copy fails it, naming where the outputs part."""
+    tm, km, _, _ = rm.prepare(rm.PAIRS["kh-t5"])
+    session = session_with(tm, km)
+    layers = {row["a"]: row for row in session.run_line("pair t k").results[0].data["layers"]}
+    for stack in ("encoder", "decoder"):
+        row = layers[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias"]
+        assert row["b"] == f"transformer_{stack}_layer_0/self_attention" and row["basis"] == "order", row
+    crosswise = session.run_line(
+        "copy t k --map encoder.block.0.layer.0.SelfAttention.relative_attention_bias=transformer_decoder_layer_0/self_attention"
+        " --map decoder.block.0.layer.0.SelfAttention.relative_attention_bias=transformer_encoder_layer_0/self_attention")
+    assert not crosswise.ok and "differ" in crosswise.error and "\n" not in crosswise.error.strip(), crosswise.error
