@@ -631,3 +631,20 @@ def test_fused_parts_are_split_in_order_and_by_head() -> None:
                 np.testing.assert_array_equal(out[f"{p}/kernel"][:, h, d], w[:, p * H * D + h * D + d])
     np.testing.assert_array_equal(keras_to_torch("hf_conv1d_fused_heads", out)["weight"], w)
     assert layouts.parts("hf_conv1d_fused_heads") == 3 and layouts.parts("linear") == 1
+
+
+def test_a_position_table_with_an_offset_is_sliced_by_the_offset_only() -> None:
+    """`n+offset` rows against `n`: the offset is the torch layer's own setting, never what the shapes
+    leave over; a table with other rows than `n + offset` is refused, with the shape it should have."""
+    rule = layouts.rule("embedding_offset")
+    table = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    out = torch_to_keras(rule, {"weight": table}, expect={"embeddings": (6, 3)}, offset=2)
+    np.testing.assert_array_equal(out["embeddings"], table[2:])
+    back = keras_to_torch(rule, out, expect={"weight": (8, 3)}, offset=2)
+    np.testing.assert_array_equal(back["weight"][2:], table[2:])
+    np.testing.assert_array_equal(back["weight"][:2], np.zeros((2, 3), np.float32))
+    assert layouts.expected_shapes(rule, {"weight": (8, 3)}, "torch->keras", offset=2) == {"embeddings": (6, 3)}
+    with pytest.raises(layouts.LayoutError, match=r"has shape \(8, 3\), expected \(n\+offset, d\) = \(7, "):
+        torch_to_keras(rule, {"weight": table}, offset=2, n=5)  # a keras table of 5 rows: 8 is not 5 + 2
+    with pytest.raises(layouts.LayoutError, match="offset"):
+        layouts.expected_shapes(rule, {"embeddings": (6, 3)}, "keras->torch")  # no offset: cannot tell
