@@ -204,3 +204,41 @@ def test_alike_layers_left_over_pair_in_order_and_crosswise_is_caught() -> None:
         "copy t k --map encoder.block.0.layer.0.SelfAttention.relative_attention_bias=transformer_decoder_layer_0/self_attention"
         " --map decoder.block.0.layer.0.SelfAttention.relative_attention_bias=transformer_encoder_layer_0/self_attention")
     assert not crosswise.ok and "differ" in crosswise.error and "\n" not in crosswise.error.strip(), crosswise.error
+
+
+def whisper_pair() -> rm.ModelPair:
+    """transformers' Whisper, torch against TF: mel features (N, mel bins, frames) into the encoder, whose
+    torch class takes exactly twice its position table's frames."""
+    import transformers
+
+    def config():
+        return transformers.WhisperConfig(
+            vocab_size=rm.VOCAB, num_mel_bins=8, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+            decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, d_model=32, max_source_positions=16,
+            max_target_positions=32, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+            pad_token_id=rm.VOCAB - 1, bos_token_id=rm.VOCAB - 2, eos_token_id=rm.VOCAB - 3,
+            decoder_start_token_id=rm.VOCAB - 2, suppress_tokens=None, begin_suppress_tokens=None)
+
+    def inputs(rng: np.random.Generator):
+        features = rng.normal(0.0, 1.0, (rm.BATCH, 8, 32)).astype(np.float32)
+        decoder = rng.integers(0, rm.VOCAB, (rm.BATCH, rm.DECODER_SEQ))
+        return ({"input_features": features, "decoder_input_ids": decoder},
+                {"input_features": features, "decoder_input_ids": decoder.astype(np.int32)})
+
+    return rm.hf_pair("hf-whisper", config, "WhisperModel", "TFWhisperModel", inputs, rm.SEQ2SEQ_OUTPUTS)
+
+
+def test_whisper_copies_but_says_it_is_not_verified_for_its_features_cannot_be_made_up() -> None:
+    """What is not built, pinned: modelshell does not make up Whisper's `input_features` (the frames must
+    be exactly twice the encoder's position table, which no signature says), so neither model runs, the
+    layers pair in registration order, and the copy says in its line that it is not verified and why.
+    Today that order is right: the TF model computes the torch model's outputs (both libraries' calls)."""
+    pair = whisper_pair()
+    tm, km, t_in, k_in = rm.prepare(pair)
+    assert rm.differs(pair.run_keras(km, k_in), pair.run_torch(tm, t_in))
+    outcome = session_with(tm, km).run_line("copy t k")
+    assert outcome.ok, outcome.error
+    line = str(outcome.results[0].text if hasattr(outcome.results[0], "text") else outcome.results[0])
+    assert "not verified: cannot make up a value for the input 'input_features'" in line, line
+    assert outcome.results[0].data["confirmed"]["outputs"] == 0
+    rm.assert_close(pair.run_keras(km, k_in), pair.run_torch(tm, t_in))
