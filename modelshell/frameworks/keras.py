@@ -110,8 +110,14 @@ class KerasModel(ModelHandle):
         if all(n == 1 for n in counts.values()):
             return paths
         owners = self._owners() if owners is None else owners
-        return {key: f"{owners[key]}/{path.rpartition('/')[2]}" if counts[path] > 1 and owners.get(key) else path
-                for key, path in paths.items()}
+        names = {key: f"{owners[key]}/{path.rpartition('/')[2]}" if counts[path] > 1 and owners.get(key) else path
+                 for key, path in paths.items()}
+        seen: collections.Counter[str] = collections.Counter()
+        for key, name in names.items():  # one layer that made two variables of one name: numbered
+            seen[name] += 1
+            if seen[name] > 1:
+                names[key] = f"{name}#{seen[name] - 1}"
+        return names
 
     def _variables_by_name(self) -> dict[str, Any]:
         names = self._names()

@@ -267,8 +267,11 @@ def _add_groups(bases: dict[tuple[int, int], str], groups: list[list[int]], matc
     """Pairs that only their order decided, apart from one another (the relative attention bias of an
     encoder's first block and of its decoder's): each such set is a group the confirmation may reassign."""
     grouped = {k for group in groups for k in group}
+    position = {pair: k for k, pair in enumerate(matched)}
     for group in in_order:
-        positions = [matched.index(pair) for pair in group]
+        if not all(pair in position for pair in group):
+            continue  # the names re-paired some of them (``_by_last_names``): they are no longer by order
+        positions = [position[pair] for pair in group]
         if grouped.isdisjoint(positions):
             groups.append(positions)
             bases.update({pair: "order" for pair in group})
