@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 T2K, K2T = "torch->keras", "keras->torch"
-BATCH, SEQ = 2, 8
+BATCH, SEQ, DECODER_SEQ = 2, 8, 5
 VOCAB = 100
 
 
@@ -135,15 +135,20 @@ class ModelPair:
 
 def text_inputs(torch_names: dict[str, str], keras_names: dict[str, str] | None, vocab: int = VOCAB, low: int = 0):
     """Ids below the vocabulary (from `low`: RoBERTa counts positions past its padding id 1), a 0/1 mask
-    with the last two places of the second row padded, segments 0 then 1. `torch_names`/`keras_names`
-    map the roles ids/mask/segments to each side's input names."""
+    with the last two places of the second row padded, segments 0 then 1; for an encoder-decoder model a
+    decoder sequence of its own, shorter (DECODER_SEQ), its mask with the last place of the second row
+    padded. `torch_names`/`keras_names` map the roles ids/mask/segments/decoder_ids/decoder_mask to each
+    side's input names."""
 
     def make(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], Any]:
         ids = rng.integers(low, vocab, (BATCH, SEQ)).astype(np.int64)
         mask = np.ones((BATCH, SEQ), np.int64)
         mask[1, -2:] = 0
         segments = (np.arange(SEQ)[None, :] >= SEQ // 2).astype(np.int64).repeat(BATCH, 0)
-        roles = {"ids": ids, "mask": mask, "segments": segments}
+        decoder_mask = np.ones((BATCH, DECODER_SEQ), np.int64)
+        decoder_mask[1, -1] = 0
+        roles = {"ids": ids, "mask": mask, "segments": segments, "decoder_mask": decoder_mask,
+                 "decoder_ids": rng.integers(low, vocab, (BATCH, DECODER_SEQ)).astype(np.int64)}
         t = {name: roles[role] for role, name in torch_names.items()}
         names = keras_names or torch_names
         k = {name: roles[role].astype(np.int32) for role, name in names.items()}
@@ -296,7 +301,39 @@ def albert_config():
         type_vocab_size=2, hidden_act="gelu", **TINY)
 
 
+def bart_config():
+    return transformers.BartConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+
+
+def t5_config():
+    return transformers.T5Config(
+        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4,
+        relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.0,
+        feed_forward_proj="relu")  # keras-hub's T5 has 32 buckets and a distance of 128, always
+
+
+def marian_config():
+    return transformers.MarianConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, pad_token_id=VOCAB - 1,
+        decoder_start_token_id=VOCAB - 1)
+
+
+TEXT_SEQ2SEQ = {"ids": "input_ids", "mask": "attention_mask", "decoder_ids": "decoder_input_ids",
+                "decoder_mask": "decoder_attention_mask"}
+SEQ2SEQ_OUTPUTS = ["last_hidden_state", "encoder_last_hidden_state"]
+
 HF_PAIRS = [
+    hf_pair("hf-bart", bart_config, "BartModel", "TFBartModel", text_inputs(TEXT_SEQ2SEQ, None), SEQ2SEQ_OUTPUTS,
+            note="encoder-decoder; one embedding shared by encoder and decoder; learned positions with offset 2"),
+    hf_pair("hf-t5", t5_config, "T5Model", "TFT5Model", text_inputs(TEXT_SEQ2SEQ, None), SEQ2SEQ_OUTPUTS,
+            note="encoder-decoder; relative attention bias in each stack's first block; no biases, RMS norms"),
+    hf_pair("hf-marian", marian_config, "MarianModel", "TFMarianModel", text_inputs(TEXT_SEQ2SEQ, None),
+            SEQ2SEQ_OUTPUTS, note="encoder-decoder; sinusoidal positions (a fixed table in torch, computed in TF)"),
     hf_pair("hf-bert", bert_config, "BertModel", "TFBertModel", text_inputs(TEXT_BERT, None),
             ["last_hidden_state", "pooler_output"]),
     hf_pair("hf-gpt2", gpt2_config, "GPT2Model", "TFGPT2Model", text_inputs(TEXT_IDS_MASK, None),
@@ -390,13 +427,14 @@ class _StateLoader:
         keras_variable.assign(value)
 
 
-def keras_hub_pair(name, config, torch_cls, backbone: Callable[[Any], Any], converter: str, inputs,
+def keras_hub_pair(name, config, torch_cls, backbone: Callable[[Any], Any], converter: str | Callable, inputs,
                    keys: dict[str, str], note="", extra: Callable[[torch.nn.Module], dict] | None = None,
                    same_function: bool = True):
     """`backbone(hf_config)` builds the keras-hub backbone of the same architecture, written out here
     (not through the converter's config mapping) so the pair shows which arguments correspond. `extra`
     gives the converter tensors a base model lacks (an LM head keras-hub's backbone keeps but never
-    runs)."""
+    runs). `converter` names keras-hub's own converter module, or is a reference port written here where
+    keras-hub has none (T5)."""
 
     def build():
         cfg = config()
@@ -404,6 +442,9 @@ def keras_hub_pair(name, config, torch_cls, backbone: Callable[[Any], Any], conv
         return getattr(transformers, torch_cls)(cfg).eval(), backbone(cfg)
 
     def port(tm, km):
+        if callable(converter):
+            converter(tm, km)
+            return
         module = importlib.import_module(f"keras_hub.src.utils.transformers.{converter}")
         module.convert_weights(km, _StateLoader(tm, extra(tm) if extra else None), tm.config.to_dict())
 
@@ -423,7 +464,61 @@ def _decoder_backbone(cls: str, **extra):
         layer_norm_epsilon=c.rms_norm_eps, **extra)
 
 
+def port_t5(tm: torch.nn.Module, km: Any) -> None:
+    """The reference converter for transformers' T5 (non-gated feed-forward) into keras-hub's
+    T5Backbone, written by hand from the two libraries' code, as keras-hub has no T5 converter: every
+    keras-hub variable gets its transformers tensor by name, each Linear weight transposed into a Dense
+    kernel; the relative attention bias (buckets, heads) is the same table in both."""
+    state = {k: v.detach().numpy().copy() for k, v in tm.state_dict().items()}
+
+    def attention(layer, prefix):
+        for ours, theirs in (("query", "q"), ("key", "k"), ("value", "v"), ("output", "o")):
+            getattr(layer, f"{ours}_projector").kernel.assign(state[f"{prefix}.{theirs}.weight"].T)
+
+    km.token_embedding.embeddings.assign(state["shared.weight"])
+    for stack, layers, norm in (("encoder", km.encoder_transformer_layers, km.encoder_layer_norm),
+                                ("decoder", km.decoder_transformer_layers, km.decoder_layer_norm)):
+        for i, layer in enumerate(layers):
+            prefix = f"{stack}.block.{i}.layer"
+            attention(layer.self_attention, f"{prefix}.0.SelfAttention")
+            if i == 0:
+                layer.self_attention.relative_attention_bias.assign(
+                    state[f"{prefix}.0.SelfAttention.relative_attention_bias.weight"])
+            layer.self_attention_layer_norm.weight.assign(state[f"{prefix}.0.layer_norm.weight"])
+            feed_forward = 1
+            if stack == "decoder":
+                attention(layer.cross_attention, f"{prefix}.1.EncDecAttention")
+                layer.cross_attention_layer_norm.weight.assign(state[f"{prefix}.1.layer_norm.weight"])
+                feed_forward = 2
+            layer.input_projector.kernel.assign(state[f"{prefix}.{feed_forward}.DenseReluDense.wi.weight"].T)
+            layer.output_projector.kernel.assign(state[f"{prefix}.{feed_forward}.DenseReluDense.wo.weight"].T)
+            layer.layer_norm.weight.assign(state[f"{prefix}.{feed_forward}.layer_norm.weight"])
+        norm.weight.assign(state[f"{stack}.final_layer_norm.weight"])
+
+
+KH_SEQ2SEQ = {"ids": "encoder_token_ids", "mask": "encoder_padding_mask", "decoder_ids": "decoder_token_ids",
+              "decoder_mask": "decoder_padding_mask"}
+
 KERAS_HUB_PAIRS = [
+    keras_hub_pair(
+        "kh-bart", bart_config, "BartModel",
+        lambda c: keras_hub.models.BartBackbone(
+            vocabulary_size=c.vocab_size, num_layers=c.encoder_layers, num_heads=c.encoder_attention_heads,
+            hidden_dim=c.d_model, intermediate_dim=c.encoder_ffn_dim, dropout=0.0,
+            max_sequence_length=c.max_position_embeddings),
+        "convert_bart", text_inputs(TEXT_SEQ2SEQ, KH_SEQ2SEQ),
+        {"last_hidden_state": "decoder_sequence_output", "encoder_last_hidden_state": "encoder_sequence_output"},
+        note="encoder-decoder; transformers' position tables have 2 rows more (its positions start at 2)"),
+    keras_hub_pair(
+        "kh-t5", t5_config, "T5Model",
+        lambda c: keras_hub.models.T5Backbone(
+            vocabulary_size=c.vocab_size, num_layers=c.num_layers, num_heads=c.num_heads, hidden_dim=c.d_model,
+            intermediate_dim=c.d_ff, key_value_dim=c.d_kv, dropout=0.0, activation="relu",
+            use_gated_activation=False, layer_norm_epsilon=c.layer_norm_epsilon),
+        port_t5, text_inputs(TEXT_SEQ2SEQ, KH_SEQ2SEQ),
+        {"last_hidden_state": "decoder_sequence_output", "encoder_last_hidden_state": "encoder_sequence_output"},
+        note="encoder-decoder; keras-hub keeps each stack's relative attention bias on its attention block "
+             "and names both `self_attention/embeddings`; keras-hub has 32 buckets, always"),
     keras_hub_pair(
         "kh-bert", bert_config, "BertModel",
         lambda c: keras_hub.models.BertBackbone(

@@ -128,6 +128,7 @@ class Twin:
     make_input: Callable[[np.random.Generator], np.ndarray]  # torch layout
     channels: bool = False  # move the channel axis between torch and Keras
     params: dict[str, int] = field(default_factory=dict)  # dims for torch -> keras
+    config: dict[str, int] = field(default_factory=dict)  # the torch layer's settings the rule reads, both ways
     torch_call: Callable[..., Any] | None = None
     keras_call: Callable[..., Any] | None = None
     id: str = ""
@@ -253,6 +254,18 @@ def _hf_fused(out: int) -> Callable[[], nn.Module]:
     return make
 
 
+class OffsetPositions(nn.Embedding):
+    """A learned position table whose positions start at row ``offset``, as transformers' BART keeps it:
+    position p reads row p + offset, and the rows before are never read."""
+
+    def __init__(self, positions: int, dim: int, offset: int = 2) -> None:
+        super().__init__(positions + offset, dim)
+        self.offset = offset
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return super().forward(positions + self.offset)
+
+
 def _heads_dense() -> keras.layers.Layer:
     return L.EinsumDense("abc,cde->abde", output_shape=(None, 2, 3), bias_axes="de")
 
@@ -357,6 +370,8 @@ TWINS = [
     Twin("linear_einsum_2d", lambda: nn.Linear(6, 5),
          lambda: L.EinsumDense("btd,df->btf", output_shape=(None, 5), bias_axes="f"),
          (None, 4, 6), normal(2, 4, 6)),
+    Twin("embedding_offset", lambda: OffsetPositions(6, 4), lambda: L.Embedding(6, 4), (None, 5),
+         lambda rng: rng.integers(0, 6, (2, 5)).astype(np.int64), config={"offset": 2}),
     Twin("conv1d_weight_norm", _weight_norm_conv1d, lambda: WeightNormConv1D(6, 5, 2, 2), (None, 9, 4),
          normal(2, 4, 9), True),
 ]
@@ -374,7 +389,8 @@ def test_torch_to_keras(twin: Twin) -> None:
     x = twin.make_input(rng)
     assert_differ(*twin.outputs(module, layer, x))
 
-    converted = torch_to_keras(rule, torch_arrays(module), expect=shapes(keras_arrays(layer, rule)), **twin.params)
+    converted = torch_to_keras(rule, torch_arrays(module), expect=shapes(keras_arrays(layer, rule)), **twin.params,
+                               **twin.config)
     load_keras(layer, rule, converted)
     yt, yk = twin.outputs(module, layer, x)
     np.testing.assert_allclose(yk, yt, **TOL)
@@ -390,7 +406,7 @@ def test_keras_to_torch(twin: Twin) -> None:
     x = twin.make_input(rng)
     assert_differ(*twin.outputs(module, layer, x))
 
-    converted = keras_to_torch(rule, keras_arrays(layer, rule), expect=shapes(torch_arrays(module)))
+    converted = keras_to_torch(rule, keras_arrays(layer, rule), expect=shapes(torch_arrays(module)), **twin.config)
     load_torch(module, converted)
     yt, yk = twin.outputs(module, layer, x)
     np.testing.assert_allclose(yt, yk, **TOL)
@@ -615,3 +631,20 @@ def test_fused_parts_are_split_in_order_and_by_head() -> None:
                 np.testing.assert_array_equal(out[f"{p}/kernel"][:, h, d], w[:, p * H * D + h * D + d])
     np.testing.assert_array_equal(keras_to_torch("hf_conv1d_fused_heads", out)["weight"], w)
     assert layouts.parts("hf_conv1d_fused_heads") == 3 and layouts.parts("linear") == 1
+
+
+def test_a_position_table_with_an_offset_is_sliced_by_the_offset_only() -> None:
+    """`n+offset` rows against `n`: the offset is the torch layer's own setting, never what the shapes
+    leave over; a table with other rows than `n + offset` is refused, with the shape it should have."""
+    rule = layouts.rule("embedding_offset")
+    table = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    out = torch_to_keras(rule, {"weight": table}, expect={"embeddings": (6, 3)}, offset=2)
+    np.testing.assert_array_equal(out["embeddings"], table[2:])
+    back = keras_to_torch(rule, out, expect={"weight": (8, 3)}, offset=2)
+    np.testing.assert_array_equal(back["weight"][2:], table[2:])
+    np.testing.assert_array_equal(back["weight"][:2], np.zeros((2, 3), np.float32))
+    assert layouts.expected_shapes(rule, {"weight": (8, 3)}, "torch->keras", offset=2) == {"embeddings": (6, 3)}
+    with pytest.raises(layouts.LayoutError, match=r"has shape \(8, 3\), expected \(n\+offset, d\) = \(7, "):
+        torch_to_keras(rule, {"weight": table}, offset=2, n=5)  # a keras table of 5 rows: 8 is not 5 + 2
+    with pytest.raises(layouts.LayoutError, match="offset"):
+        layouts.expected_shapes(rule, {"embeddings": (6, 3)}, "keras->torch")  # no offset: cannot tell

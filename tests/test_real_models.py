@@ -35,7 +35,7 @@ MUST_PORT: list[str] = [
     "hf-bert", "hf-gpt2", "hf-gpt2-lm", "hf-distilbert", "hf-vit", "hf-resnet", "hf-convnext", "hf-swin",
     "hf-mobilevit", "kh-bert", "kh-distilbert", "kh-llama", "kh-vit", "tv-vgg16", "tv-densenet121",
     "tv-vgg19", "tv-convnext-tiny", "kh-gpt2", "hf-wav2vec2", "kh-qwen2", "kh-gemma", "kh-albert", "kh-mistral", "kh-deit",
-    "hf-roberta", "hf-albert", "hf-electra", "hf-deit", "hf-regnet", "hf-segformer",
+    "hf-roberta", "hf-albert", "hf-electra", "hf-deit", "hf-regnet", "hf-segformer", "hf-bart", "hf-t5", "hf-marian", "kh-bart", "kh-t5",
 ]
 # Pairs that copy right one way only (none today: torchvision's ResNet50 restrided to v1 gets zero biases
 # into Keras, but Keras runs a block's shortcut conv first and it has the shape of the block's last conv,

@@ -535,10 +535,16 @@ def test_tied_weights_are_reported_and_copied_once() -> None:
     for variable in km.weights:
         variable.assign(rng.standard_normal(tuple(variable.shape)).astype("float32"))
     embeddings = km.weights[0].numpy()
-    # The Keras twin is untied (its Dense kernel is not the embedding), so torch cannot compute what it does:
-    # the check after the copy says so; the weights still go across.
+    # The Keras twin is untied (its Dense kernel is not the embedding), so its two tensors would give torch's
+    # one tensor two values: the copy refuses before writing, and the torch model is as it was.
+    before = tm.embedding.weight.detach().numpy().copy()
     untied = session.run_line("copy ks pt")
-    assert not untied.ok and "outputs differ" in untied.error
+    assert not untied.ok and "one tied tensor" in untied.error, untied.error
+    np.testing.assert_array_equal(tm.embedding.weight.detach().numpy(), before)
+    assert tm.decoder.weight.data_ptr() == tm.embedding.weight.data_ptr()
+    # Tied in Keras too (the kernel is the embedding's transpose): it copies, written once, from the embedding.
+    km.weights[1].assign(embeddings.T)
+    assert session.run_line("copy ks pt").ok
     np.testing.assert_array_equal(tm.embedding.weight.detach().numpy(), embeddings)
     assert tm.decoder.weight.data_ptr() == tm.embedding.weight.data_ptr()
     with torch.no_grad():

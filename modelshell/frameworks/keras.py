@@ -4,6 +4,7 @@ Importing this module imports keras (and with it TensorFlow); nothing else in mo
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
@@ -99,13 +100,37 @@ class KerasModel(ModelHandle):
         visit(self.obj, "")
         return owners
 
+    def _names(self, owners: dict[int, str] | None = None) -> dict[int, str]:
+        """Each variable's name: its path, unique as a rule; where variables share one (keras-hub's T5
+        makes its encoder's and its decoder's relative attention bias both ``self_attention/embeddings``),
+        each of those is named by the path of the layer that owns it and the path's last part, so that
+        reading or writing one never reaches the other."""
+        paths = {id(v): _variable_name(v) for v in self.obj.weights}
+        counts = collections.Counter(paths.values())
+        if all(n == 1 for n in counts.values()):
+            return paths
+        owners = self._owners() if owners is None else owners
+        names = {key: f"{owners[key]}/{path.rpartition('/')[2]}" if counts[path] > 1 and owners.get(key) else path
+                 for key, path in paths.items()}
+        seen: collections.Counter[str] = collections.Counter()
+        for key, name in names.items():  # one layer that made two variables of one name: numbered
+            seen[name] += 1
+            if seen[name] > 1:
+                names[key] = f"{name}#{seen[name] - 1}"
+        return names
+
+    def _variables_by_name(self) -> dict[str, Any]:
+        names = self._names()
+        return {names[id(v)]: v for v in self.obj.weights}
+
     def tensors(self) -> list[TensorInfo]:
         _require_built(self.obj)
         owners = self._owners()
+        names = self._names(owners)
         first_of: dict[int, str] = {}
         infos = []
         for variable in self.obj.weights:
-            name = _variable_name(variable)
+            name = names[id(variable)]
             first = first_of.setdefault(id(variable), name)
             infos.append(
                 TensorInfo(
@@ -135,9 +160,9 @@ class KerasModel(ModelHandle):
         return LayerNode(label, type(layer).__name__, own, children, path)
 
     def read(self, name: str) -> np.ndarray:
-        for variable in self.obj.weights:
-            if _variable_name(variable) == name:
-                return np.array(variable.numpy() if hasattr(variable, "numpy") else variable)
+        variable = self._variables_by_name().get(name)
+        if variable is not None:
+            return np.array(variable.numpy() if hasattr(variable, "numpy") else variable)
         raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
 
     def layers(self, tensors: list[TensorInfo] | None = None, whole_attention: bool = True) -> list[Layer]:
@@ -192,7 +217,7 @@ class KerasModel(ModelHandle):
 
     def _checked_variables(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
         """The model's variables by name, once every name in ``values`` is known and every shape fits."""
-        variables = {_variable_name(v): v for v in self.obj.weights}
+        variables = self._variables_by_name()
         for name, value in values.items():
             if name not in variables:
                 raise ModelshellError(f"{self.obj.name} has no variable named {name!r}")
@@ -201,7 +226,7 @@ class KerasModel(ModelHandle):
         return variables
 
     def iter_arrays(self, names: list[str]):
-        variables = {_variable_name(v): v for v in self.obj.weights}
+        variables = self._variables_by_name()
         for name in names:
             # A read-only view of a snapshot, not `.numpy()`, which copies (0.17 s for 64 MB): copy and
             # --stats only read these, and a later assign does not change a snapshot.

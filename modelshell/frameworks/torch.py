@@ -11,7 +11,7 @@ import os
 import pickle
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +316,7 @@ class _FirstUses(torch.overrides.TorchFunctionMode):
 # The named inputs a model's ``forward`` may take that verify knows how to fill: rank and dtype.
 _KNOWN_INPUTS = {
     "input_ids": (2, "int64"), "attention_mask": (2, "int64"), "token_type_ids": (2, "int64"),
+    "decoder_input_ids": (2, "int64"), "decoder_attention_mask": (2, "int64"),  # encoder-decoder models
     "pixel_values": (4, "float32"), "input_values": (2, "float32"),
 }
 
@@ -395,7 +396,7 @@ _CONFIG_KEYS = (
     "eps", "momentum", "groups", "in_channels", "out_channels", "kernel_size", "stride", "padding",
     "dilation", "padding_mode", "in_features", "out_features", "num_embeddings", "embedding_dim",
     "input_size", "hidden_size", "num_layers", "batch_first", "bidirectional", "num_heads", "embed_dim",
-    "normalized_shape", "affine", "track_running_stats",
+    "normalized_shape", "affine", "track_running_stats", "offset",
 )
 
 
@@ -563,12 +564,15 @@ _WIDENED = {getattr(torch, name) for name in (
 
 
 def _to_numpy(value: Any, copy: bool = False) -> Any:
-    """Outputs as plain nested data: tensors to arrays, tuples to lists, mappings (ModelOutput too) to dicts."""
+    """Outputs as plain nested data: tensors to arrays, tuples to lists, mappings (ModelOutput too) to dicts.
+    A sized container of another class (transformers' key/value cache of an encoder-decoder model, which
+    its TF twin returns as tuples) is the list of what it iterates over."""
     if isinstance(value, torch.Tensor):
         return _array(value).copy() if copy else _array(value)
     if isinstance(value, Mapping):
         return {str(k): _to_numpy(v, copy) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) or (isinstance(value, Iterable) and isinstance(value, Sized)
+                                            and not isinstance(value, (str, bytes))):
         return [_to_numpy(v, copy) for v in value]
     return value
 

@@ -5,7 +5,10 @@ models keyword arguments (``input_ids``, ``attention_mask``, ``token_type_ids``,
 keras-hub backbones a dict (``token_ids``, ``padding_mask``, ``segment_ids``). Both are filled by role:
 ids below the smallest vocabulary, masks of ones with one padded position, segments below the number of
 segment types; a role only one model takes gets the neutral value (a mask of ones, segments of zero), so
-the two still compute on the same data. Images are channels first for torch and for transformers'
+the two still compute on the same data. An encoder-decoder model takes a second sequence, the decoder's
+(``decoder_input_ids``, keras-hub's ``decoder_token_ids``): its roles are the encoder's with a
+``decoder_`` prefix, filled the same way but shorter, so a model that reads one sequence for the other
+fails on the shapes instead of agreeing by chance. Images are channels first for torch and for transformers'
 ``pixel_values`` (in both frameworks), channels last for Keras.
 """
 from __future__ import annotations
@@ -22,14 +25,19 @@ from modelshell.transfer import kinds
 
 __all__ = ["PairedInputs", "paired_inputs", "model_inputs", "ROLES"]
 
-#: Input names by role, as the libraries spell them.
+#: Input names by role, as the libraries spell them (transformers, then keras-hub).
 ROLES = {
-    "input_ids": "ids", "token_ids": "ids", "attention_mask": "mask", "padding_mask": "mask",
-    "token_type_ids": "segments", "segment_ids": "segments", "pixel_values": "pixels", "images": "pixels",
-    "image": "pixels", "input_values": "audio", "audio": "audio",
+    "input_ids": "ids", "token_ids": "ids", "encoder_token_ids": "ids",
+    "attention_mask": "mask", "padding_mask": "mask", "encoder_padding_mask": "mask",
+    "token_type_ids": "segments", "segment_ids": "segments",
+    "decoder_input_ids": "decoder_ids", "decoder_token_ids": "decoder_ids",
+    "decoder_attention_mask": "decoder_mask", "decoder_padding_mask": "decoder_mask",
+    "pixel_values": "pixels", "images": "pixels", "image": "pixels", "input_values": "audio", "audio": "audio",
 }
+_DECODER = "decoder_"  # the decoder's roles: the encoder's, on a sequence of their own
+_TEXT_ROLES = ("ids", "mask", "segments")
 _CHANNEL_KINDS = ("Conv", "DepthwiseConv", "SeparableConv")
-_BATCH, _LENGTH, _AUDIO, _IMAGE = 2, 8, 1600, 32
+_BATCH, _LENGTH, _DECODER_LENGTH, _AUDIO, _IMAGE = 2, 8, 6, 1600, 32
 
 
 @dataclass
@@ -84,14 +92,18 @@ def _named(a: ModelHandle, b: ModelHandle, slots_a: list[InputSlot], slots_b: li
         raise ModelshellError(f"cannot make up a value for the input {unknown[0]!r}",
                               "pass the inputs with --input FILE.npz (arrays named as A's inputs)")
     rng = np.random.default_rng(seed)
-    length = _fixed(slots_a + slots_b, ("ids", "mask", "segments"), 1) or _LENGTH
+    slots = slots_a + slots_b
+    length = _fixed(slots, _TEXT_ROLES, 1) or _LENGTH
     if "audio" in roles_a or "audio" in roles_b:
         # An audio model's mask covers its samples (transformers' Wav2Vec2), not a text length.
-        length = _fixed(slots_a + slots_b, ("audio",), 1) or _AUDIO
+        length = _fixed(slots, ("audio",), 1) or _AUDIO
+    decoder_length = _fixed(slots, tuple(_DECODER + r for r in _TEXT_ROLES), 1) or _DECODER_LENGTH
     values: dict[str, np.ndarray] = {}
     for role in dict.fromkeys([*roles_a, *roles_b]):
         shared = role in roles_a and role in roles_b
-        values[role] = _value(role, shared, rng, length, layers, slots_a + slots_b)
+        decoder = role.startswith(_DECODER)
+        values[role] = _value(role.removeprefix(_DECODER), shared, rng, decoder_length if decoder else length,
+                              layers, slots)
     # An input only one model takes is left out where it may be (a keyword argument: GPT-2's
     # token_type_ids of zeros would still add an embedding), and given its neutral value where it must.
     inputs_a = _given(roles_a, roles_b, values, a.framework)

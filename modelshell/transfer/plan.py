@@ -179,9 +179,20 @@ class Pairing:
             if j not in used_b:
                 reason = f"no layer of {self.a_name} pairs with {_describe(layer)}"
                 plan.missing += [Problem(t.name, reason) for t in layer.roles.values()]
+        plan.unexpected = _untied(plan.unexpected, [m.a_roles for m in plan.matches], self.a_tensors)
+        plan.missing = _untied(plan.missing, [m.b_roles for m in plan.matches], self.b_tensors)
         plan.warnings += _warnings(plan, self.a.framework, [(self.a_name, self.a_tensors), (self.b_name, self.b_tensors)])
         plan.notes += self.notes
         return plan
+
+
+def _untied(problems: list[Problem], paired: list[dict[str, TensorInfo]], tensors: list[TensorInfo]) -> list[Problem]:
+    """The problems less those of tensors that are one with a paired tensor (tied: BART's ``shared``
+    table is its encoder's and decoder's ``embed_tokens``, and only those run): a tensor both names of
+    which are listed is paired when either is."""
+    owner = {t.name: t.tied_to or t.name for t in tensors}
+    covered = {owner.get(t.name, t.name) for roles in paired for t in roles.values()}
+    return [p for p in problems if owner.get(p.name, p.name) not in covered]
 
 
 def make_plan(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B",
@@ -212,9 +223,10 @@ def pair_layers(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str =
     forced = _forced_pairs(overrides, a_layers, b_layers, context, a_name, b_name)
     rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in forced}]
     rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in forced}]
-    aligned = _align([a_layers[i] for i in rest_a], [b_layers[j] for j in rest_b], context)
+    aligned, in_order = _align([a_layers[i] for i in rest_a], [b_layers[j] for j in rest_b], context)
     matched = sorted(forced + [(rest_a[i], rest_b[j]) for i, j in aligned])
     bases, groups = _bases(matched, forced, a_layers, b_layers, context)
+    _add_groups(bases, groups, matched, [[(rest_a[i], rest_b[j]) for i, j in group] for group in in_order])
     return Pairing(a, b, a_name, b_name, a_layers, b_layers, a_tensors, b_tensors, context, matched, bases,
                    groups, notes)
 
@@ -248,6 +260,21 @@ def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_laye
         else:
             bases[pair] = "only fit"
     return bases, groups
+
+
+def _add_groups(bases: dict[tuple[int, int], str], groups: list[list[int]], matched: list[tuple[int, int]],
+                in_order: list[list[tuple[int, int]]]) -> None:
+    """Pairs that only their order decided, apart from one another (the relative attention bias of an
+    encoder's first block and of its decoder's): each such set is a group the confirmation may reassign."""
+    grouped = {k for group in groups for k in group}
+    position = {pair: k for k, pair in enumerate(matched)}
+    for group in in_order:
+        if not all(pair in position for pair in group):
+            continue  # the names re-paired some of them (``_by_last_names``): they are no longer by order
+        positions = [position[pair] for pair in group]
+        if grouped.isdisjoint(positions):
+            groups.append(positions)
+            bases.update({pair: "order" for pair in group})
 
 
 def _forced_pairs(overrides: list[tuple[str, str]], a_layers: list[Layer], b_layers: list[Layer],
@@ -442,9 +469,20 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
                    for role, array in out.items()}
         for role, array in out.items():
             target = match.b_roles.get(role)
-            if target is not None and target.tied_to is None:  # a tied alias is written through its first name
-                values[target.name] = array
+            if target is not None:
+                _put_once(values, target, array)
     return values
+
+
+def _put_once(values: dict[str, np.ndarray], target: TensorInfo, array: np.ndarray) -> None:
+    """A tied tensor is one tensor, written once through its first name, whichever of its names was
+    paired; two pairs that give it different values refuse the copy rather than let the last one win."""
+    name = target.tied_to or target.name
+    if name not in values:
+        values[name] = array
+    elif values[name] is not array and not np.array_equal(np.asarray(values[name]), np.asarray(array)):
+        raise ModelshellError(f"cannot copy: {target.name} is {name} (one tied tensor) but its pairs give it "
+                              "different values", "pair the tensor once, with --map")
 
 
 def without_mismatched(plan: TransferPlan) -> TransferPlan:
@@ -646,9 +684,10 @@ class _Context:
             return LayerMatch(la.path, lb.path, la.kind, lb.kind, None, None, a_roles, b_roles)
         a_side, b_side = self.direction.split("->")
         a_roles, b_roles = _rule_roles(rule, a_side, la), _rule_roles(rule, b_side, lb)
-        dims = layouts.known_dims(rule, b_side, _rule_shapes(rule, b_side, b_roles))
-        label = ""
         torch_layer, keras_layer = (la, lb) if a_side == "torch" else (lb, la)
+        dims = {**layouts.known_dims(rule, b_side, _rule_shapes(rule, b_side, b_roles)),
+                **_config_dims(rule, torch_layer)}
+        label = ""
         flat = self.flatten.get(id(torch_layer))
         if flat and rule.after_flatten:
             channels, spatial = flat[0], flat[1]
@@ -668,6 +707,7 @@ def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | N
         r for r in layouts.RULES
         if (not torch_layer.kind or torch_layer.kind in r.torch_classes or _is_separable(torch_layer, r))
         and (not keras_layer.kind or keras_layer.kind == r.keras_kind)
+        and all(key in torch_layer.config for key in r.torch_config)
     ]
     if not torch_layer.kind and not keras_layer.kind:
         return None
@@ -694,11 +734,17 @@ def _find_rule(torch_layer: Layer, keras_layer: Layer, flat: tuple[int, int] | N
 def _shapes_agree(rule: layouts.LayerRule, torch_layer: Layer, keras_layer: Layer) -> bool:
     try:
         torch_roles, keras_roles = _rule_roles(rule, "torch", torch_layer), _rule_roles(rule, "keras", keras_layer)
-        dims = layouts.known_dims(rule, "keras", _rule_shapes(rule, "keras", keras_roles))
+        dims = {**layouts.known_dims(rule, "keras", _rule_shapes(rule, "keras", keras_roles)),
+                **_config_dims(rule, torch_layer)}
         expected = layouts.expected_shapes(rule, _rule_shapes(rule, "torch", torch_roles), "torch->keras", **dims)
     except ModelshellError:
         return False
     return all(expected.get(r) == shape for r, shape in _rule_shapes(rule, "keras", keras_roles).items())
+
+
+def _config_dims(rule: layouts.LayerRule, torch_layer: Layer) -> dict[str, int]:
+    """The dimensions a rule reads from the torch layer's settings (a position table's ``offset``)."""
+    return {key: int(torch_layer.config[key]) for key in rule.torch_config if key in torch_layer.config}
 
 
 def _is_separable(layer: Layer, rule: layouts.LayerRule) -> bool:
@@ -965,18 +1011,23 @@ def _tokens(path: str) -> tuple[str, ...]:
     return tuple(t for t in re.split(r"[^0-9a-zA-Z]+", spaced.lower()) if t)
 
 
-def _align(a_layers: list[Layer], b_layers: list[Layer], context: _Context) -> list[tuple[int, int]]:
-    """Pairs (i, j) of layers: equal names first (they survive reordering), then the rest in order."""
+def _align(a_layers: list[Layer], b_layers: list[Layer],
+           context: _Context) -> tuple[list[tuple[int, int]], list[list[tuple[int, int]]]]:
+    """Pairs (i, j) of layers: equal names first (they survive reordering), then the rest in order; and
+    the sets of those pairs that only their order decided, apart from each other (``_alike_in_order``)."""
     if len(a_layers) == len(b_layers) and not _names_cross(a_layers, b_layers) \
             and all(context.takes(x, y) for x, y in zip(a_layers, b_layers)):
         in_order = list(zip(range(len(a_layers)), range(len(b_layers))))  # the common case, in linear time
-        return _by_last_names(in_order, a_layers, b_layers, context)
+        return _by_last_names(in_order, a_layers, b_layers, context), []
     anchors = _name_anchors(a_layers, b_layers, context)
     rest_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in anchors}]
     rest_b = [j for j in range(len(b_layers)) if j not in {j for _, j in anchors}]
     ordered = _order_alignment(rest_a, rest_b, a_layers, b_layers, context)
-    paired = sorted(anchors + ordered + _unique_fits(anchors + ordered, a_layers, b_layers, context))
-    return _by_last_names(paired, a_layers, b_layers, context)
+    paired = anchors + ordered
+    paired += _unique_fits(paired, a_layers, b_layers, context)
+    alike = _alike_in_order(paired, a_layers, b_layers, context)
+    paired = sorted(paired + [pair for group in alike for pair in group])
+    return _by_last_names(paired, a_layers, b_layers, context), alike
 
 
 def _by_last_names(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers: list[Layer],
@@ -1021,6 +1072,27 @@ def _unique_fits(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers:
         if len(partners) == 1 and sum((k, partners[0]) in fit for k in left_a) == 1:
             found.append((i, partners[0]))
     return found
+
+
+def _alike_in_order(paired: list[tuple[int, int]], a_layers: list[Layer], b_layers: list[Layer],
+                    context: _Context) -> list[list[tuple[int, int]]]:
+    """Layers left over that come as alike sets, one on each side (keras-hub's T5 keeps each stack's
+    relative attention bias on the attention block, which starts before the projections it calls, while
+    transformers' is a layer of its own that runs after them: the order alignment cannot take them):
+    where every layer of one set fits every layer of the other and of nothing else left, and both sets
+    have as many, they pair in execution order. The confirmation by outputs may reassign them."""
+    left_a = [i for i in range(len(a_layers)) if i not in {i for i, _ in paired}]
+    left_b = [j for j in range(len(b_layers)) if j not in {j for _, j in paired}]
+    partners = {i: frozenset(j for j in left_b if context.takes(a_layers[i], b_layers[j])) for i in left_a}
+    groups, seen = [], set()
+    for i in left_a:
+        same = [k for k in left_a if partners[k] == partners[i]]
+        if i in seen or len(same) < 2 or len(same) != len(partners[i]):
+            continue
+        seen.update(same)
+        if all({k for k in left_a if j in partners[k]} == set(same) for j in partners[i]):
+            groups.append(list(zip(same, sorted(partners[i]))))
+    return groups
 
 
 def _relative_tokens(layers: list[Layer]) -> list[tuple[str, ...]]:

@@ -66,8 +66,9 @@ class LayoutError(ModelshellError, ValueError):
 class Role:
     """One tensor of a layer: its name and its symbolic shape, e.g. ``weight (cout, cin_g, kh, kw)``.
 
-    A shape entry is a symbol, an integer, or a product of them (``"3*H"``, ``"C*M"``). Symbols are
-    bound per conversion, so ``bias (cout,)`` must agree with ``weight``'s ``cout``.
+    A shape entry is a symbol, an integer, a product of them (``"3*H"``, ``"C*M"``), or a sum of such
+    products (``"n+offset"``: a position table with rows before the first position). Symbols are bound
+    per conversion, so ``bias (cout,)`` must agree with ``weight``'s ``cout``.
     """
 
     name: str
@@ -115,6 +116,9 @@ class LayerRule:
     to_torch: tuple[Step, ...]
     after_flatten: int = 0
     notes: tuple[str, ...] = ()
+    # Settings of the torch layer that the rule reads as dimensions (a position table's ``offset``); the
+    # rule takes only a layer that has them, so a table of another size is never sliced to fit.
+    torch_config: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for direction in ("torch->keras", "keras->torch"):
@@ -138,7 +142,8 @@ class LayerRule:
 
     def symbols(self) -> frozenset[str]:
         """Every dimension symbol of the rule: the names :func:`convert` accepts as parameters."""
-        return frozenset(s for r in (*self.torch_roles, *self.keras_roles) for d in r.shape for s in _factors(d)[1])
+        return frozenset(s for r in (*self.torch_roles, *self.keras_roles) for d in r.shape
+                         for _, syms in _terms(d) for s in syms)
 
 
 
@@ -160,11 +165,16 @@ def _factors(spec: str) -> tuple[int, tuple[str, ...]]:
     return const, tuple(syms)
 
 
+def _terms(spec: str) -> list[tuple[int, tuple[str, ...]]]:
+    """``"n+offset"`` -> ``[(1, ("n",)), (1, ("offset",))]``: a dimension as a sum of products."""
+    return [_factors(term) for term in spec.split("+")]
+
+
 def _render(shape: tuple[str, ...], dims: Dims) -> str:
     """The expected shape with what is known filled in: ``(cout,) = (8,)``."""
     def one(spec: str) -> str:
-        const, syms = _factors(spec)
-        return str(const * math.prod(dims[s] for s in syms)) if all(s in dims for s in syms) else spec
+        known = all(s in dims for _, syms in _terms(spec) for s in syms)
+        return str(_dim(spec, dims)) if known else spec
 
     filled = tuple(one(d) for d in shape)
     comma = "," if len(shape) == 1 else ""
@@ -193,18 +203,21 @@ def _solve(rule: LayerRule, side: Side, arrays: Mapping[str, np.ndarray], dims: 
         progress = False
         for role, axis in list(pending):
             size = arrays[role.name].shape[axis]
-            const, syms = _factors(role.shape[axis])
-            unknown = [s for s in syms if s not in dims]
-            known = const * math.prod(dims[s] for s in syms if s in dims)
-            if len(unknown) > 1 or (unknown and syms.count(unknown[0]) > 1):
+            terms = _terms(role.shape[axis])
+            unknown = [s for _, syms in terms for s in syms if s not in dims]
+            if len(unknown) > 1:
                 continue
-            if unknown and (known == 0 or size % known or size == 0):
-                ok = False
-            elif unknown:
-                dims[unknown[0]] = size // known
-                ok = True
+            # The terms that are known add up; the one with the unknown symbol takes the rest.
+            rest = size - sum(c * math.prod(dims[s] for s in syms) for c, syms in terms
+                              if all(s in dims for s in syms))
+            if unknown:
+                const, syms = next(t for t in terms if unknown[0] in t[1])
+                known = const * math.prod(dims[s] for s in syms if s != unknown[0])
+                ok = known != 0 and rest > 0 and rest % known == 0
+                if ok:
+                    dims[unknown[0]] = rest // known
             else:
-                ok = known == size
+                ok = rest == 0
             if not ok:
                 raise LayoutError(
                     f"{rule.label}: {what} {side} '{role.name}' has shape {tuple(arrays[role.name].shape)}, "
@@ -219,7 +232,8 @@ def _solve(rule: LayerRule, side: Side, arrays: Mapping[str, np.ndarray], dims: 
             f"expected {len(role.shape)} axes {_render(role.shape, dims)}"
         )
     if pending:
-        missing = sorted({s for role, axis in pending for s in _factors(role.shape[axis])[1] if s not in dims})
+        missing = sorted({s for role, axis in pending for _, syms in _terms(role.shape[axis]) for s in syms
+                          if s not in dims})
         raise LayoutError(
             f"{rule.label}: cannot tell {', '.join(missing)} from the shapes",
             hint="pass " + " or ".join(f"{s}=..." for s in missing),
@@ -350,8 +364,7 @@ def _step_applies(rule: LayerRule, side: Side, step: Step, given: Mapping[str, o
 
 
 def _dim(spec: str, dims: Dims) -> int:
-    const, syms = _factors(spec)
-    return const * math.prod(dims[s] for s in syms)
+    return sum(const * math.prod(dims[s] for s in syms) for const, syms in _terms(spec))
 
 
 def torch_to_keras(
@@ -413,7 +426,7 @@ def _check_table(rule: LayerRule, direction: Direction) -> None:
             raise ValueError(f"{rule.key}: duplicate role names")
         for r in roles:
             for d in r.shape:
-                _factors(d)
+                _terms(d)
     made: list[str] = []
     used: set[str] = set()
     for step in rule.steps(direction):
@@ -802,6 +815,10 @@ def _einsum(key: str, heads_out: bool) -> LayerRule:
     )
 
 
+def _after_zero_rows(table: np.ndarray, rows: int) -> np.ndarray:
+    return np.concatenate([np.zeros((rows, *table.shape[1:]), table.dtype), table])
+
+
 _BN_NOTES = ("epsilon defaults differ (Keras 1e-3, torch 1e-5); Keras momentum = 1 - torch momentum",)
 
 #: Every rule, in the order of LAYOUTS.md.
@@ -863,6 +880,16 @@ RULES: tuple[LayerRule, ...] = (
         (_same("weight", "embeddings"),),
         (_same("embeddings", "weight"),),
         notes=("an output projection tied to the embedding is one tensor in torch: copy once, report the tie",),
+    ),
+    LayerRule(
+        "embedding_offset", "Embedding (positions from offset)", "Embedding", ("Embedding",),
+        (Role("weight", ("n+offset", "d")),),
+        (Role("embeddings", ("n", "d")),),
+        (Step(("weight",), ("embeddings",), "rows [offset:]", lambda a, d: (a[0][d["offset"]:],)),),
+        (Step(("embeddings",), ("weight",), "offset zero rows + rows", lambda a, d: (_after_zero_rows(a[0], d["offset"]),)),),
+        notes=("a learned position table whose positions start at row `offset` (transformers' BART: 2); "
+               "the rows before are never read, and get zeros",),
+        torch_config=("offset",),
     ),
     _rnn("simple_rnn", "RNN", "SimpleRNN", 1),
     _rnn("lstm", "LSTM", "LSTM", 4),

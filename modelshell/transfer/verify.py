@@ -111,8 +111,10 @@ def compare_with(reference: Reference, b: ModelHandle, paths: list[tuple[str, st
     return Verification(comparisons, reference.inputs.shapes, atol, rtol, per_layer)
 
 
-# Output names that mean the same thing in transformers and keras-hub.
-_SAME_OUTPUT = {"last_hidden_state": "sequence_output", "pooler_output": "pooled_output"}
+# Output names that mean the same thing in transformers and keras-hub: an encoder-decoder model's
+# `last_hidden_state` is its decoder's output, keras-hub's `decoder_sequence_output`.
+_SAME_OUTPUT = {"last_hidden_state": "sequence_output", "pooler_output": "pooled_output",
+                "decoder_sequence_output": "sequence_output", "encoder_last_hidden_state": "encoder_sequence_output"}
 
 
 def _output_pairs(leaves_a: list[tuple[str, np.ndarray]],
@@ -125,10 +127,11 @@ def _output_pairs(leaves_a: list[tuple[str, np.ndarray]],
     pairs = [(name, x, by_name[_canonical(name)]) for name, x in leaves_a if _canonical(name) in by_name]
     if not pairs and min(len(leaves_a), len(leaves_b)) == 1:
         # One output against several (a backbone's sequence against transformers' last_hidden_state and
-        # pooler_output): the one of the same shape, when there is exactly one.
+        # pooler_output, or its key/value cache, whose tensors may hold as many values): the one of the
+        # same shape, else of the same size, when there is exactly one.
         (name, lone), many, lone_first = ((*leaves_a[0],), leaves_b, True) if len(leaves_a) == 1 else \
             ((*leaves_b[0],), leaves_a, False)
-        same = [(n, v) for n, v in many if v.size == lone.size]
+        same = [(n, v) for n, v in many if v.shape == lone.shape] or [(n, v) for n, v in many if v.size == lone.size]
         if len(same) == 1:
             other = same[0][1]
             pairs = [(name, lone, other)] if lone_first else [(same[0][0], other, lone)]
