@@ -309,3 +309,28 @@ def test_a_torch_write_that_cannot_fail_makes_no_backup_and_says_if_it_fails_any
     _failing_copies(monkeypatch, after=2)
     with pytest.raises(ModelshellError, match="after 2 of 6 tensors were written: the model is partly changed"):
         handle.write(dict(new))
+
+
+def test_a_value_in_the_destinations_memory_at_an_offset_takes_the_backups(monkeypatch):
+    """A destination whose tensors are views of one flat buffer, and a value that views that buffer at
+    another tensor's offset: the value's memory meets the destination's even though no two start at the
+    same address, so the write backs up each tensor and can roll back."""
+    import modelshell.frameworks.torch as adapter
+    from modelshell.frameworks.detect import wrap_object
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    flat = torch.randn(sum(p.numel() for p in model.parameters()))
+    offset = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = flat[offset:offset + p.numel()].view(p.shape)
+            offset += p.numel()
+    handle = wrap_object(model, "m")
+    second_bias = model[1].bias.detach().numpy()  # a view of the flat buffer, not at its start
+    assert model[1].bias.untyped_storage().data_ptr() != second_bias.ctypes.data
+    new = {n: RNG.normal(size=tuple(v.shape)).astype(np.float32) for n, v in model.state_dict().items()}
+    new["0.bias"] = second_bias
+    backups = []
+    monkeypatch.setattr(adapter, "_backup", lambda tensor, original=adapter._backup: backups.append(1) or original(tensor))
+    handle.write(new)
+    assert len(backups) == 4

@@ -5,8 +5,10 @@ time a torch model is loaded or wrapped.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import inspect
+import itertools
 import os
 import pickle
 import warnings
@@ -144,9 +146,9 @@ class TorchModule(ModelHandle):
     def write(self, values: dict[str, np.ndarray]) -> None:
         state = self._state()
         _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
-        prepared = {name: _source(value, state[name]) for name, value in values.items()}
-        values.clear()
-        targets = [(_target(state[name], source), source) for name, source in prepared.items()]
+        targets = [(_target(state[name], source), source)
+                   for name, source in ((n, _source(v, state[n])) for n, v in values.items())]
+        values.clear()  # the targets hold the only references now: each is let go once written
         # Ctrl-C is only noted while the tensors are written: the body takes it where the model is whole,
         # and one that comes after the last write is raised once `writes` says the copy completed.
         with torch.no_grad(), _threads_for_the_machine(), deferred_interrupts() as interrupts:
@@ -476,15 +478,31 @@ def _cannot_fail(targets: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
     a destination whose elements each have memory of their own (no expanded view), and no source in the
     memory of any destination (copying a model into itself, or into a model that shares its storage,
     could read what an earlier copy wrote)."""
-    storages = {t.untyped_storage().data_ptr() for t, _ in targets}
     for target, source in targets:
         if source.dtype != target.dtype or source.shape != target.shape or source.device != target.device:
             return False
         if any(stride == 0 and size > 1 for stride, size in zip(target.stride(), target.shape)):
             return False
-        if source.untyped_storage().data_ptr() in storages:
-            return False
-    return True
+    return not _overlapping([_memory(t) for t, _ in targets], [_memory(s) for _, s in targets])
+
+
+def _memory(tensor: torch.Tensor) -> tuple[int, int]:
+    """The bytes of the storage a tensor is a view of, as ``(start, end)``."""
+    storage = tensor.untyped_storage()
+    return storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+
+
+def _overlapping(destinations: list[tuple[int, int]], sources: list[tuple[int, int]]) -> bool:
+    """Whether any source's memory meets any destination's: a source may view a destination's storage
+    at an offset (one flat buffer under many tensors), so ranges are compared, not where they start."""
+    spans = sorted(set(destinations))
+    starts = [start for start, _ in spans]
+    reach = list(itertools.accumulate((end for _, end in spans), max))  # the furthest end up to each span
+    for start, end in sources:
+        k = bisect.bisect_left(starts, end) - 1  # the last destination starting before this source ends
+        if k >= 0 and reach[k] > start:
+            return True
+    return False
 
 
 def _write_whole(targets: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
