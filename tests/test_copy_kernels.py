@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -52,16 +53,26 @@ def test_copy_into_gives_what_numpy_gives(name):
 
 @pytest.mark.parametrize("name, taken", [
     ("transposed", True), ("permuted 3-d", True), ("contiguous", True),
-    ("reversed rows (negative stride)", False), ("read-only", False), ("small", False),
+    ("reversed rows (negative stride)", False), ("read-only", True), ("small", False),
 ])
 def test_torch_s_kernel_takes_what_it_can_wrap_and_leaves_the_rest_untouched(name, taken):
+    """A read-only source (a Keras snapshot) is taken: torch only reads it, and says nothing of it."""
     value = _views()[name]
     out = np.full(value.shape, -1.0, np.float32)
-    assert torch_adapter._copy_with_torch(out, value) is taken
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch_adapter._copy_with_torch(out, value) is taken
     if taken:
         np.testing.assert_array_equal(out, value)
     else:
         assert (out == -1.0).all()
+
+
+def test_torch_s_kernel_never_writes_a_read_only_destination():
+    out = np.full(BIG.T.shape, -1.0, np.float32)
+    out.flags.writeable = False
+    assert torch_adapter._copy_with_torch(out, BIG.T) is False
+    assert (out == -1.0).all()
 
 
 def test_a_conversion_between_dtypes_is_numpy_s_not_torch_s():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING, Any
 
 from modelshell.commands.format import count_text, shape_text
@@ -196,11 +197,12 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
     confirmation = Confirmation(plan, why_not="--no-verify") if args.no_verify else \
         confirm(source, destination, args.src, args.dst, partial=args.partial, pairing=pairing)
     plan = confirmation.plan
-    values = converted_values(plan, source)
+    # The values the confirming run used, already DST's own tensors (made once), else made now.
+    values, confirmation.values = confirmation.values or converted_values(plan, source), None
     if not values:
         raise ModelshellError(f"nothing in {args.src} pairs with {args.dst}; nothing was copied",
                               f"`pair {args.src} {args.dst}` shows why")
-    tensors, params = len(values), sum(int(v.size) for v in values.values())
+    tensors, params = len(values), sum(math.prod(tuple(v.shape)) for v in values.values())
     destination.write(values)  # consumes values, giving their memory back as it goes
     destination.changed = True
     notes = [f"; {len(left)} tensors did not pair and kept their values (--partial)"] if left else []

@@ -247,6 +247,13 @@ class ModelHandle(ABC):
         for name in names:
             yield self.read(name)
 
+    def prepared(self, values: dict[str, "np.ndarray"]) -> dict[str, Any]:
+        """``values`` made into the tensors this framework computes with and stores, each made once:
+        ``forward_with_taps`` and ``write`` take them as they take arrays, so the run that confirms a copy
+        and the write after it share one conversion (most of a write into TensorFlow is that conversion).
+        The names and shapes are checked as ``write`` checks them. By default the values as they are."""
+        return values
+
     def write(self, values: dict[str, "np.ndarray"]) -> None:
         """Set tensors by full name. Every name and shape is checked before the first write, so a bad
         value leaves the model as it was. Adapters of large models may consume the dict (smallest first),

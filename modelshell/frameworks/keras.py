@@ -8,6 +8,7 @@ import collections
 import contextlib
 import functools
 import json
+import math
 import re
 import warnings
 import zipfile
@@ -205,7 +206,7 @@ class KerasModel(ModelHandle):
         backups: list[tuple[Any, Any]] = []
         with deferred_interrupts() as interrupts:
             try:
-                for name in sorted(values, key=lambda n: -np.size(values[n])):
+                for name in sorted(values, key=lambda n: -_size(values[n])):
                     interrupts.check()
                     backups.append((variables[name], _snapshot(variables[name])))
                     variables[name].assign(_assignable(values.pop(name), dtypes[name]))
@@ -214,6 +215,12 @@ class KerasModel(ModelHandle):
                 for variable, backup in reversed(backups):
                     type(variable).assign(variable, backup)  # the class's own assign, whatever wraps it
                 raise
+
+    def prepared(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Each value made once into the tensor ``assign`` keeps (``_assignable``): the confirming run
+        substitutes it, and the write after it assigns it without converting again."""
+        variables = self._checked_variables(values)
+        return {name: _assignable(value, _dtype_name(variables[name])) for name, value in values.items()}
 
     def _checked_variables(self, values: dict[str, np.ndarray]) -> dict[str, Any]:
         """The model's variables by name, once every name in ``values`` is known and every shape fits."""
@@ -474,12 +481,24 @@ def _assignable(value: Any, dtype: str) -> Any:
     tensor keeps the tensor's buffer (copy on write). So the one copy is made here, into memory numpy
     allocates and aligns for TensorFlow, and handed over through DLPack. The copy belongs to no one
     else, so the variable shares its buffer with nothing the user can reach."""
-    from_dlpack = _tensorflow_from_dlpack() if dtype in _DLPACK_DTYPES and np.size(value) else None
+    from_dlpack = _tensorflow_from_dlpack() if dtype in _DLPACK_DTYPES and _size(value) else None
+    if from_dlpack is not None and _tensorflow_tensor(value, dtype):
+        return value  # made by ``prepared``: it belongs to no one else already
     if from_dlpack is None:
         return np.asarray(value, dtype=dtype)
     owned = _aligned_empty(np.shape(value), np.dtype(dtype))
     copy_into(owned, value)
     return from_dlpack(owned.__dlpack__())
+
+
+def _size(value: Any) -> int:
+    return math.prod(tuple(value.shape)) if hasattr(value, "shape") else int(np.size(value))
+
+
+def _tensorflow_tensor(value: Any, dtype: str) -> bool:
+    import tensorflow as tf
+
+    return isinstance(value, tf.Tensor) and value.dtype.name == dtype
 
 
 @functools.cache

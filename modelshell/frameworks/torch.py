@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from modelshell.safety.atomic import full_suffix
 from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import InputSlot, Layer, LayerCall, LayerNode, ModelHandle, TensorInfo, tree_from_names
-from modelshell.frameworks.copying import Reshaped, lend_copy_kernel
+from modelshell.frameworks.copying import Reshaped, copy_into, lend_copy_kernel
 from modelshell.frameworks.torchscript_weights import is_torchscript, torchscript_tensors
 from modelshell.safety.interrupts import Interrupts, deferred_interrupts, interruptible
 from modelshell.safety.mapped import guard as guard_mapping
@@ -274,10 +274,16 @@ class TorchModule(ModelHandle):
                 for module, training in modes:
                     module.training = training
 
-    def _substitutes(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    def prepared(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Tensors sharing the values' memory where they can; a ``Reshaped`` (a flatten reorder) is made
+        here once, by the blocked copy, for the run and the write to read (a 411 MB reorder run through as
+        a strided view made VGG16's first Linear 10x slower, and its write 5x)."""
         state = self._state()
         _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
-        return {name: _as_tensor(value, state[name].dtype) for name, value in values.items()}
+        return {name: _made(value, state[name].dtype) for name, value in values.items()}
+
+    def _substitutes(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return self.prepared(values)
 
     def input_slots(self) -> list[InputSlot] | None:
         """The named inputs of ``forward`` that a caller must or usually gives (``input_ids``,
@@ -422,9 +428,22 @@ def _config(module: torch.nn.Module) -> dict[str, Any]:
     return config
 
 
-def _as_tensor(value: np.ndarray | Reshaped, dtype: torch.dtype) -> torch.Tensor:
+def _made(value: np.ndarray | Reshaped | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``_as_tensor``, a ``Reshaped`` made into a new tensor by ``copy_into`` (in tiles, on every core)
+    rather than by numpy's element-by-element reshape."""
+    if isinstance(value, Reshaped) and dtype not in _WIDENED:
+        made = torch.empty(value.shape, dtype=dtype)
+        copy_into(made.numpy(), value)
+        return made
+    return _as_tensor(value, dtype)
+
+
+def _as_tensor(value: np.ndarray | Reshaped | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A tensor sharing the array's memory where it can (same dtype, any positive strides): a copy of a
-    large model must not hold its weights three times. 0-d arrays stay 0-d."""
+    large model must not hold its weights three times. 0-d arrays stay 0-d. A tensor (``prepared``)
+    stays itself."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype)
     array = np.asarray(value)  # a Reshaped is made here (a state dict keeps what it is given)
     try:
         with warnings.catch_warnings():  # read-only views (Keras snapshots) are only ever read from here
@@ -743,13 +762,15 @@ _WORTH_A_KERNEL_CALL = 1 << 20  # bytes; below this numpy's copy is as fast as t
 
 def _copy_with_torch(out: np.ndarray, value: np.ndarray) -> bool:
     """torch's copy kernel, which transposes in tiles on every core, for numpy arrays it can wrap without
-    a copy: same dtype (torch's casts are not numpy's), no negative strides, both writable (torch warns
-    on a read-only array)."""
+    a copy: same dtype (torch's casts are not numpy's), no negative strides, a writable ``out``. A
+    read-only ``value`` (a Keras snapshot) is only read here, so torch's warning about it says nothing."""
     if (value.nbytes < _WORTH_A_KERNEL_CALL or value.dtype != out.dtype or min(value.strides, default=0) < 0
-            or not (value.flags.writeable and out.flags.writeable)):
+            or not out.flags.writeable):
         return False
     try:
-        source, destination = torch.from_numpy(value), torch.from_numpy(out)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            source, destination = torch.from_numpy(value), torch.from_numpy(out)
     except TypeError:  # a dtype torch has no numpy twin for
         return False
     with _threads_for_the_machine():

@@ -41,12 +41,16 @@ class Trial:
     result: Verification
     # Position in ``pairing.matched`` of the first pair whose outputs part (len() when only the outputs do).
     divergence: int | None
+    # The converted values as B's own tensors (``prepared``), which the run used; None once let go.
+    values: dict[str, Any] | None = None
 
 
 @dataclass
 class Confirmation:
     """The plan with each match's ``confirmed`` set; the source's run and the last trial's result, which
-    the check after a copy reuses (the source does not change); ``why_not`` when nothing could run."""
+    the check after a copy reuses (the source does not change); ``why_not`` when nothing could run.
+    ``values``: the plan's converted values as the destination's own tensors, made for the run that
+    confirmed the plan, for the copy to write without converting them again (None when not kept)."""
 
     plan: TransferPlan
     reference: Reference | None = None
@@ -55,6 +59,7 @@ class Confirmation:
     trials: int = 0
     why_not: str = ""
     tolerance: float = 1e-4
+    values: dict[str, Any] | None = None
 
     @property
     def parted_at(self) -> str | None:
@@ -113,7 +118,7 @@ def confirm(a: ModelHandle, b: ModelHandle, a_name: str = "A", b_name: str = "B"
         return Confirmation(_labelled(pairing, plan, None, None), why_not=exc.message, tolerance=tol)
     best, trials = _search(first, reference, b, tol, partial, layers_only)
     labelled = _labelled(best.pairing, best.plan, best.result, best.divergence, tol)
-    return Confirmation(labelled, reference, best.result, best.divergence, trials, tolerance=tol)
+    return Confirmation(labelled, reference, best.result, best.divergence, trials, tolerance=tol, values=best.values)
 
 
 def _plan_of(pairing: Pairing, partial: bool) -> TransferPlan:
@@ -137,10 +142,10 @@ def _why_not_run(a: ModelHandle, b: ModelHandle, plan: TransferPlan) -> str:
 def _trial(pairing: Pairing, reference: Reference, b: ModelHandle, tol: float, partial: bool,
            layers_only: bool) -> Trial:
     plan = _plan_of(pairing, partial)
-    values = converted_values(plan, pairing.a)
+    values = b.prepared(converted_values(plan, pairing.a))
     paths = paired_paths(pairing.a, b, plan)
     result = compare_with(reference, b, paths, tol, tol, values)
-    return Trial(pairing, plan, result, _divergence(pairing, result, tol, layers_only))
+    return Trial(pairing, plan, result, _divergence(pairing, result, tol, layers_only), values)
 
 
 def _positions(pairing: Pairing) -> dict[str, int]:
@@ -171,6 +176,7 @@ def _search(first: Trial, reference: Reference, b: ModelHandle, tol: float, part
     first that moves the difference later is kept, and the search goes on from the new difference."""
     best, trials, tried, learned = first, 1, set(), {}
     while best.divergence is not None and trials < MAX_TRIALS:
+        best.values = None  # another trial makes its own: a large model's values are held once at most
         groups = best.pairing.groups
         nearby = sorted((g for g, members in enumerate(groups) if members[0] <= best.divergence and g not in tried),
                         key=lambda g: -groups[g][0])[:_GROUPS_PER_DIFFERENCE]
