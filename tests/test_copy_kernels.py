@@ -246,6 +246,42 @@ def test_the_dense_after_a_flatten_is_converted_without_a_copy_and_written_right
     np.testing.assert_allclose(yt, yk, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("direction", ["t k", "k t"])
+def test_a_checked_copy_makes_each_value_once_for_its_run_and_its_write(direction, monkeypatch):
+    """The confirming run and the write take the same values, made once as the destination's own tensors
+    (``prepared``): into Keras every value is copied into a buffer of its own once (a second conversion
+    was most of a TensorFlow write), into torch the flatten reorder is made once (a run through it as a
+    strided view was 10x slower). Made twice, these counts double; the outputs must still agree."""
+    import modelshell.frameworks.keras as keras_adapter
+
+    t, k = _conv_flatten_twins()
+    for variable in k.weights:  # Keras starts its biases at zero: a skipped bias would pass unseen
+        variable.assign(RNG.normal(size=tuple(variable.shape)).astype(np.float32) * 0.3)
+    with torch.no_grad():
+        for parameter in t.parameters():
+            parameter.add_(torch.from_numpy(RNG.normal(size=tuple(parameter.shape)).astype(np.float32)) * 0.3)
+    made: list[tuple[int, ...]] = []
+    adapter = keras_adapter if direction == "t k" else torch_adapter
+    original = adapter.copy_into
+    monkeypatch.setattr(adapter, "copy_into", lambda out, value: made.append(tuple(out.shape)) or original(out, value))
+    x = RNG.normal(size=(2, 3, 8, 8)).astype(np.float32)
+
+    def outputs():
+        with torch.no_grad():
+            return t(torch.from_numpy(x)).numpy(), np.asarray(k(x.transpose(0, 2, 3, 1), training=False))
+
+    assert not np.allclose(*outputs(), atol=1e-3)  # they differ before the copy
+    session = Session()
+    session.namespace.update(t=t, k=k)
+    done = session.run_line(f"copy {direction}")
+    assert done.ok and "outputs agree" in done.results[0].text, done.error
+    if direction == "t k":
+        assert sorted(made) == sorted(tuple(v.shape) for v in k.weights), made
+    else:
+        assert made == [tuple(t[3].weight.shape)], made
+    np.testing.assert_allclose(*outputs(), atol=1e-5, rtol=1e-5)
+
+
 def _failing_copies(monkeypatch, after: int) -> dict[str, int]:
     """``Tensor.copy_`` raises at its ``after + 1``-th call, once: a framework failing in the middle."""
     calls = {"n": 0}
