@@ -12,7 +12,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from modelshell.core.errors import ModelshellError
@@ -266,11 +266,14 @@ class ModelHandle(ABC):
         raise ModelshellError(f"a {self.class_name} has no architecture to run", "load or build the model itself")
 
     def forward_with_taps(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]", paths: list[str],
-                          values: "dict[str, np.ndarray] | None" = None) -> tuple[Any, dict[str, Any]]:
+                          values: "dict[str, np.ndarray] | None" = None,
+                          record: "Callable[[str, Any], None] | None" = None) -> tuple[Any, dict[str, Any]]:
         """``forward``, also recording (as copies) the output of each layer in ``paths`` (as ``layers()``
         names them), for ``verify --layers``. With ``values`` (tensor name -> array), the model computes
         as if those tensors held them, and is left exactly as it was: how a pairing is tried before a
-        copy writes anything (torch ``functional_call``, Keras ``StatelessScope``)."""
+        copy writes anything (torch ``functional_call``, Keras ``StatelessScope``). With ``record``, each
+        layer's output goes to ``record(path, output)`` as it is made (a view, good until the layer after
+        it runs) instead of being kept: a comparison made on the spot holds no model's activations twice."""
         raise ModelshellError(f"a {self.class_name} has no layers to run", "load or build the model itself")
 
     def trace(self, inputs: "list[np.ndarray] | dict[str, np.ndarray]") -> dict[str, LayerCall]:

@@ -12,7 +12,7 @@ import math
 import re
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -323,8 +323,8 @@ class KerasModel(ModelHandle):
                                   spec.dtype.name, required=i == 0) for i, (name, spec) in enumerate(specs.items())]
         return super().input_slots()
 
-    def forward_with_taps(self, inputs, paths: list[str],
-                          values: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
+    def forward_with_taps(self, inputs, paths: list[str], values: dict[str, np.ndarray] | None = None,
+                          record: Callable[[str, Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
         """Keras has no forward hooks: each tapped layer's ``call`` is wrapped on the instance for the
         duration of one eager call, then the class's own ``call`` is visible again."""
         taps: dict[str, Any] = {}
@@ -334,7 +334,8 @@ class KerasModel(ModelHandle):
             try:
                 with _linear_activations([layer for _, layer in found]) as activations:
                     for path, layer in found:
-                        object.__setattr__(layer, "call", _tapped(layer.call, activations.get(id(layer)), taps, path))
+                        object.__setattr__(layer, "call", _tapped(layer.call, activations.get(id(layer)), taps, path,
+                                                                         record))
                         wrapped.append(layer)
                     with self._substituted(values or {}):
                         return self.forward(inputs), taps
@@ -583,15 +584,19 @@ def _leaves(value: Any) -> list[Any]:
     return [value] if hasattr(value, "shape") and hasattr(value, "dtype") else []
 
 
-def _tapped(call: Any, activation: Any, taps: dict[str, Any], path: str):
+def _tapped(call: Any, activation: Any, taps: dict[str, Any], path: str,
+            record: Callable[[str, Any], None] | None = None):
     """Record what the layer computes before its fused activation (set aside by ``_linear_activations``),
     then apply the activation, so the model's own result is unchanged. A layer called several times (one
-    block shared by every layer, as ALBERT's) is recorded at its first call, as the torch adapter does."""
+    block shared by every layer, as ALBERT's) is recorded at its first call, as the torch adapter does;
+    with ``record``, handed over on the spot and not kept."""
 
     def call_and_record(*args: Any, **kwargs: Any) -> Any:
         output = call(*args, **kwargs)
         if path not in taps:
-            taps[path] = _to_numpy(output)
+            taps[path] = _to_numpy(output) if record is None else None
+            if record is not None:
+                record(path, _to_numpy(output))
         return output if activation is None else activation(output)
 
     return call_and_record

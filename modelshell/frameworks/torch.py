@@ -13,7 +13,7 @@ import os
 import pickle
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -165,14 +165,15 @@ class TorchModule(ModelHandle):
     def forward(self, inputs):
         return self.forward_with_taps(inputs, [])[0]
 
-    def forward_with_taps(self, inputs, paths: list[str], values: dict[str, np.ndarray] | None = None):
+    def forward_with_taps(self, inputs, paths: list[str], values: dict[str, np.ndarray] | None = None,
+                          record: Callable[[str, Any], None] | None = None):
         modules = dict(self.obj.named_modules())
         taps: dict[str, Any] = {}
         substitutes = self._substitutes(values) if values else None
         with deferred_interrupts():  # Ctrl-C lands in the forward pass only (``_call``), never among the hooks
             hooks: list[Any] = []
             try:
-                hooks += [modules[p].register_forward_hook(_recorder(taps, p)) for p in paths if p in modules]
+                hooks += [modules[p].register_forward_hook(_recorder(taps, p, record)) for p in paths if p in modules]
                 outputs = self._call(inputs, substitutes)
             finally:
                 for hook in hooks:
@@ -579,12 +580,21 @@ def _check_values(values: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[i
             raise ModelshellError(f"{name}: shape {tuple(np.shape(value))} does not fit {shapes[name]}")
 
 
-def _recorder(taps: dict[str, Any], path: str):
-    def record(module, args, output) -> None:
-        # A copy: an in-place activation after this layer (ReLU(inplace=True)) would change a view.
-        taps.setdefault(path, _to_numpy(output, copy=True))
+def _recorder(taps: dict[str, Any], path: str, record: Callable[[str, Any], None] | None = None):
+    """The hook that keeps a layer's first output (a module called twice, as a shared block, is recorded
+    at its first call), or hands it to ``record`` on the spot (a view: nothing after it has run yet)."""
 
-    return record
+    def hook(module, args, output) -> None:
+        if path in taps:
+            return
+        if record is None:
+            # A copy: an in-place activation after this layer (ReLU(inplace=True)) would change a view.
+            taps[path] = _to_numpy(output, copy=True)
+        else:
+            taps[path] = None
+            record(path, _to_numpy(output))
+
+    return hook
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

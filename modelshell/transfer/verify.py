@@ -100,14 +100,22 @@ def compare_with(reference: Reference, b: ModelHandle, paths: list[tuple[str, st
                  values: dict[str, np.ndarray] | None = None) -> Verification:
     """B on the reference's input (with ``values`` in place of its tensors, B itself left as it is),
     compared output by output and, for each of ``paths`` (A's layer, B's layer), layer by layer."""
-    out_b, taps_b = _run(b, reference.inputs.b, [q for _, q in paths], values)
-    pairs = _output_pairs(_leaves(reference.outputs), _leaves(out_b))
     channels, framework = reference.inputs.channels, reference.a_framework
+    held_to: dict[str, list[str]] = {}  # B's layer -> A's layers whose recorded outputs it is compared with
+    for p, q in paths:
+        if p in reference.taps:
+            held_to.setdefault(q, []).append(p)
+    compared: dict[tuple[str, str], OutputComparison] = {}
+
+    def compare_layer(q: str, output: Any) -> None:  # B's output as it is made: B's activations are not kept
+        y = _first_leaf(output)
+        for p in held_to[q]:
+            compared[p, q] = _compare(f"{p} ~ {q}", _first_leaf(reference.taps[p]), y, framework, channels, atol, rtol)
+
+    out_b, _ = _run(b, reference.inputs.b, list(held_to), values, compare_layer if held_to else None)
+    pairs = _output_pairs(_leaves(reference.outputs), _leaves(out_b))
     comparisons = [_compare(name, x, y, framework, channels, atol, rtol) for name, x, y in pairs]
-    per_layer = [
-        _compare(f"{p} ~ {q}", _first_leaf(reference.taps[p]), _first_leaf(taps_b[q]), framework, channels, atol, rtol)
-        for p, q in paths if p in reference.taps and q in taps_b
-    ]
+    per_layer = [compared[p, q] for p, q in paths if (p, q) in compared]
     return Verification(comparisons, reference.inputs.shapes, atol, rtol, per_layer)
 
 
@@ -170,11 +178,11 @@ def _first_leaf(output: Any) -> np.ndarray:
     return leaves[0][1] if leaves else np.zeros(0)
 
 
-def _run(handle: ModelHandle, inputs: Any, taps: list[str],
-         values: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
+def _run(handle: ModelHandle, inputs: Any, taps: list[str], values: dict[str, np.ndarray] | None = None,
+         record: Any = None) -> tuple[Any, dict[str, Any]]:
     try:
         if taps or values:
-            return handle.forward_with_taps(inputs, taps, values)
+            return handle.forward_with_taps(inputs, taps, values, record)
         return handle.forward(inputs), {}
     except ModelshellError:
         raise
