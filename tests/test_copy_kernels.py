@@ -200,6 +200,29 @@ def test_copy_into_writes_a_reshaped_view_as_numpy_s_reshape_would(dtype):
         np.testing.assert_array_equal(out, np.reshape(view, lazy.shape).astype(dtype))
 
 
+@pytest.mark.parametrize("case", ["torch -> keras flatten", "keras -> torch flatten", "with a unit axis", "3-d"])
+def test_copy_into_in_blocks_gives_numpy_s_reshape_whichever_axis_it_slices(case, monkeypatch):
+    """The blocked copy slices the destination's last axis, or the longest axis that is neither side's
+    innermost; blocks made small here so that small arrays are sliced too. Every way must give exactly
+    numpy's own reshape."""
+    import modelshell.frameworks.copying as copying
+
+    monkeypatch.setattr(copying, "_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(copying, "_TILE_BYTES", 1024)
+    weight = RNG.normal(size=(96, 16 * 5 * 5)).astype(np.float32)
+    views = {
+        "torch -> keras flatten": (weight.reshape(96, 16, 5, 5).transpose(2, 3, 1, 0), (400, 96)),
+        "keras -> torch flatten": (weight.T.copy().reshape(25, 16, 96).transpose(2, 1, 0), (96, 400)),
+        "with a unit axis": (weight.T.copy().reshape(25, 16, 96).transpose(2, 1, 0)[..., None], (96, 400)),
+        "3-d": (weight.reshape(96, 20, 20).transpose(1, 0, 2), (20, 96 * 20)),
+    }
+    view, shape = views[case]
+    lazy = copying.reshaped(view, shape)
+    out = np.full(shape, np.nan, np.float32)
+    copy_into(out, lazy)
+    np.testing.assert_array_equal(out, np.reshape(view, shape))
+
+
 def test_copy_into_refuses_a_reshaped_value_into_a_strided_buffer():
     """A strided ``out`` has no view in the value's shape: reshaping it would copy, and the values would land
     in that copy, leaving ``out`` as it was. It must fail loudly instead."""

@@ -431,9 +431,10 @@ def _config(module: torch.nn.Module) -> dict[str, Any]:
 
 def _made(value: np.ndarray | Reshaped | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``_as_tensor``, a ``Reshaped`` made into a new tensor by ``copy_into`` (in tiles, on every core)
-    rather than by numpy's element-by-element reshape."""
+    rather than by numpy's element-by-element reshape, in memory numpy allocates: numpy asks the kernel
+    for huge pages for a large array, where ``torch.empty``'s fault in 4 KiB at a time (as ``_backup``)."""
     if isinstance(value, Reshaped) and dtype not in _WIDENED:
-        made = torch.empty(value.shape, dtype=dtype)
+        made = torch.from_numpy(np.empty(value.shape, torch.empty((), dtype=dtype).numpy().dtype))
         copy_into(made.numpy(), value)
         return made
     return _as_tensor(value, dtype)
