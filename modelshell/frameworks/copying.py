@@ -92,7 +92,8 @@ def _resolved(size: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def copy_into(out: np.ndarray, value: np.ndarray | Reshaped) -> None:
     """``np.copyto(out, value)`` with numpy's unsafe casting (what ``np.asarray(value, dtype)`` does),
-    by a lent kernel where one takes the arrays. ``out`` is C-ordered when ``value`` is a ``Reshaped``."""
+    by a lent kernel where one takes the arrays, a large reorder in blocks. ``out`` is C-ordered when
+    ``value`` is a ``Reshaped``."""
     import numpy as np
 
     if isinstance(value, Reshaped):
@@ -101,10 +102,12 @@ def copy_into(out: np.ndarray, value: np.ndarray | Reshaped) -> None:
         # The same map, nothing made twice; copy=False: a reshape of a strided ``out`` would be a copy,
         # and the values would go into it instead of ``out``.
         out, value = np.reshape(out, value.view.shape, copy=False), value.view
-        for out_block, value_block in _blocks(out, value):
-            _copy(out_block, value_block)
+    value = np.asarray(value)
+    if out.shape != value.shape:  # numpy broadcasts it
+        _copy(out, value)
         return
-    _copy(out, np.asarray(value))
+    for out_block, value_block in _blocks(out, value):
+        _copy(out_block, value_block)
 
 
 def _copy(out: np.ndarray, value: np.ndarray) -> None:
