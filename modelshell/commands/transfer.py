@@ -89,8 +89,11 @@ _CONFIRMED = {"outputs": "outputs", "rule": "rule", "--map": "--map", "": "NO"}
 def _plan_table(plan: TransferPlan, title: str, confirmation: Any) -> Table:
     """The pairs; a `confirmed` column says how each one's layer pair was proven, where that differs
     from pair to pair (when every pair was proven alike, the footer's count says it once)."""
-    confirmed = {t.name: m.confirmed for m in plan.matches for t in m.a_roles.values()}
-    proofs = [_CONFIRMED[next((confirmed[n] for n in p.a if n in confirmed), "")] for p in plan.pairs]
+    by_a = {t.name: m.confirmed for m in plan.matches for t in m.a_roles.values()}
+    by_b = {t.name: m.confirmed for m in plan.matches for t in m.b_roles.values()}
+    # By A's tensors; a tensor B gets from nothing (a zero bias, a counter) by B's.
+    proofs = [_CONFIRMED[next((by_a[n] for n in p.a if n in by_a), None) or
+                         next((by_b[n] for n in p.b if n in by_b), "")] for p in plan.pairs]
     mixed = len(set(proofs)) > 1
     rows = []
     for p, proof in zip(plan.pairs, proofs):
@@ -172,6 +175,7 @@ def _listed(matches: list[Any], limit: int = 3) -> str:
     "in `run`) unless --no-verify.",
 )
 def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
+    from modelshell.transfer import folds
     from modelshell.transfer.confirm import Confirmation, confirm
     from modelshell.transfer.plan import converted_values, left_over, pair_layers, refuse_mismatched, without_mismatched
 
@@ -207,6 +211,8 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
     if derived:
         notes.append(f"; not copied, derived by the framework: {', '.join(derived[:6])}"
                      + (f" and {len(derived) - 6} more" if len(derived) > 6 else ""))
+    folded = folds.summary(plan.matches, args.src, args.dst)
+    notes += [f"; {folded}"] if folded else []
     notes += [f"; warning: {w}" for w in _grouped(plan.warnings)]
     unconfirmed = [m for m in confirmation.unconfirmed if m.basis == "order"] if confirmation.result is None else []
     if unconfirmed:
