@@ -246,3 +246,21 @@ def test_no_fold_where_the_trace_cannot_tell() -> None:
     assert KerasModel(k, "k").trace([inputs("conv")[1]])["conv"].readers is None
     refused = run(t, k, "copy k t")
     assert not refused.ok and "Conv2d has no bias to receive it" in refused.error
+
+
+@pytest.mark.parametrize("line", ["copy k t", "copy t k"])
+def test_a_stride_one_side_lacks_is_named_where_the_outputs_part(line: str) -> None:
+    """Two stacks alike but for the conv's stride: the outputs part at that conv, whose own output is
+    not compared (a folded bias, or other shapes), and the copy names it with the stride as the cause."""
+    t = randomize_torch(torch_stack("conv"), 0)
+    inp = keras.Input((8, 8, 3))
+    x = L.ReLU(name="relu")(L.BatchNormalization(epsilon=EPS, name="bn")(L.Conv2D(6, 3, strides=2, name="conv")(inp)))
+    k = randomize_keras(keras.Model(inp, L.Conv2D(4, 1, name="head")(x)), 1)
+    shown = run(t, k, line.replace("copy", "pair"))
+    assert "warning: 0 stride=[1, 1] but conv strides=[2, 2]: the outputs differ in size, and the function with them" \
+        in shown.results[0].footer
+    copied = run(t, k, line)
+    assert not copied.ok
+    pair = "conv ~ 0" if line == "copy k t" else "0 ~ conv"
+    assert f"outputs differ (max abs diff" in copied.error and f"from layer {pair}; likely cause: 0 stride=[1, 1]" \
+        in copied.error, copied.error

@@ -268,8 +268,7 @@ def _check_copy(source, destination, confirmation, partial: bool = False) -> tup
     if not partial and result.outputs and all(agrees(o, tol) for o in result.outputs):
         return (f"outputs agree (max abs diff {result.max_abs_diff:.3g}, "
                 f"{result.max_rel_diff:.2g} of their largest value)"), True
-    parts = set(where.split(" ~ ")) if where else set()
-    cause = next((w for w in plan.warnings if w.split()[0].rstrip(":") in parts), None)
+    where, cause = _likely_cause(plan, result.layers, where)
     where = where and " ~ ".join(part or "(top)" for part in where.split(" ~ "))
     verdict = f"outputs differ (max abs diff {result.max_abs_diff:.3g})"
     if where:
@@ -280,6 +279,28 @@ def _check_copy(source, destination, confirmation, partial: bool = False) -> tup
     if unconfirmed:
         verdict += f"; not confirmed by any run: {_listed(unconfirmed)}"
     return verdict, False
+
+
+def _likely_cause(plan: Any, layers: list[Any], where: str | None) -> tuple[str | None, str | None]:
+    """Where the outputs part and the warning that likely explains it: the first layer pair whose
+    outputs differ in value, unless a pair before it has a warning and outputs that could not be
+    compared (other shapes: a stride on another conv; or not compared, a layer whose bias went into its
+    norm), where the difference began."""
+    from modelshell.transfer.verify import tap_path
+
+    def about(name: str) -> str | None:
+        return next((w for w in plan.warnings if w.split()[0].rstrip(":") in set(name.split(" ~ "))), None)
+
+    compared = {c.name: c for c in layers}
+    for match in plan.matches:
+        name = f"{tap_path(match.a_path)} ~ {tap_path(match.b_path)}"
+        if name == where:
+            break
+        comparison = compared.get(name)
+        warning = about(name) if comparison is None or comparison.note.startswith("shapes differ") else None
+        if warning:
+            return name, warning
+    return where, about(where) if where else None
 
 
 def _grouped(warnings: list[str]) -> list[str]:

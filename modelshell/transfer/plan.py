@@ -1257,6 +1257,14 @@ def _describe(layer: Layer) -> str:
 
 
 # --- warnings -------------------------------------------------------------------------------------------
+def _axes_of(value: Any) -> tuple[int, ...]:
+    """A stride setting as one int per axis (torch and Keras both take an int or a list)."""
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
+
+
 def _warnings(plan: TransferPlan, a_framework: str, tensors_of: list[tuple[str, list[TensorInfo]]]) -> list[str]:
     found = []
     for match in plan.matches:
@@ -1281,6 +1289,10 @@ def _match_warnings(match: LayerMatch, a_framework: str) -> list[str]:
                          "outputs will differ; make them equal")
     if match.rule.key == "gru" and k_config.get("reset_after") is False:
         found.append(f"{k_path}: GRU reset_after=False computes a different GRU than torch; use reset_after=True")
+    t_stride, k_stride = _axes_of(t_config.get("stride")), _axes_of(k_config.get("strides"))
+    if t_stride and k_stride and len(t_stride) == len(k_stride) and t_stride != k_stride:
+        found.append(f"{t_path} stride={list(t_stride)} but {k_path} strides={list(k_stride)}: the outputs differ "
+                     "in size, and the function with them")
     strides, padding = k_config.get("strides") or [1], t_config.get("padding")
     if k_config.get("padding") == "same" and max(strides) > 1 and isinstance(padding, list) and any(padding):
         found.append(f"{k_path}: stride-2 'same' pads (0,1) where {t_path} padding={padding} pads both sides: "
