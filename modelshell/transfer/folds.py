@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from modelshell.core.errors import ModelshellError
 from modelshell.frameworks.base import Layer, TensorInfo
 from modelshell.transfer import rules as layouts
 
@@ -154,5 +155,8 @@ def values_into_norms(values: dict[str, Any], pending: list[tuple[Folding, np.nd
     """Each destination norm's running mean less the bias folded into it (computed before any write)."""
     for fold, bias in pending:
         name = fold.b_mean.tied_to or fold.b_mean.name
+        if name not in values:  # the norm's pair was left out (--partial): the bias has nowhere to go
+            raise ModelshellError(f"cannot copy: {fold.bias.name} folds into {fold.b_mean.name}, which is left out",
+                                  "copy without --partial, or pair the norm with --map")
         mean = np.asarray(values[name])
         values[name] = fold.rule.into((mean, np.reshape(np.asarray(bias), mean.shape).astype(mean.dtype)), {})[0]

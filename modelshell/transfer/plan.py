@@ -244,7 +244,7 @@ def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_laye
 
     bases: dict[tuple[int, int], str] = {}
     groups: list[list[int]] = []
-    followers = set(_followers(matched, a_layers, b_layers, context).values())
+    followers = _followers(matched, a_layers, b_layers, context)
     previous = None  # a norm that alone reads a layer's output follows that layer: it is not a neighbour
     for k, pair in enumerate(matched):
         if pair in forced:
@@ -272,19 +272,14 @@ def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_laye
 
 
 def _followers(matched: list[tuple[int, int]], a_layers: list[Layer], b_layers: list[Layer],
-               context: Any) -> dict[int, int]:
-    """Positions in ``matched`` of layer pairs whose outputs each feed only a norm (a conv and the
-    BatchNorm after it, on both sides), with the position of the pair of the A norm: a norm follows the
-    layer whose output it alone reads, so the two pair or move together (the confirmation trying a
-    block's two same-shaped convs the other way round takes their norms along)."""
-    a_position = {i: k for k, (i, _) in enumerate(matched)}
-    a_index = {layer.path: i for i, layer in enumerate(a_layers)}
-    found = {}
-    for k, (i, j) in enumerate(matched):
-        norms = context.followers(a_layers[i], b_layers[j])
-        if norms is not None and a_index.get(norms[0]) in a_position:
-            found[k] = a_position[a_index[norms[0]]]
-    return found
+               context: Any) -> set[int]:
+    """Positions in ``matched`` of the norms that alone read a paired layer's output (a conv and the
+    BatchNorm after it, on both sides): a norm follows its layer, so the two pair or move together (the
+    confirmation trying a block's two same-shaped convs the other way round takes their norms along),
+    and a norm is not the neighbour of the layer after it."""
+    a_position = {a_layers[i].path: k for k, (i, _) in enumerate(matched)}
+    norms = [context.followers(a_layers[i], b_layers[j]) for i, j in matched]
+    return {a_position[n[0]] for n in norms if n is not None and n[0] in a_position}
 
 
 def _follow(matched: list[tuple[int, int]], bases: dict[tuple[int, int], str], group: list[int],
@@ -1262,7 +1257,6 @@ def _axes_of(value: Any) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,)
     return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else ()
-
 
 
 def _warnings(plan: TransferPlan, a_framework: str, tensors_of: list[tuple[str, list[TensorInfo]]]) -> list[str]:
