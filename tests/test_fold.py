@@ -136,11 +136,11 @@ def test_keras_bias_folds_into_the_torch_running_mean(kind: str) -> None:
     rows = {row[0]: row for row in shown.results[0].rows}
     assert rows[f"{layer}/bias"][2:] == ["1.running_mean", "(6,)", "bias folded into 1.running_mean"]
     assert rows["bn/moving_mean"][4] == f"as is, less {layer}/bias"
-    assert any(line.startswith("note: 1 biases of k folded into the running mean") for line in shown.results[0].footer)
+    assert any(line.startswith("note: 1 bias of k folded into the running mean") for line in shown.results[0].footer)
 
     copied = run(t, k, "copy k t")
     assert copied.ok, copied.error
-    assert f"1 biases of k folded" in copied.results[0].text and "outputs agree" in copied.results[0].text
+    assert "1 bias of k folded" in copied.results[0].text and "outputs agree" in copied.results[0].text
     np.testing.assert_array_equal(t.state_dict()["1.running_mean"].numpy(), np.subtract(mean, bias))
     assert_agree(*outputs(t, k, kind))
     verified = run(t, k, "verify k t --layers")
@@ -155,7 +155,7 @@ def test_torch_without_bias_gives_keras_a_zero_bias(kind: str) -> None:
     assert shown.ok, shown.error
     rows = {row[2]: row for row in shown.results[0].rows}
     assert rows[f"{layer}/bias"][0] == "-" and rows[f"{layer}/bias"][4].startswith("0 (0 has no bias")
-    assert any("1 layers of k get a zero bias" in line for line in shown.results[0].footer)
+    assert any("1 layer of k gets a zero bias" in line for line in shown.results[0].footer)
 
     copied = run(t, k, "copy t k")
     assert copied.ok, copied.error

@@ -119,12 +119,13 @@ def notes(matches: list[Any], a_name: str, b_name: str) -> list[str]:
     zero = [m for m in matches if m.fold and not m.fold.into_norm]
     lines = []
     if into:
-        lines.append(f"{len(into)} biases of {a_name} folded into the running mean of the BatchNorm that alone "
+        lines.append(f"{_biases(len(into))} of {a_name} folded into the running mean of the BatchNorm that alone "
                      f"reads each layer's output, as {b_name}'s layers have none (BN(x + b; mean m) = "
                      f"BN(x; mean m - b)): {_listed(into)}")
     if zero:
-        lines.append(f"{len(zero)} layers of {b_name} get a zero bias, as {a_name}'s have none and each feeds "
-                     f"only its BatchNorm: {_listed(zero)}")
+        layers = f"{len(zero)} layers of {b_name} get" if len(zero) != 1 else f"1 layer of {b_name} gets"
+        lines.append(f"{layers} a zero bias, as {a_name}'s have none and each feeds only its BatchNorm: "
+                     f"{_listed(zero)}")
     return lines
 
 
@@ -132,11 +133,15 @@ def summary(matches: list[Any], a_name: str, b_name: str) -> str:
     """What ``copy`` says of the folds it made, in one clause ("" when it made none)."""
     into = sum(1 for m in matches if m.fold and m.fold.into_norm)
     zero = sum(1 for m in matches if m.fold and not m.fold.into_norm)
-    if into:
-        return f"{into} biases of {a_name} folded into the BatchNorm after each layer ({b_name}'s layers have none)"
-    if zero:
-        return f"{zero} biases of {b_name} set to 0 ({a_name}'s layers have none; a BatchNorm follows each)"
-    return ""
+    said = [f"{_biases(into)} of {a_name} folded into the BatchNorm after each layer ({b_name}'s layers have none)"
+            if into else "",
+            f"{_biases(zero)} of {b_name} set to 0 ({a_name}'s layers have none; a BatchNorm follows each)"
+            if zero else ""]
+    return "; ".join(s for s in said if s)
+
+
+def _biases(count: int) -> str:
+    return f"{count} bias" + ("es" if count != 1 else "")
 
 
 def _listed(matches: list[Any], limit: int = 3) -> str:
