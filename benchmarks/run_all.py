@@ -1,6 +1,6 @@
 """Every benchmark of issues 7, 12, 14 and 15, one after the other (``make bench``); ``--quick`` for fewer runs.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only startup,checkpoints,first_look,scale,transfer,porting,folders,interactive]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only startup,checkpoints,first_look,scale,transfer,porting,folders,interactive,trace_flow]
 
 Each script prints its own table (measure, modelshell, reference, ratio, target, met), every figure
 against its reference measured in the same run. Nothing here is a test: a missed target is printed, with
@@ -25,6 +25,7 @@ SCRIPTS = {
     "porting": "bench_porting.py",
     "folders": "bench_folders.py",
     "interactive": "bench_interactive.py",
+    "trace_flow": "bench_trace_flow.py",
 }
 
 

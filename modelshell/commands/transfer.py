@@ -90,8 +90,11 @@ _CONFIRMED = {"outputs": "outputs", "rule": "rule", "--map": "--map", "": "NO"}
 def _plan_table(plan: TransferPlan, title: str, confirmation: Any) -> Table:
     """The pairs; a `confirmed` column says how each one's layer pair was proven, where that differs
     from pair to pair (when every pair was proven alike, the footer's count says it once)."""
-    confirmed = {t.name: m.confirmed for m in plan.matches for t in m.a_roles.values()}
-    proofs = [_CONFIRMED[next((confirmed[n] for n in p.a if n in confirmed), "")] for p in plan.pairs]
+    by_a = {t.name: m.confirmed for m in plan.matches for t in m.a_roles.values()}
+    by_b = {t.name: m.confirmed for m in plan.matches for t in m.b_roles.values()}
+    # By A's tensors; a tensor B gets from nothing (a zero bias, a counter) by B's.
+    proofs = [_CONFIRMED[next((by_a[n] for n in p.a if n in by_a), None) or
+                         next((by_b[n] for n in p.b if n in by_b), "")] for p in plan.pairs]
     mixed = len(set(proofs)) > 1
     rows = []
     for p, proof in zip(plan.pairs, proofs):
@@ -173,6 +176,7 @@ def _listed(matches: list[Any], limit: int = 3) -> str:
     "in `run`) unless --no-verify.",
 )
 def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
+    from modelshell.transfer import folds
     from modelshell.transfer.confirm import Confirmation, confirm
     from modelshell.transfer.plan import converted_values, left_over, pair_layers, refuse_mismatched, without_mismatched
 
@@ -209,6 +213,8 @@ def copy(session, args: argparse.Namespace) -> Table | Message | Failed:
     if derived:
         notes.append(f"; not copied, derived by the framework: {', '.join(derived[:6])}"
                      + (f" and {len(derived) - 6} more" if len(derived) > 6 else ""))
+    folded = folds.summary(plan.matches, args.src, args.dst)
+    notes += [f"; {folded}"] if folded else []
     notes += [f"; warning: {w}" for w in _grouped(plan.warnings)]
     unconfirmed = [m for m in confirmation.unconfirmed if m.basis == "order"] if confirmation.result is None else []
     if unconfirmed:
@@ -264,8 +270,7 @@ def _check_copy(source, destination, confirmation, partial: bool = False) -> tup
     if not partial and result.outputs and all(agrees(o, tol) for o in result.outputs):
         return (f"outputs agree (max abs diff {result.max_abs_diff:.3g}, "
                 f"{result.max_rel_diff:.2g} of their largest value)"), True
-    parts = set(where.split(" ~ ")) if where else set()
-    cause = next((w for w in plan.warnings if w.split()[0].rstrip(":") in parts), None)
+    where, cause = _likely_cause(plan, result.layers, where)
     where = where and " ~ ".join(part or "(top)" for part in where.split(" ~ "))
     verdict = f"outputs differ (max abs diff {result.max_abs_diff:.3g})"
     if where:
@@ -276,6 +281,28 @@ def _check_copy(source, destination, confirmation, partial: bool = False) -> tup
     if unconfirmed:
         verdict += f"; not confirmed by any run: {_listed(unconfirmed)}"
     return verdict, False
+
+
+def _likely_cause(plan: Any, layers: list[Any], where: str | None) -> tuple[str | None, str | None]:
+    """Where the outputs part and the warning that likely explains it: the first layer pair whose
+    outputs differ in value, unless a pair before it has a warning and outputs that could not be
+    compared (other shapes: a stride on another conv; or not compared, a layer whose bias went into its
+    norm), where the difference began."""
+    from modelshell.transfer.verify import tap_path
+
+    def about(name: str) -> str | None:
+        return next((w for w in plan.warnings if w.split()[0].rstrip(":") in set(name.split(" ~ "))), None)
+
+    compared = {c.name: c for c in layers}
+    for match in plan.matches:
+        name = f"{tap_path(match.a_path)} ~ {tap_path(match.b_path)}"
+        if name == where:
+            break
+        comparison = compared.get(name)
+        warning = about(name) if comparison is None or comparison.note.startswith("shapes differ") else None
+        if warning:
+            return name, warning
+    return where, about(where) if where else None
 
 
 def _grouped(warnings: list[str]) -> list[str]:

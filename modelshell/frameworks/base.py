@@ -110,6 +110,13 @@ class LayerCall:
     input_shapes: tuple[tuple[int, ...], ...]
     output_shape: tuple[int, ...] | None
     flattened: tuple[int, ...] | None = None
+    # Where the layer's output went and where its inputs came from, where the framework can tell (None
+    # where it cannot: a subclassed Keras model's own code). ``readers``: the layers whose own code read
+    # the output, "" for anything else that did (an operation between layers, the model's caller);
+    # ``fed_by``: the layers whose outputs its inputs were, "" for a tensor no layer made. A bias can be
+    # folded into a BatchNorm only where the layer feeds that norm and nothing else (transfer/folds.py).
+    readers: frozenset[str] | None = None
+    fed_by: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -286,7 +287,7 @@ class KerasModel(ModelHandle):
                 self.forward(inputs)
             finally:
                 _unwrap_calls([layer for _, layer in layers])
-        return calls
+        return _with_flow(calls, self.obj, layers)
 
     def _all_layers(self) -> list[tuple[str, Any]]:
         """Every sub-layer once, by the path ``layers()`` names it with."""
@@ -425,6 +426,51 @@ def _require_built(model: Any) -> None:
                               "them at the model's first call", "call it once on an input, or build(input_shape)")
 
 
+def _with_flow(calls: dict[str, LayerCall], model: Any, layers: list[tuple[str, Any]]) -> dict[str, LayerCall]:
+    """The calls with where each layer's output went, for the layers of functional models (their graph
+    lists every operation, layers and ``keras.ops`` alike, with the tensors it reads); a layer that a
+    subclassed model's own code calls keeps None: what else that code does with its output is not
+    written down anywhere."""
+    readers: dict[str, set[str]] = {}
+    fed_by: dict[str, set[str]] = {}
+    path_of = {id(layer): path for path, layer in layers}
+    for graph in _graphs(model, [layer for _, layer in layers]):
+        for node in [n for nodes in graph._nodes_by_depth.values() for n in nodes]:
+            operation = getattr(node, "operation", None) or getattr(node, "layer", None)  # Keras 3, tf-keras
+            if operation is None or getattr(node, "is_input", False):
+                continue
+            reader = path_of.get(id(operation), "")
+            readers.setdefault(reader, set())
+            inputs = getattr(node, "keras_inputs", None)
+            for tensor in node.input_tensors if inputs is None else inputs:
+                maker = path_of.get(id(_maker(tensor)), "")
+                readers.setdefault(maker, set()).add(reader)
+                fed_by.setdefault(reader, set()).add(maker)
+        for tensor in graph.outputs:
+            readers.setdefault(path_of.get(id(_maker(tensor)), ""), set()).add("")
+    return {path: call if path not in readers or not path else
+            dataclasses.replace(call, readers=frozenset(readers[path]), fed_by=frozenset(fed_by.get(path, ())))
+            for path, call in calls.items()}
+
+
+def _maker(tensor: Any) -> Any:
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history else None
+
+
+def _graphs(model: Any, layers: list[Any]) -> list[Any]:
+    """The functional models in the tree (a Keras 3 Sequential's is its ``_functional``)."""
+    found = []
+    for candidate in (model, *layers):
+        graph = getattr(candidate, "_functional", None) or candidate
+        try:
+            if hasattr(graph, "_nodes_by_depth") and isinstance(graph.outputs, list):
+                found.append(graph)
+        except Exception:  # noqa: BLE001 - a subclassed model's `outputs` may refuse to be read: no graph
+            continue
+    return found
+
+
 def _unwrap_calls(layers: list[Any]) -> None:
     """Each layer's own ``call`` visible again. Called with interrupts deferred."""
     for layer in layers:
@@ -525,7 +571,7 @@ _WHOLE_LAYERS = {"MultiHeadAttention": 2, "LSTM": 1, "GRU": 1, "SimpleRNN": 1}
 _CONFIG_KEYS = (
     "epsilon", "momentum", "padding", "strides", "groups", "reset_after", "num_heads", "key_dim",
     "depth_multiplier", "filters", "units", "kernel_size", "use_bias", "data_format", "dilation_rate",
-    "center", "scale", "axis", "input_dim", "output_dim", "return_sequences",
+    "center", "scale", "axis", "input_dim", "output_dim", "return_sequences", "activation",
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import inspect
 import itertools
 import os
@@ -208,26 +209,32 @@ class TorchModule(ModelHandle):
 
         def hook(path: str):
             def record(module, args, output) -> None:
-                # (N, C, H, W) maps anywhere; (N, C, L) ones only around 1-d layers (Conv1d, MaxPool1d...),
-                # since elsewhere a 3-d tensor is a sequence of features that a Linear reads as it is.
-                rank = 3 if "1d" in type(module).__name__ else 4
-                tensors = [a for a in args if isinstance(a, torch.Tensor)]
-                for tensor in tensors:
-                    note_map(tensor, rank)
-                first_out = next(iter(_tensor_leaves(output)), None)
-                note_map(first_out, rank)
-                if path in calls:
-                    return
-                flattened = None
-                if tensors and tensors[0].dim() == 2 and tensors[0].device.type != "meta":
-                    flattened = flattening_of(tensors[0])
-                calls[path] = LayerCall(path, started[path], tuple(tuple(t.shape) for t in tensors),
-                                        None if first_out is None else tuple(first_out.shape), flattened)
+                flow.left(path, output)
+                with flow.aside():  # what this hook reads is not the model's flow
+                    note(path, module, args, output)
             return record
+
+        def note(path: str, module: Any, args: tuple, output: Any) -> None:
+            # (N, C, H, W) maps anywhere; (N, C, L) ones only around 1-d layers (Conv1d, MaxPool1d...),
+            # since elsewhere a 3-d tensor is a sequence of features that a Linear reads as it is.
+            rank = 3 if "1d" in type(module).__name__ else 4
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            for tensor in tensors:
+                note_map(tensor, rank)
+            first_out = next(iter(_tensor_leaves(output)), None)
+            note_map(first_out, rank)
+            if path in calls:
+                return
+            flattened = None
+            if tensors and tensors[0].dim() == 2 and tensors[0].device.type != "meta":
+                flattened = flattening_of(tensors[0])
+            calls[path] = LayerCall(path, started[path], tuple(tuple(t.shape) for t in tensors),
+                                    None if first_out is None else tuple(first_out.shape), flattened)
 
         def start(path: str):
             def record(module, args) -> None:
                 started.setdefault(path, len(started))
+                flow.entered(path, args)
             return record
 
         started: dict[str, int] = {}  # the order in which modules start (a block before what it calls)
@@ -235,21 +242,22 @@ class TorchModule(ModelHandle):
         # A tensor a block owns directly (a layer scale, a class token) is used somewhere inside the
         # block's forward, not when the block starts: its first use is its place in the order.
         names = {id(t): n for n, t in self.obj.state_dict(keep_vars=True).items()}
+        flow = _Flow()
         with deferred_interrupts():  # every hook registered is removed; Ctrl-C lands in the forward pass only
             hooks: list[Any] = []
             try:
                 for p, m in named:
                     hooks.append(m.register_forward_pre_hook(start(p)))
                     hooks.append(m.register_forward_hook(hook(p)))
-                with _FirstUses(names, started):
-                    self._call(inputs)
+                with _FirstUses(names, started), flow:
+                    flow.escaped(self._call(inputs))
             finally:
                 for handle in hooks:
                     handle.remove()
         for name in names.values():
             if name in started and name not in calls:
                 calls[name] = LayerCall(name, started[name], (), None)
-        return calls
+        return {path: flow.of(call) for path, call in calls.items()}
 
     def _call(self, inputs, substitutes: dict[str, torch.Tensor] | None = None) -> Any:
         """The module in eval mode, without gradients, on positional or named inputs; with
@@ -320,6 +328,67 @@ class _FirstUses(torch.overrides.TorchFunctionMode):
                 if name is not None:
                     self._order.setdefault(name, len(self._order))
         return func(*args, **(kwargs or {}))
+
+
+class _Flow(torch.overrides.TorchFunctionMode):
+    """Which module read each module's output: the innermost module running when an operation (any
+    torch function, not only a module call) took the tensor and made a tensor of it; "" for the model's
+    own code and its caller. A conv whose output a parent block also adds to a shortcut, or that an
+    in-place activation changes, is read by that block or activation too, which module hooks alone
+    cannot see. Shape queries (``dim()``, ``size()``) make no tensor and read nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._running: list[str] = []
+        self._made: dict[int, tuple[str, torch.Tensor]] = {}  # id -> (maker, the tensor itself, held)
+        self._readers: dict[str, set[str]] = {}
+        self._fed_by: dict[str, set[str]] = {}
+        self._aside = 0
+
+    def entered(self, path: str, args: tuple) -> None:
+        makers = {self._maker(a) for a in args if isinstance(a, torch.Tensor)}
+        self._fed_by.setdefault(path, set()).update(makers)
+        self._running.append(path)
+
+    def left(self, path: str, output: Any) -> None:
+        if self._running and self._running[-1] == path:
+            self._running.pop()
+        for tensor in _tensor_leaves(output):
+            self._made.setdefault(id(tensor), (path, tensor))  # the innermost maker: it finishes first
+
+    def escaped(self, output: Any) -> None:
+        """The model's outputs are read by its caller."""
+        self._read(_tensor_leaves(output), "")
+
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        self._aside += 1
+        try:
+            yield
+        finally:
+            self._aside -= 1
+
+    def of(self, call: LayerCall) -> LayerCall:
+        return dataclasses.replace(call, readers=frozenset(self._readers.get(call.path, ())),
+                                   fed_by=frozenset(self._fed_by.get(call.path, ())))
+
+    def _maker(self, tensor: torch.Tensor) -> str:
+        made = self._made.get(id(tensor))
+        return made[0] if made is not None and made[1] is tensor else ""
+
+    def _read(self, items: Iterable[Any], reader: str) -> None:
+        for item in items:
+            made = self._made.get(id(item))
+            if made is not None and made[1] is item:
+                self._readers.setdefault(made[0], set()).add(reader)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if self._made and not self._aside and _tensor_leaves(result):
+            values = (*args, *(kwargs or {}).values())
+            self._read([i for v in values for i in (v if isinstance(v, (list, tuple)) else (v,))],
+                       self._running[-1] if self._running else "")
+        return result
 
 
 # The named inputs a model's ``forward`` may take that verify knows how to fill: rank and dtype.

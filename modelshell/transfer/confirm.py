@@ -186,9 +186,12 @@ def _search(first: Trial, reference: Reference, b: ModelHandle, tol: float, part
             for moves in _assignments(best.pairing, groups[g], learned.get(len(groups[g]))):
                 if trials >= MAX_TRIALS:
                     break
-                trial = _trial(best.pairing.reassigned(groups[g], _apply(best.pairing, groups[g], moves)),
-                               reference, b, tol, partial, layers_only)
                 trials += 1
+                try:
+                    trial = _trial(best.pairing.reassigned(groups[g], _apply(best.pairing, groups[g], moves)),
+                                   reference, b, tol, partial, layers_only)
+                except ModelshellError:
+                    continue  # an assignment whose values cannot be made (a bias left nowhere to go) is no better
                 if _later(trial.divergence, best.divergence):
                     improved, learned[len(groups[g])] = trial, moves
                     break

@@ -20,7 +20,7 @@ import numpy as np
 from modelshell.core.errors import ModelshellError, first_line
 from modelshell.frameworks.base import Layer, ModelHandle, TensorInfo, keras_snake_case
 from modelshell.frameworks.copying import reshaped
-from modelshell.transfer import rules as layouts
+from modelshell.transfer import folds, rules as layouts
 from modelshell.transfer.kinds import kind_of, known_kinds
 
 __all__ = ["TensorPair", "LayerMatch", "Problem", "TransferPlan", "Pairing", "make_plan", "pair_layers",
@@ -86,6 +86,8 @@ class LayerMatch:
     # How the pairing was proven, once `confirm` ran: "outputs" (the destination, run with the
     # converted values, agrees layer by layer), "rule" (the only fit), "--map", or "" (not confirmed).
     confirmed: str = ""
+    # A bias only one side has, folded into the BatchNorm after the layer (transfer/folds.py).
+    fold: folds.Folding | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ class TransferPlan:
             "mismatched": [p.as_json() for p in self.mismatched],
             "warnings": list(self.warnings),
             "notes": list(self.notes),
-            "layers": [{"a": m.a_path, "b": m.b_path, "basis": m.basis, "confirmed": m.confirmed or None}
+            "layers": [{"a": m.a_path, "b": m.b_path, "basis": m.basis, "confirmed": m.confirmed or None,
+                        **({"folded": m.fold.pair_row(m.a_path)[4]} if m.fold else {})}
                        for m in self.matches],
         }
 
@@ -154,6 +157,7 @@ class Pairing:
             i = matched[position][0]
             bases[(i, j)] = bases.pop(matched[position], "order")
             matched[position] = (i, j)
+        _follow(matched, bases, group, self.a_layers, self.b_layers, self.context)
         return dataclasses.replace(self, matched=matched, bases=bases)
 
     def takes(self, position: int, j: int) -> bool:
@@ -163,14 +167,13 @@ class Pairing:
     def plan(self) -> TransferPlan:
         plan = TransferPlan(self.a_name, self.b_name, [], [], [], [], [], [])
         group_of = {self.matched[p]: g for g, members in enumerate(self.groups) for p in members}
-        used_a, used_b = set(), set()
-        for i, j in self.matched:
-            match = dataclasses.replace(self.context.match(self.a_layers[i], self.b_layers[j]),
-                                        basis=self.bases[(i, j)], group=group_of.get((i, j)))
-            plan.matches.append(match)
+        used_a, used_b = {i for i, _ in self.matched}, {j for _, j in self.matched}
+        plan.matches = folds.folded([
+            dataclasses.replace(self.context.match(self.a_layers[i], self.b_layers[j]), basis=self.bases[(i, j)],
+                                group=group_of.get((i, j))) for i, j in self.matched], self.context)
+        for match in plan.matches:
             _add_tensor_pairs(plan, match)
-            used_a.add(i)
-            used_b.add(j)
+        plan.pairs = folds.relabelled(plan.pairs, plan.matches)
         for i, layer in enumerate(self.a_layers):
             if i not in used_a:
                 reason = f"no layer of {self.b_name} pairs with {_describe(layer)}"
@@ -182,7 +185,7 @@ class Pairing:
         plan.unexpected = _untied(plan.unexpected, [m.a_roles for m in plan.matches], self.a_tensors)
         plan.missing = _untied(plan.missing, [m.b_roles for m in plan.matches], self.b_tensors)
         plan.warnings += _warnings(plan, self.a.framework, [(self.a_name, self.a_tensors), (self.b_name, self.b_tensors)])
-        plan.notes += self.notes
+        plan.notes += self.notes + folds.notes(plan.matches, self.a_name, self.b_name)
         return plan
 
 
@@ -241,15 +244,21 @@ def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_laye
 
     bases: dict[tuple[int, int], str] = {}
     groups: list[list[int]] = []
+    followers = _followers(matched, a_layers, b_layers, context)
+    previous = None  # a norm that alone reads a layer's output follows that layer: it is not a neighbour
     for k, pair in enumerate(matched):
         if pair in forced:
             bases[pair] = "--map"
+            previous = None
             continue
-        if k > 0 and matched[k - 1] not in forced and swappable(matched[k - 1], pair):
-            if groups and groups[-1][-1] == k - 1:
+        if k in followers:
+            continue
+        if previous is not None and swappable(matched[previous], pair):
+            if groups and groups[-1][-1] == previous:
                 groups[-1].append(k)
             else:
-                groups.append([k - 1, k])
+                groups.append([previous, k])
+        previous = k
     in_group = {k for group in groups for k in group}
     for k, pair in enumerate(matched):
         if pair in forced:
@@ -260,6 +269,38 @@ def _bases(matched: list[tuple[int, int]], forced: list[tuple[int, int]], a_laye
         else:
             bases[pair] = "only fit"
     return bases, groups
+
+
+def _followers(matched: list[tuple[int, int]], a_layers: list[Layer], b_layers: list[Layer],
+               context: Any) -> set[int]:
+    """Positions in ``matched`` of the norms that alone read a paired layer's output (a conv and the
+    BatchNorm after it, on both sides): a norm follows its layer, so the two pair or move together (the
+    confirmation trying a block's two same-shaped convs the other way round takes their norms along),
+    and a norm is not the neighbour of the layer after it."""
+    a_position = {a_layers[i].path: k for k, (i, _) in enumerate(matched)}
+    norms = [context.followers(a_layers[i], b_layers[j]) for i, j in matched]
+    return {a_position[n[0]] for n in norms if n is not None and n[0] in a_position}
+
+
+def _follow(matched: list[tuple[int, int]], bases: dict[tuple[int, int], str], group: list[int],
+            a_layers: list[Layer], b_layers: list[Layer], context: Any) -> None:
+    """After the pairs at ``group`` took other partners: each norm that alone reads one of their A
+    layers takes the norm that alone reads the new B partner (the two norm pairs swap partners)."""
+    b_index = {layer.path: j for j, layer in enumerate(b_layers)}
+    for position in group:
+        i, j = matched[position]
+        norms = context.followers(a_layers[i], b_layers[j])
+        if norms is None or norms[1] not in b_index:
+            continue
+        a_norm = next((p for p, (x, _) in enumerate(matched) if a_layers[x].path == norms[0]), None)
+        b_norm = next((p for p, (_, y) in enumerate(matched) if y == b_index[norms[1]]), None)
+        if a_norm is None or b_norm is None or a_norm == b_norm:
+            continue
+        (x, y), (u, v) = matched[a_norm], matched[b_norm]
+        if context.takes(a_layers[x], b_layers[v]) and context.takes(a_layers[u], b_layers[y]):
+            for old, new in (((x, y), (x, v)), ((u, v), (u, y))):
+                bases[new] = bases.pop(old, "order")
+            matched[a_norm], matched[b_norm] = (x, v), (u, y)
 
 
 def _add_groups(bases: dict[tuple[int, int], str], groups: list[list[int]], matched: list[tuple[int, int]],
@@ -453,6 +494,7 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
     the weights are not held a third time on the way."""
     refuse_mismatched(plan)
     values: dict[str, np.ndarray] = {}
+    into_norms: list[tuple[folds.Folding, np.ndarray]] = []  # biases the destination's norms take, after the loop
     arrays_in_order = source.iter_arrays([t.name for match in plan.matches for t in match.a_roles.values()])
     for match in plan.matches:
         arrays = {role: next(arrays_in_order) for role in match.a_roles}
@@ -464,13 +506,20 @@ def converted_values(plan: TransferPlan, source: ModelHandle) -> dict[str, np.nd
             ranked = _rule_shapes(match.rule, src_side, match.a_roles)
             arrays = {role: reshaped(array, ranked[role]) for role, array in arrays.items()}
             expect = _rule_shapes(match.rule, dst_side, match.b_roles)
+            if match.fold is not None and match.fold.into_norm:
+                into_norms.append((match.fold, arrays.pop(match.fold.rule.bias)))
+            elif match.fold is not None:
+                zero_shape = expect.pop(match.fold.rule.bias)
             out = layouts.convert(match.rule, arrays, match.direction, expect=expect, copy=False, **match.dims)
+            if match.fold is not None and not match.fold.into_norm:
+                out[match.fold.rule.bias] = np.zeros(zero_shape, next(iter(out.values())).dtype)
             out = {role: reshaped(array, match.b_roles[role].shape) if role in match.b_roles else array
                    for role, array in out.items()}
         for role, array in out.items():
             target = match.b_roles.get(role)
             if target is not None:
                 _put_once(values, target, array)
+    folds.values_into_norms(values, into_norms)
     return values
 
 
@@ -553,7 +602,10 @@ def _add_tensor_pairs(plan: TransferPlan, match: LayerMatch) -> None:
         plan.mismatched += [Problem(t.name, f"{where}: {exc.one_line()}") for t in match.a_roles.values()]
         return
     produced = set()
+    folded = {match.fold.rule.bias} if match.fold is not None else set()
     for step in match.rule.steps(match.direction):
+        if folded & {*step.sources, *step.targets}:
+            continue  # the fold moves the bias (or makes it 0), not the rule
         sources = [match.a_roles[r] for r in step.sources if r in match.a_roles]
         if not sources and any(match.rule.role(src_side, r).optional for r in step.sources):
             continue
@@ -573,8 +625,10 @@ def _add_tensor_pairs(plan: TransferPlan, match: LayerMatch) -> None:
                 plan.mismatched.append(Problem(
                     target.name, f"{where}: the rule makes {expected[role]} from A, but B's is {target.shape}",
                 ))
+    if match.fold is not None and match.fold.a_mean is not None:
+        plan.pairs.append(TensorPair(*match.fold.pair_row(match.a_path)))
     for role, target in match.b_roles.items():
-        if role not in produced or role not in expected:
+        if role not in folded and (role not in produced or role not in expected):
             plan.missing.append(Problem(target.name, f"{where}: nothing in {match.a_kind or 'A'} produces {role}"))
 
 
@@ -626,6 +680,8 @@ class _Context:
         self.same = a.framework == b.framework
         self.direction = None if self.same else f"{a.framework}->{b.framework}"
         self.flatten = {} if self.same else _flatten_points(a, b, a_layers, b_layers, traces, notes)
+        self.traces = traces
+        self._by_path = ({layer.path: layer for layer in a_layers}, {layer.path: layer for layer in b_layers})
         self._cache: dict[tuple, tuple[layouts.LayerRule | None, bool]] = {}
         self._fit_cache: dict[tuple[int, int], bool] = {}
 
@@ -672,9 +728,32 @@ class _Context:
         key = (id(la), id(lb))
         if key not in self._fit_cache:
             plan = TransferPlan("A", "B", [], [], [], [], [], [])
-            _add_tensor_pairs(plan, self.match(la, lb))
+            match = self.match(la, lb)
+            fold = folds.one_sided(match)
+            if fold is not None and self.norms_after(match, fold.rule) is not None:
+                match = dataclasses.replace(match, fold=fold)  # a bias one side lacks that may fold: no misfit
+            _add_tensor_pairs(plan, match)
             self._fit_cache[key] = not plan.mismatched
         return self._fit_cache[key]
+
+    def followers(self, la: Layer, lb: Layer) -> tuple[str, str] | None:
+        """The norms that alone read the two layers' outputs, where a fold's rule pairs the layers."""
+        rule = self._rule(la, lb)[0] if not self.same else None
+        fold = next((f for f in layouts.FOLDS if rule is not None and rule.key in f.layers), None)
+        if fold is None:
+            return None
+        return self.norms_after(LayerMatch(la.path, lb.path, la.kind, lb.kind, rule, self.direction, {}, {}), fold)
+
+    def norms_after(self, match: LayerMatch, rule: layouts.Fold) -> tuple[str, str] | None:
+        """The paths of the norms that alone read the two layers' outputs, where both traces show one."""
+        if self.same:
+            return None
+        found = []
+        for path, layers, trace, side in zip((match.a_path, match.b_path), self._by_path, self.traces,
+                                             self.direction.split("->")):
+            layer = layers.get(path)
+            found.append(None if layer is None else folds.feeds_only_a_norm(layer, trace, layers, side, rule))
+        return (found[0], found[1]) if None not in found else None
 
     def match(self, la: Layer, lb: Layer) -> LayerMatch:
         self.compatible(la, lb)
@@ -1173,6 +1252,13 @@ def _describe(layer: Layer) -> str:
 
 
 # --- warnings -------------------------------------------------------------------------------------------
+def _axes_of(value: Any) -> tuple[int, ...]:
+    """A stride setting as one int per axis (torch and Keras both take an int or a list)."""
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
+
 def _warnings(plan: TransferPlan, a_framework: str, tensors_of: list[tuple[str, list[TensorInfo]]]) -> list[str]:
     found = []
     for match in plan.matches:
@@ -1197,6 +1283,10 @@ def _match_warnings(match: LayerMatch, a_framework: str) -> list[str]:
                          "outputs will differ; make them equal")
     if match.rule.key == "gru" and k_config.get("reset_after") is False:
         found.append(f"{k_path}: GRU reset_after=False computes a different GRU than torch; use reset_after=True")
+    t_stride, k_stride = _axes_of(t_config.get("stride")), _axes_of(k_config.get("strides"))
+    if t_stride and k_stride and len(t_stride) == len(k_stride) and t_stride != k_stride:
+        found.append(f"{t_path} stride={list(t_stride)} but {k_path} strides={list(k_stride)}: the outputs differ "
+                     "in size, and the function with them")
     strides, padding = k_config.get("strides") or [1], t_config.get("padding")
     if k_config.get("padding") == "same" and max(strides) > 1 and isinstance(padding, list) and any(padding):
         found.append(f"{k_path}: stride-2 'same' pads (0,1) where {t_path} padding={padding} pads both sides: "

@@ -35,6 +35,8 @@ __all__ = [
     "Step",
     "LayerRule",
     "RULES",
+    "Fold",
+    "FOLDS",
     "rule",
     "torch_to_keras",
     "keras_to_torch",
@@ -939,6 +941,47 @@ def _lookup(key: str) -> LayerRule:
         return _BY_KEY[key]
     except KeyError:
         raise LayoutError(f"no layout rule {key!r}", hint="rules are " + ", ".join(_BY_KEY)) from None
+
+
+@dataclass(frozen=True)
+class Fold:
+    """A bias that a layer of one model has and its partner lacks, moved exactly into the norm after it.
+
+    A linear layer (``layers``: the keys of its rules) gives ``W x + b``; a BatchNorm in inference
+    subtracts its running mean ``m`` per channel, so ``BN(W x + b; m) == BN(W x; m - b)`` for any input.
+    Biased -> unbiased: the destination norm's ``mean`` role takes ``m - b`` (``into``); unbiased ->
+    biased: the destination's ``bias`` gets 0 and the norm is copied as it is. Exact only where the
+    layer's output goes into that norm and nowhere else, with no activation between (a fused Keras
+    ``activation`` is one): the pairing checks that on both models' traces, never by names.
+    """
+
+    key: str
+    layers: tuple[str, ...]
+    norm: str
+    mean: dict[str, str]  # the norm's running mean role, by side
+    bias: str = "bias"
+    into: TransformFn = field(default=lambda a, d: (np.subtract(a[0], a[1]),), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for key in (*self.layers, self.norm):
+            _lookup(key)  # a misspelt rule is an import error
+        for key in self.layers:
+            if not all(_lookup(key).role(side, self.bias).optional for side in ("torch", "keras")):
+                raise ValueError(f"{self.key}: {key}'s {self.bias} is not optional on both sides")
+        for side, role in self.mean.items():
+            _lookup(self.norm).role(side, role)
+
+
+#: Biases that fold into the norm after them, when one model's layers lack them.
+FOLDS: tuple[Fold, ...] = (
+    Fold(
+        "bias_into_batch_norm",
+        ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+         "depthwise_conv1d", "depthwise_conv2d", "flatten_linear", "flatten_linear_1d", "hf_conv1d",
+         "linear_conv1x1"),
+        "batch_norm", {"torch": "running_mean", "keras": "moving_mean"},
+    ),
+)
 
 
 # --------------------------------------------------------------------------------------------------

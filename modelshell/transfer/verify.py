@@ -161,10 +161,13 @@ def paired_paths(a: ModelHandle, b: ModelHandle, plan: Any = None) -> list[tuple
         from modelshell.transfer.confirm import confirmed_plan
 
         plan = confirmed_plan(a, b)
+    from modelshell.transfer.folds import skip_comparison
     from modelshell.transfer.rules import parts
 
-    # A fused layer (one torch q/k/v projection against three Keras ones) has no one output to compare.
-    return [(tap_path(m.a_path), tap_path(m.b_path)) for m in plan.matches if m.rule is None or parts(m.rule) == 1]
+    # A fused layer (one torch q/k/v projection against three Keras ones) has no one output to compare; a
+    # layer whose bias was folded into the norm after it gives its output less the bias, by design.
+    return [(tap_path(m.a_path), tap_path(m.b_path)) for m in plan.matches
+            if (m.rule is None or parts(m.rule) == 1) and not skip_comparison(m)]
 
 
 def tap_path(path: str) -> str:
