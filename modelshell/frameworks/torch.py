@@ -170,7 +170,7 @@ class TorchModule(ModelHandle):
                           record: Callable[[str, Any], None] | None = None):
         modules = dict(self.obj.named_modules())
         taps: dict[str, Any] = {}
-        substitutes = self._substitutes(values) if values else None
+        substitutes = self.prepared(values) if values else None  # made already when they come from prepared
         with deferred_interrupts():  # Ctrl-C lands in the forward pass only (``_call``), never among the hooks
             hooks: list[Any] = []
             try:
@@ -290,9 +290,6 @@ class TorchModule(ModelHandle):
         state = self._state()
         _check_values(values, {n: tuple(t.shape) for n, t in state.items()}, self.class_name)
         return {name: _made(value, state[name].dtype) for name, value in values.items()}
-
-    def _substitutes(self, values: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return self.prepared(values)
 
     def input_slots(self) -> list[InputSlot] | None:
         """The named inputs of ``forward`` that a caller must or usually gives (``input_ids``,
