@@ -498,8 +498,11 @@ def _config(module: torch.nn.Module) -> dict[str, Any]:
 def _made(value: np.ndarray | Reshaped | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``_as_tensor``, a ``Reshaped`` made into a new tensor by ``copy_into`` (in tiles, on every core)
     rather than by numpy's element-by-element reshape, in memory numpy allocates: numpy asks the kernel
-    for huge pages for a large array, where ``torch.empty``'s fault in 4 KiB at a time (as ``_backup``)."""
-    if isinstance(value, Reshaped) and dtype not in _WIDENED:
+    for huge pages for a large array, where ``torch.empty``'s fault in 4 KiB at a time (as ``_backup``).
+    A kernel of 3 or more axes seen through a transpose (a conv's) is made so too: the run's convolutions
+    then read it in their own order, and the write copies it straight."""
+    reordered = isinstance(value, np.ndarray) and value.ndim >= 3 and not value.flags.c_contiguous
+    if (isinstance(value, Reshaped) or reordered) and dtype not in _WIDENED:
         made = torch.from_numpy(np.empty(value.shape, torch.empty((), dtype=dtype).numpy().dtype))
         copy_into(made.numpy(), value)
         return made
