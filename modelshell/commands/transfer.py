@@ -144,9 +144,10 @@ def _confirmation_lines(confirmation: Any) -> list[str]:
     return lines
 
 
-def _listed(matches: list[Any], limit: int = 3) -> str:
-    shown = ", ".join(f"{m.a_path} ~ {m.b_path}" for m in matches[:limit])
-    return shown + (f" and {len(matches) - limit} more" if len(matches) > limit else "")
+def _listed(matches: list[Any]) -> str:
+    from modelshell.transfer.folds import listed_pairs  # numpy: imported once models are paired
+
+    return listed_pairs(matches)
 
 
 @command(
@@ -288,14 +289,14 @@ def _likely_cause(plan: Any, layers: list[Any], where: str | None) -> tuple[str 
     outputs differ in value, unless a pair before it has a warning and outputs that could not be
     compared (other shapes: a stride on another conv; or not compared, a layer whose bias went into its
     norm), where the difference began."""
-    from modelshell.transfer.verify import tap_path
+    from modelshell.transfer.confirm import comparison_name
 
     def about(name: str) -> str | None:
         return next((w for w in plan.warnings if w.split()[0].rstrip(":") in set(name.split(" ~ "))), None)
 
     compared = {c.name: c for c in layers}
     for match in plan.matches:
-        name = f"{tap_path(match.a_path)} ~ {tap_path(match.b_path)}"
+        name = comparison_name(match.a_path, match.b_path)
         if name == where:
             break
         comparison = compared.get(name)

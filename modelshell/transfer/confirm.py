@@ -24,7 +24,8 @@ from modelshell.transfer.plan import (
 )
 from modelshell.transfer.verify import Reference, Verification, compare_with, paired_paths, run_reference, tap_path
 
-__all__ = ["Confirmation", "confirm", "confirmed_plan", "tolerance", "agrees", "parts", "written_as_run", "MAX_TRIALS"]
+__all__ = ["Confirmation", "confirm", "confirmed_plan", "tolerance", "agrees", "parts", "written_as_run",
+           "comparison_name", "MAX_TRIALS"]
 
 #: Runs of the destination, at most, to decide a pairing (each is one forward pass).
 MAX_TRIALS = 32
@@ -150,11 +151,11 @@ def _trial(pairing: Pairing, reference: Reference, b: ModelHandle, tol: float, p
 
 def _positions(pairing: Pairing) -> dict[str, int]:
     """Each pair's position in ``pairing.matched``, by the name a layer comparison carries."""
-    return {_comparison_name(pairing.a_layers[i].path, pairing.b_layers[j].path): k
+    return {comparison_name(pairing.a_layers[i].path, pairing.b_layers[j].path): k
             for k, (i, j) in enumerate(pairing.matched)}
 
 
-def _comparison_name(a_path: str, b_path: str) -> str:
+def comparison_name(a_path: str, b_path: str) -> str:
     """The name ``compare_with`` gives the comparison of two paired layers."""
     return f"{tap_path(a_path)} ~ {tap_path(b_path)}"
 
@@ -240,7 +241,7 @@ def _labelled(pairing: Pairing, plan: TransferPlan, result: Verification | None,
     group_end = {g: members[-1] for g, members in enumerate(pairing.groups)}
     matches = []
     for match in plan.matches:
-        k = position.get(_comparison_name(match.a_path, match.b_path), end)
+        k = position.get(comparison_name(match.a_path, match.b_path), end)
         proven_after = result is not None and (divergence is None or any(
             group_end.get(match.group, k) < q < end for q in agreeing))
         if result is not None and k < end and (match.group is None or proven_after):

@@ -24,7 +24,7 @@ from modelshell.frameworks.base import Layer, TensorInfo
 from modelshell.transfer import rules as layouts
 
 __all__ = ["Folding", "one_sided", "feeds_only_a_norm", "folded", "relabelled", "notes", "skip_comparison",
-           "summary", "values_into_norms"]
+           "summary", "values_into_norms", "listed_pairs"]
 
 # A Keras layer's fused activation: only a linear one leaves W x + b for the norm.
 _LINEAR = (None, "linear")
@@ -121,11 +121,11 @@ def notes(matches: list[Any], a_name: str, b_name: str) -> list[str]:
     if into:
         lines.append(f"{_biases(len(into))} of {a_name} folded into the running mean of the BatchNorm that alone "
                      f"reads each layer's output, as {b_name}'s layers have none (BN(x + b; mean m) = "
-                     f"BN(x; mean m - b)): {_listed(into)}")
+                     f"BN(x; mean m - b)): {listed_pairs(into)}")
     if zero:
         layers = f"{len(zero)} layers of {b_name} get" if len(zero) != 1 else f"1 layer of {b_name} gets"
         lines.append(f"{layers} a zero bias, as {a_name}'s have none and each feeds only its BatchNorm: "
-                     f"{_listed(zero)}")
+                     f"{listed_pairs(zero)}")
     return lines
 
 
@@ -144,7 +144,8 @@ def _biases(count: int) -> str:
     return f"{count} bias" + ("es" if count != 1 else "")
 
 
-def _listed(matches: list[Any], limit: int = 3) -> str:
+def listed_pairs(matches: list[Any], limit: int = 3) -> str:
+    """``A_LAYER ~ B_LAYER`` of the first few layer matches, and how many more (for one-line messages)."""
     shown = ", ".join(f"{m.a_path} ~ {m.b_path}" for m in matches[:limit])
     return shown + (f" and {len(matches) - limit} more" if len(matches) > limit else "")
 
