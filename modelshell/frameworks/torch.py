@@ -509,6 +509,14 @@ def _made(value: np.ndarray | Reshaped | torch.Tensor, dtype: torch.dtype) -> to
     return _as_tensor(value, dtype)
 
 
+def _read_only_view(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` of an array modelshell only reads (a Keras snapshot is read-only): torch's
+    warning that it could write through it says nothing here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 def _as_tensor(value: np.ndarray | Reshaped | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A tensor sharing the array's memory where it can (same dtype, any positive strides): a copy of a
     large model must not hold its weights three times. 0-d arrays stay 0-d. A tensor (``prepared``)
@@ -517,9 +525,7 @@ def _as_tensor(value: np.ndarray | Reshaped | torch.Tensor, dtype: torch.dtype) 
         return value.to(dtype)
     array = np.asarray(value)  # a Reshaped is made here (a state dict keeps what it is given)
     try:
-        with warnings.catch_warnings():  # read-only views (Keras snapshots) are only ever read from here
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            tensor = torch.from_numpy(array)  # strided views (transposes) too; copy_ reads them as they are
+        tensor = _read_only_view(array)  # strided views (transposes) too; copy_ reads them as they are
     except ValueError:  # negative strides
         tensor = torch.from_numpy(np.array(array, order="C"))
     return tensor.to(dtype)
@@ -865,9 +871,7 @@ def _copy_with_torch(out: np.ndarray, value: np.ndarray) -> bool:
             or not out.flags.writeable):
         return False
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            source, destination = torch.from_numpy(value), torch.from_numpy(out)
+        source, destination = _read_only_view(value), torch.from_numpy(out)
     except TypeError:  # a dtype torch has no numpy twin for
         return False
     with _threads_for_the_machine():
